@@ -1,0 +1,19 @@
+"""essl: Equivariant Self-Supervised Learning (Dangovski et al., ICLR 2022, arXiv 2111.00899).
+
+The building blocks live in sub-packages that mirror the architecture:
+
+- ``essl.data``          datasets read from disk (MNIST-5k ships with the package)
+- ``essl.augmentation``  batched, per-sample random view recipes (kornia, on the device)
+- ``essl.groups``        finite transformation groups: invariances and equivariance targets
+- ``essl.models``        backbones and heads
+- ``essl.objectives``    SSL losses and the E-SSL prediction loss
+- ``essl.training``      the pretraining loop, schedules, optimisers, checkpoints
+- ``essl.evaluation``    kNN, linear probe and equivariance diagnostics
+- ``essl.photonics``     photonic-crystal unit cells, the DOS solver and datasets
+"""
+
+__version__ = "0.1.0"
+
+from essl.errors import EsslError  # noqa: E402
+
+__all__ = ["EsslError", "__version__"]
