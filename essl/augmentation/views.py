@@ -1,0 +1,106 @@
+"""View recipes of the paper as batched, per-sample random transforms (kornia) on the training device.
+
+A :class:`ViewRecipe` holds the numbers; :func:`build_view` turns it into a module that maps a uint8 batch
+``(N, C, H, W)`` to a normalised float batch, with independent random parameters for every image.
+Recipes (Dangovski et al. 2022, official code; reference/paper.md §2.5, §3.1, §3.2):
+
+- ``cifar``            RandomResizedCrop(32, scale 0.2-1), hflip 0.5, ColorJitter(0.4,0.4,0.4,0.1) p 0.8, gray 0.2
+- ``cifar_small``      the prediction-branch view: the same with RandomResizedCrop(16, scale 0.2-1)
+- ``imagenet1/2``      BYOL-style asymmetric pair at 224 px (blur p 1.0 / 0.1, solarize p 0 / 0.2)
+- ``imagenet_small``   RandomResizedCrop(96, scale 0.05-0.14) with the colour operations, blur p 0.1
+- ``mnist``            RandomResizedCrop(28, scale 0.3-1), brightness/contrast jitter p 0.8, no flips (digits
+                       are not mirror-symmetric) and no colour (one channel)
+- ``mnist_small``      the prediction-branch view for digits: RandomResizedCrop(20, scale 0.3-1) + jitter
+- ``crop_only``        RandomResizedCrop only (the base augmentation of the transformation sweep)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import kornia.augmentation as K
+import torch
+from torch import nn
+
+from essl.errors import EsslError
+
+
+@dataclass(frozen=True)
+class ViewRecipe:
+    size: int
+    scale: tuple[float, float] = (0.2, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip: float = 0.5
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)  # brightness, contrast, saturation, hue
+    jitter_p: float = 0.8
+    grayscale_p: float = 0.2
+    blur_p: float = 0.0
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    solarize_p: float = 0.0
+    resample: str = "bilinear"
+
+
+RECIPES: dict[str, ViewRecipe] = {
+    "cifar": ViewRecipe(size=32),
+    "cifar_small": ViewRecipe(size=16),
+    "imagenet1": ViewRecipe(size=224, scale=(0.08, 1.0), jitter=(0.4, 0.4, 0.2, 0.1), blur_p=1.0, resample="bicubic"),
+    "imagenet2": ViewRecipe(size=224, scale=(0.08, 1.0), jitter=(0.4, 0.4, 0.2, 0.1), blur_p=0.1, solarize_p=0.2,
+                            resample="bicubic"),
+    "imagenet_small": ViewRecipe(size=96, scale=(0.05, 0.14), jitter=(0.4, 0.4, 0.2, 0.1), blur_p=0.1),
+    "mnist": ViewRecipe(size=28, scale=(0.3, 1.0), hflip=0.0, jitter=(0.4, 0.4, 0.0, 0.0), grayscale_p=0.0),
+    "mnist_small": ViewRecipe(size=20, scale=(0.3, 1.0), hflip=0.0, jitter=(0.4, 0.4, 0.0, 0.0), grayscale_p=0.0),
+    "crop_only": ViewRecipe(size=32, hflip=0.0, jitter_p=0.0, grayscale_p=0.0),
+}
+
+
+def get_recipe(name: str, size: int | None = None) -> ViewRecipe:
+    """Look up a named recipe; ``size`` overrides its crop size (e.g. ``crop_only`` at 28 px)."""
+    if name not in RECIPES:
+        raise EsslError(f"Unknown view recipe {name!r}. Known recipes: {', '.join(sorted(RECIPES))}.")
+    recipe = RECIPES[name]
+    return replace(recipe, size=size) if size else recipe
+
+
+class _ToFloat(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+
+
+def build_view(recipe: ViewRecipe, channels: int, mean: tuple[float, ...] | None = None,
+               std: tuple[float, ...] | None = None) -> nn.Module:
+    """Module: uint8 or [0, 1] float batch ``(N, C, H, W)`` → augmented float batch, in [0, 1], or normalised
+    when ``mean``/``std`` are given. (Training normalises after any group action, so that photometric groups
+    such as colour inversion act on [0, 1] images.)"""
+    ops: list[nn.Module] = [_ToFloat(), K.RandomResizedCrop((recipe.size, recipe.size), scale=recipe.scale,
+                                                            ratio=recipe.ratio, resample=recipe.resample.upper())]
+    if recipe.hflip > 0:
+        ops.append(K.RandomHorizontalFlip(p=recipe.hflip))
+    b, c, s, h = recipe.jitter
+    if channels == 1:
+        s, h = 0.0, 0.0  # saturation and hue do not exist for one channel
+    if recipe.jitter_p > 0 and any((b, c, s, h)):
+        ops.append(K.ColorJitter(b, c, s, h, p=recipe.jitter_p))
+    if recipe.grayscale_p > 0 and channels == 3:
+        ops.append(K.RandomGrayscale(p=recipe.grayscale_p))
+    if recipe.blur_p > 0:
+        kernel = 2 * round(0.05 * recipe.size) + 1  # ~10% of the image, odd (SimCLR)
+        ops.append(K.RandomGaussianBlur((kernel, kernel), recipe.blur_sigma, p=recipe.blur_p))
+    if recipe.solarize_p > 0:
+        ops.append(K.RandomSolarize(thresholds=0.0, additions=0.0, p=recipe.solarize_p))
+    if mean is not None and std is not None:
+        ops.append(Normalize(mean, std))
+    return nn.Sequential(*ops)
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std per channel, for [0, 1] float batches (uint8 is scaled first)."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255)
+        return (x - self.mean) / self.std

@@ -1,0 +1,58 @@
+"""The ``essl`` command-line tool.
+
+Each sub-command lives next to the code it drives and adds itself with a ``register(subparsers)`` function
+listed in :data:`COMMAND_MODULES`. Errors the user can fix (:class:`EsslError`) are printed without a traceback
+and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from essl import __version__
+from essl.errors import EsslError
+
+COMMAND_MODULES = [
+    "essl.training.commands",     # pretrain, presets
+    "essl.evaluation.commands",   # knn, probe
+    "essl.demo",                  # demo
+    "essl.photonics.cli",         # phc generate | label
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="essl", description="Equivariant self-supervised learning (E-SSL).")
+    parser.add_argument("--version", action="version", version=f"essl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue  # a command family not present in this build
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except EsslError as exc:
+        print(f"essl: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("essl: interrupted; the last completed epoch's checkpoint is intact (resume with --resume).",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""The in-memory dataset container shared by all loaders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class ImageData:
+    """Images as a uint8 tensor ``(N, C, H, W)`` with optional int64 labels ``(N,)``.
+
+    ``mean``/``std`` are the per-channel normalisation constants of the dataset (in [0, 1] units).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError(f"images must be a uint8 (N, C, H, W) tensor, got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels is not None and len(self.labels) != len(self.images):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.images.shape[-1]
+
+    def subset(self, index: torch.Tensor) -> "ImageData":
+        labels = None if self.labels is None else self.labels[index]
+        return ImageData(self.images[index], labels, self.num_classes, self.mean, self.std, self.name)

@@ -1,0 +1,96 @@
+"""Projectors, the SimSiam predictor and the E-SSL prediction heads (reference/paper.md §2.4, §3.1-§3.2).
+
+Every head is an ``nn.Sequential`` built from :func:`mlp`, so the printed module reads like the table in the
+paper's code. ``norm`` is ``"bn"`` (BatchNorm1d), ``"bn_noaffine"``, ``"ln"`` (LayerNorm) or ``None``.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from essl.errors import EsslError
+
+
+def _norm(kind: str | None, dim: int) -> list[nn.Module]:
+    if kind is None:
+        return []
+    if kind == "bn":
+        return [nn.BatchNorm1d(dim)]
+    if kind == "bn_noaffine":
+        return [nn.BatchNorm1d(dim, affine=False)]
+    if kind == "ln":
+        return [nn.LayerNorm(dim)]
+    raise ValueError(f"unknown norm {kind!r}")
+
+
+def mlp(dims: list[int], norm: str | None = "bn", bias: bool = False, last_bias: bool = True,
+        last_norm: str | None = None, relu: list[bool] | None = None) -> nn.Sequential:
+    """Linear layers ``dims[0] → dims[1] → … → dims[-1]``.
+
+    Each hidden layer is Linear(bias) → norm → ReLU (``relu[i]=False`` drops the i-th ReLU); the last is
+    Linear(last_bias) → last_norm.
+    """
+    hidden = len(dims) - 2
+    relu = [True] * hidden if relu is None else relu
+    layers: list[nn.Module] = []
+    for i in range(hidden):
+        layers += [nn.Linear(dims[i], dims[i + 1], bias=bias), *_norm(norm, dims[i + 1])]
+        if relu[i]:
+            layers.append(nn.ReLU(inplace=True))
+    layers += [nn.Linear(dims[-2], dims[-1], bias=last_bias), *_norm(last_norm, dims[-1])]
+    return nn.Sequential(*layers)
+
+
+def projector(kind: str, in_dim: int) -> nn.Sequential:
+    """SSL projector by name.
+
+    - ``cifar``: Linear(d→2048, no bias) BN ReLU Linear(2048→2048, no bias) BN(affine=False)  (cifar10/main.py)
+    - ``small``: the same at width 512, for the small CPU backbone
+    - ``simclr_imagenet``: 2048-2048-128, BN after every layer (imagenet/simclr)
+    - ``simsiam_imagenet``: 2048-2048-2048, last BN affine=False (imagenet/simsiam)
+    - ``barlow_imagenet``: 8192-8192-8192, no final norm (the loss standardises; imagenet/barlowtwins)
+    """
+    if kind == "cifar":
+        return mlp([in_dim, 2048, 2048], norm="bn", bias=False, last_bias=False, last_norm="bn_noaffine")
+    if kind == "small":
+        return mlp([in_dim, 512, 512], norm="bn", bias=False, last_bias=False, last_norm="bn_noaffine")
+    if kind == "simclr_imagenet":
+        return mlp([in_dim, 2048, 2048, 128], norm="bn", bias=False, last_bias=False, last_norm="bn")
+    if kind == "simsiam_imagenet":
+        return mlp([in_dim, 2048, 2048, 2048], norm="bn", bias=False, last_bias=False, last_norm="bn_noaffine")
+    if kind == "barlow_imagenet":
+        return mlp([in_dim, 8192, 8192, 8192], norm="bn", bias=False, last_bias=False, last_norm=None)
+    raise EsslError(f"Unknown projector {kind!r}; use cifar, small, simclr_imagenet, simsiam_imagenet or "
+                    f"barlow_imagenet.")
+
+
+def projector_dim(head: nn.Sequential) -> int:
+    """Output width of a head built by :func:`mlp`."""
+    return [m for m in head if isinstance(m, nn.Linear)][-1].out_features
+
+
+def simsiam_predictor(dim: int, hidden: int) -> nn.Sequential:
+    """SimSiam predictor: Linear(dim→hidden, no bias) BN ReLU Linear(hidden→dim) (Chen & He 2021)."""
+    return mlp([dim, hidden, dim], norm="bn", bias=False, last_bias=True)
+
+
+def prediction_head(kind: str, in_dim: int, num_classes: int) -> nn.Sequential:
+    """E-SSL head h that predicts the group element from backbone features (reference/paper.md §2.4).
+
+    - ``cifar_simclr``: Linear(d→2048) LN ReLU Linear(2048→2048) LN ReLU Linear(2048→n)
+    - ``cifar_simsiam``: the same without the second ReLU (as in the official E-SimSiam)
+    - ``small``: the ``cifar_simclr`` shape at width 512, for the small CPU backbone
+    - ``imagenet_simclr``: Linear(d→2048) LN ReLU Linear(2048→2048) LN ReLU Linear(2048→128) LN Linear(128→n)
+    - ``imagenet_simsiam`` (also E-Barlow Twins): the same with a 256-d bottleneck
+    """
+    if kind == "cifar_simclr":
+        return mlp([in_dim, 2048, 2048, num_classes], norm="ln", bias=True)
+    if kind == "cifar_simsiam":
+        return mlp([in_dim, 2048, 2048, num_classes], norm="ln", bias=True, relu=[True, False])
+    if kind == "small":
+        return mlp([in_dim, 512, 512, num_classes], norm="ln", bias=True)
+    if kind in ("imagenet_simclr", "imagenet_simsiam"):
+        bottleneck = 128 if kind == "imagenet_simclr" else 256
+        return mlp([in_dim, 2048, 2048, bottleneck, num_classes], norm="ln", bias=True, relu=[True, True, False])
+    raise EsslError(f"Unknown prediction head {kind!r}; use cifar_simclr, cifar_simsiam, small, imagenet_simclr "
+                    f"or imagenet_simsiam.")

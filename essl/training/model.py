@@ -1,0 +1,54 @@
+"""The E-SSL model: backbone f, projector g, optional SimSiam predictor q, and one prediction head per group.
+
+:meth:`ESSLModel.forward` computes the whole objective in one call (so DDP sees one forward per backward):
+
+    L = L_ssl(view1, view2) + Σ_groups λ_G · CE(h_G(f(g·x_small)), g)        (Dangovski et al. 2022, §3)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from essl.groups import make_group
+from essl.models import make_backbone, prediction_head, projector, projector_dim, simsiam_predictor
+from essl.objectives import barlow_twins_loss, info_nce, nt_xent, prediction_loss, simsiam_loss
+from essl.training.config import PretrainConfig
+
+
+class ESSLModel(nn.Module):
+    def __init__(self, cfg: PretrainConfig, in_channels: int):
+        super().__init__()
+        self.method, self.temperature = cfg.method, cfg.temperature
+        self.full_nt_xent, self.barlow_lambda = cfg.full_nt_xent, cfg.barlow_lambda
+        self.backbone = make_backbone(cfg.backbone, in_channels)
+        dim = self.backbone.feature_dim
+        self.projector = projector(cfg.projector, dim)
+        self.predictor = (simsiam_predictor(projector_dim(self.projector), cfg.predictor_hidden)
+                          if cfg.method == "simsiam" else None)
+        self.task_names = [t.group for t in cfg.equivariance]
+        self.weights = [t.weight for t in cfg.equivariance]
+        self.heads = nn.ModuleDict({
+            t.group.replace("*", "x"): prediction_head(t.head, dim, make_group(t.group).order) for t in cfg.equivariance
+        })
+
+    def ssl_loss(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        z1, z2 = self.projector(self.backbone(x1)), self.projector(self.backbone(x2))
+        if self.method == "simclr":
+            return (nt_xent if self.full_nt_xent else info_nce)(z1, z2, self.temperature)
+        if self.method == "simsiam":
+            return simsiam_loss(self.predictor(z1), self.predictor(z2), z1, z2)
+        return barlow_twins_loss(z1, z2, self.barlow_lambda)
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor,
+                predictions: list[tuple[torch.Tensor, torch.Tensor]] = ()) -> dict[str, torch.Tensor]:
+        """``predictions[i]`` is ``(orbit images, element labels)`` for the i-th predicted group."""
+        ssl = self.ssl_loss(x1, x2)
+        out = {"ssl_loss": ssl}
+        total = ssl
+        for name, weight, head, (xg, g) in zip(self.task_names, self.weights, self.heads.values(), predictions):
+            loss, acc = prediction_loss(head(self.backbone(xg)), g)
+            out[f"pred_loss/{name}"], out[f"pred_acc/{name}"] = loss, acc
+            total = total + weight * loss
+        out["loss"] = total
+        return out

@@ -1,0 +1,284 @@
+"""The pretraining loop, in one place (in the style of the FAIR reference scripts).
+
+Per step: draw two SSL views and, for every predicted group, the orbit of a small crop (all on the training
+device, per-sample random), run :class:`ESSLModel` under autocast, step the optimiser with the precomputed lr.
+Per epoch: a JSON line in ``metrics.jsonl``, the kNN monitor every ``knn_every`` epochs, and an atomically
+written ``checkpoint.pt`` from which ``--resume`` continues exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from essl.augmentation import Normalize, build_view, get_recipe
+from essl.data import load_dataset
+from essl.errors import EsslError
+from essl.evaluation import extract_features, knn_accuracy
+from essl.evaluation.features import autocast_context
+from essl.groups import make_group
+from essl.training.batches import TensorBatches
+from essl.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from essl.training.config import PretrainConfig, config_from_dict
+from essl.training.distributed import DistEnv, all_reduce_mean, barrier, init_distributed
+from essl.training.model import ESSLModel
+from essl.training.optim import build_optimizer
+from essl.training.schedule import warmup_cosine
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+CONFIG = "config.yaml"
+
+
+# ----------------------------------------------------------------------------------------------- setup helpers
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise EsslError("device=cuda was asked for but CUDA is not available; use device=cpu or device=auto.")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype:
+    """auto: bf16 where the hardware runs it fast (CUDA with bf16, CPUs with AVX512-BF16/AMX), fp16 on older
+    CUDA GPUs, fp32 otherwise."""
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
+    if name == "fp16" and device.type != "cuda":
+        raise EsslError("precision=fp16 needs a CUDA device; on a CPU use bf16 or fp32.")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+
+
+def resolve_channels_last(value: str, device: torch.device) -> bool:
+    value = str(value).lower()
+    return value == "true" or (value == "auto")
+
+
+def default_run_dir(preset: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{Path(preset).stem}-{stamp}"
+
+
+def prepare_run_dir(out: Path, overwrite: bool) -> None:
+    """Create a fresh run folder; an existing non-empty folder is an error unless ``overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise EsslError(f"{out} exists and is not a folder. Choose another --out.")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            hint = " It holds a checkpoint: continue it with `essl pretrain --resume " + str(out) + "`." \
+                if (out / CHECKPOINT).exists() else ""
+            raise EsslError(f"Run folder {out} already exists and is not empty.{hint} Choose another --out, or pass "
+                            f"--overwrite to replace it.")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def read_run_config(run_dir: Path) -> PretrainConfig:
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise EsslError(f"{run_dir} is not an essl run folder (no {CONFIG}). Pass a folder written by `essl pretrain`.")
+    return config_from_dict(yaml.safe_load(path.read_text()) or {})
+
+
+def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.replace(tmp, path)
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# ------------------------------------------------------------------------------------------------ the loop
+class Pretrainer:
+    """Holds what one run needs; :meth:`fit` is the training loop."""
+
+    def __init__(self, cfg: PretrainConfig, run_dir: Path, progress: bool = True):
+        self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
+        self.device = resolve_device(cfg.device)
+        self.denv: DistEnv = init_distributed(self.device.type)
+        if self.device.type == "cuda":
+            self.device = torch.device("cuda", self.denv.local_rank)
+        if cfg.num_threads > 0:
+            torch.set_num_threads(cfg.num_threads)
+        torch.manual_seed(cfg.seed)
+        self.dtype = resolve_precision(cfg.precision, self.device)
+        self.channels_last = resolve_channels_last(cfg.channels_last, self.device)
+
+        self.train = load_dataset(cfg.dataset, "train", cfg.data_root, cfg.image_size)
+        self.test = None
+        if cfg.knn_every > 0 and self.train.labels is not None:
+            try:
+                self.test = load_dataset(cfg.dataset, "test", cfg.data_root, cfg.image_size)
+            except EsslError:
+                self.test = None  # no labelled test split: the kNN monitor is skipped (said in the log)
+        self.batches = TensorBatches(self.train.images, cfg.batch_size, cfg.seed, self.denv.rank,
+                                     self.denv.world_size)
+        channels = self.train.channels
+        self.normalize = Normalize(self.train.mean, self.train.std).to(self.device)
+        self.views = [build_view(get_recipe(v), channels).to(self.device) for v in cfg.views]
+        self.invariances = [make_group(g) for g in cfg.invariances]
+        self.tasks = [(make_group(t.group), build_view(get_recipe(t.view), channels).to(self.device))
+                      for t in cfg.equivariance]
+
+        self.model = ESSLModel(cfg, channels).to(self.device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        if self.denv.enabled and self.device.type == "cuda":
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        scaled_lr = cfg.lr * cfg.batch_size / 256
+        self.optimizer = build_optimizer(self.model, cfg, scaled_lr)
+        steps = len(self.batches)
+        self.lrs = warmup_cosine(scaled_lr, scaled_lr * cfg.final_lr_ratio, cfg.epochs * steps,
+                                 round(cfg.warmup_epochs * steps))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        self.start_epoch = 0
+        self.net: torch.nn.Module = self.model
+        if self.denv.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)
+        if cfg.compile:
+            self.net = torch.compile(self.net)
+
+    # -- state
+    def state(self, epoch: int) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(), "epoch": epoch, "step": epoch * len(self.batches),
+                "config": self.cfg.to_dict(), "rng": rng_state(), "world_size": self.denv.world_size}
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.start_epoch = int(ckpt["epoch"])
+        set_rng_state(ckpt["rng"])
+        if self.denv.world_size != ckpt.get("world_size", 1):
+            # Other process counts draw different augmentation streams; order and maths are unchanged.
+            torch.manual_seed(self.cfg.seed * 7919 + self.start_epoch * 31 + self.denv.rank)
+        elif self.denv.rank:
+            torch.manual_seed(self.cfg.seed * 7919 + self.start_epoch * 31 + self.denv.rank)
+
+    # -- one step's inputs
+    @torch.no_grad()
+    def make_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list]:
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        views = []
+        for aug in self.views:
+            v = aug(x)
+            for group in self.invariances:
+                v = group.sample(v)[0]
+            views.append(self.normalize(v).contiguous(memory_format=fmt))
+        predictions = []
+        for group, aug in self.tasks:
+            xg, g = group.orbit(aug(x))
+            predictions.append((self.normalize(xg).contiguous(memory_format=fmt), g))
+        return views[0], views[1], predictions
+
+    def knn_monitor(self) -> float | None:
+        if self.test is None or not self.denv.is_main:
+            return None
+        kw = dict(mean=self.train.mean, std=self.train.std, device=self.device, dtype=self.dtype,
+                  channels_last=self.channels_last)
+        train_f = extract_features(self.model.backbone, self.train.images, **kw)
+        test_f = extract_features(self.model.backbone, self.test.images, **kw)
+        return knn_accuracy(train_f, self.train.labels, test_f, self.test.labels, self.train.num_classes,
+                            self.cfg.knn_k, self.cfg.knn_t)
+
+    def fit(self) -> list[dict[str, Any]]:
+        cfg, steps = self.cfg, len(self.batches)
+        metrics_path = self.run_dir / METRICS
+        rows = [r for r in read_metrics(self.run_dir) if r.get("epoch", 0) <= self.start_epoch]
+        bar = tqdm(total=cfg.epochs * steps, initial=self.start_epoch * steps, unit="step", dynamic_ncols=True,
+                   disable=not (self.progress and self.denv.is_main), desc="pretrain", smoothing=0.1)
+        for epoch in range(self.start_epoch, cfg.epochs):
+            self.net.train()
+            sums: dict[str, float] = {}
+            t0, seen = time.perf_counter(), 0
+            for i, x in enumerate(self.batches.epoch(epoch)):
+                it = epoch * steps + i
+                for group in self.optimizer.param_groups:
+                    if not group.get("fixed_lr"):
+                        group["lr"] = float(self.lrs[it])
+                x = x.to(self.device, non_blocking=True)
+                x1, x2, predictions = self.make_inputs(x)
+                with autocast_context(self.device, self.dtype):
+                    out = self.net(x1, x2, predictions)
+                loss = out["loss"]
+                if not torch.isfinite(loss):
+                    raise EsslError(f"The loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}. Lower lr "
+                                    f"(now {cfg.lr}) or use precision=fp32; resume from the last checkpoint with "
+                                    f"--resume after fixing the setting in {self.run_dir / CONFIG}.")
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                values = {k: v.item() for k, v in out.items()}
+                for k, v in values.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                seen += x.shape[0] * self.denv.world_size
+                bar.update(1)
+                bar.set_postfix(ep=f"{epoch + 1}/{cfg.epochs}", loss=f"{values['loss']:.3f}",
+                                lr=f"{self.lrs[it]:.3g}", img_s=f"{seen / (time.perf_counter() - t0):.0f}",
+                                refresh=False)
+            elapsed = time.perf_counter() - t0
+            row: dict[str, Any] = {"epoch": epoch + 1, "step": (epoch + 1) * steps, "lr": float(self.lrs[it])}
+            row.update(all_reduce_mean({k: v / steps for k, v in sums.items()}, self.device))
+            row.update({"images_per_s": seen / elapsed, "epoch_time_s": elapsed})
+            if cfg.knn_every and ((epoch + 1) % cfg.knn_every == 0 or epoch + 1 == cfg.epochs):
+                acc = self.knn_monitor()
+                if acc is not None:
+                    row["knn_top1"] = acc
+                    bar.write(f"epoch {epoch + 1}: kNN top-1 {acc:.2f}% (k={cfg.knn_k}, t={cfg.knn_t})")
+            rows.append(row)
+            if self.denv.is_main:
+                _write_metrics(metrics_path, rows)
+                save_checkpoint(self.run_dir / CHECKPOINT, self.state(epoch + 1))
+            barrier()
+        bar.close()
+        return rows
+
+
+def pretrain(cfg: PretrainConfig, run_dir: Path | str | None = None, resume: bool = False,
+             overwrite: bool = False, progress: bool = True, preset_name: str = "run") -> Path:
+    """Run (or, with ``resume``, continue) a pretraining run; returns the run folder."""
+    from essl.training.distributed import detect_env
+
+    main = detect_env().is_main
+    run_dir = Path(run_dir) if run_dir else default_run_dir(preset_name)
+    ckpt = None
+    if resume:
+        ckpt = load_checkpoint(run_dir / CHECKPOINT)
+        cfg = config_from_dict(ckpt["config"])
+    else:
+        cfg.validate()
+        if main:
+            prepare_run_dir(run_dir, overwrite)
+            (run_dir / CONFIG).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    trainer = Pretrainer(cfg, run_dir, progress)
+    if ckpt is not None:
+        trainer.restore(ckpt)
+        if trainer.start_epoch >= cfg.epochs:
+            raise EsslError(f"The run in {run_dir} already finished all {cfg.epochs} epochs; nothing to resume.")
+    trainer.fit()
+    return run_dir
+
+
+def steps_per_epoch(n_images: int, batch_size: int) -> int:
+    return math.floor(n_images / batch_size)

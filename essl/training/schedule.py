@@ -1,0 +1,16 @@
+"""Learning-rate schedule, precomputed per step (as in the DINO reference scripts):
+linear warm-up from 0, then cosine decay to ``final`` (Loshchilov & Hutter 2017; Goyal et al. 2017)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def warmup_cosine(base: float, final: float, total_steps: int, warmup_steps: int) -> np.ndarray:
+    """``lr[s]`` for ``s = 0..total_steps-1``."""
+    warmup_steps = min(warmup_steps, total_steps)
+    warm = base * np.arange(1, warmup_steps + 1) / max(warmup_steps, 1) if warmup_steps else np.zeros(0)
+    rest = total_steps - warmup_steps
+    progress = np.arange(rest) / max(rest, 1)
+    cosine = final + 0.5 * (base - final) * (1 + np.cos(np.pi * progress))
+    return np.concatenate([warm, cosine])
