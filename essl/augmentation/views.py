@@ -12,6 +12,8 @@ Recipes (Dangovski et al. 2022, official code; reference/paper.md §2.5, §3.1, 
                        are not mirror-symmetric) and no colour (one channel)
 - ``mnist_small``      the prediction-branch view for digits: RandomResizedCrop(20, scale 0.3-1) + jitter
 - ``crop_only``        RandomResizedCrop only (the base augmentation of the transformation sweep)
+- ``crop_only_small``  the sweep's prediction-branch view: RandomResizedCrop(16, scale 0.2-1) only
+- ``crop_only_mnist``  / ``crop_only_mnist_small``: the same for 28-px digits (28 and 20 px, scale 0.3-1)
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ RECIPES: dict[str, ViewRecipe] = {
     "mnist": ViewRecipe(size=28, scale=(0.3, 1.0), hflip=0.0, jitter=(0.4, 0.4, 0.0, 0.0), grayscale_p=0.0),
     "mnist_small": ViewRecipe(size=20, scale=(0.3, 1.0), hflip=0.0, jitter=(0.4, 0.4, 0.0, 0.0), grayscale_p=0.0),
     "crop_only": ViewRecipe(size=32, hflip=0.0, jitter_p=0.0, grayscale_p=0.0),
+    "crop_only_small": ViewRecipe(size=16, hflip=0.0, jitter_p=0.0, grayscale_p=0.0),
+    "crop_only_mnist": ViewRecipe(size=28, scale=(0.3, 1.0), hflip=0.0, jitter_p=0.0, grayscale_p=0.0),
+    "crop_only_mnist_small": ViewRecipe(size=20, scale=(0.3, 1.0), hflip=0.0, jitter_p=0.0, grayscale_p=0.0),
 }
 
 

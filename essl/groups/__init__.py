@@ -1,24 +1,41 @@
 """Finite transformation groups: equivariance targets and invariances (see :mod:`essl.groups.base`).
 
 :func:`make_group` builds a group from its name; ``"a*b"`` is the product group of ``a`` and ``b``.
+
+| name          | order | elements                                                         | invertible |
+|---------------|-------|------------------------------------------------------------------|------------|
+| ``rotation``  | 4     | ``torch.rot90(x, k, dims=(H, W))``                               | yes        |
+| ``hflip``     | 2     | identity, mirror left-right                                      | yes        |
+| ``vflip``     | 2     | identity, mirror top-bottom                                      | yes        |
+| ``grayscale`` | 2     | identity, BT.601 luma (RGB only; an error on 1-channel data)     | no         |
+| ``inversion`` | 2     | identity, ``1 − x``                                              | yes        |
+| ``jigsaw``    | 24    | permutations of the 2×2 quadrants (``itertools.permutations``)   | yes        |
+| ``blur``      | 4     | Gaussian σ = 0, 0.5, 1, 2 px per 32 px of image side             | no         |
+| ``translation`` | 4   | periodic roll by (0,0), (0,W/2), (H/2,0), (H/2,W/2)              | yes        |
 """
 
 from __future__ import annotations
 
 from essl.errors import EsslError
-from essl.groups.base import ProductGroup, TransformationGroup
-from essl.groups.geometric import HorizontalFlip, Rotation4, VerticalFlip
+from essl.groups.base import Involution, ProductGroup, TransformationGroup
+from essl.groups.geometric import HalfTranslation, HorizontalFlip, Jigsaw2x2, Rotation4, VerticalFlip
+from essl.groups.photometric import ColourInversion, GaussianBlur4, Grayscale
 
 GROUPS: dict[str, type[TransformationGroup]] = {
     "rotation": Rotation4,
     "hflip": HorizontalFlip,
     "vflip": VerticalFlip,
+    "grayscale": Grayscale,
+    "inversion": ColourInversion,
+    "jigsaw": Jigsaw2x2,
+    "blur": GaussianBlur4,
+    "translation": HalfTranslation,
 }
 
 
 def make_group(name: str) -> TransformationGroup:
     """Build a group by name, e.g. ``"rotation"`` or the product ``"rotation*hflip"`` (8 elements)."""
-    parts = [p.strip() for p in name.split("*")]
+    parts = [p.strip() for p in str(name).split("*")]
     unknown = [p for p in parts if p not in GROUPS]
     if unknown or not parts:
         raise EsslError(f"Unknown transformation group {name!r}. Known groups: {', '.join(sorted(GROUPS))}; "
@@ -29,5 +46,6 @@ def make_group(name: str) -> TransformationGroup:
     return group
 
 
-__all__ = ["GROUPS", "TransformationGroup", "ProductGroup", "Rotation4", "HorizontalFlip", "VerticalFlip",
+__all__ = ["GROUPS", "TransformationGroup", "ProductGroup", "Involution", "Rotation4", "HorizontalFlip",
+           "VerticalFlip", "Jigsaw2x2", "HalfTranslation", "Grayscale", "ColourInversion", "GaussianBlur4",
            "make_group"]

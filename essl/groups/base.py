@@ -1,23 +1,38 @@
 """Finite transformation groups acting on image batches.
 
-A group ``G`` of order ``n`` is used in two ways (Dangovski et al. 2022, §3):
+A group ``G`` of order ``n`` is used in two ways (Dangovski et al. 2022, §3 and the transformation sweep of §5.3
+in reference/paper.md):
 
 - as an **equivariance target**: :meth:`TransformationGroup.orbit` applies *every* element to every image and
   returns the labels, so a head can be trained to predict ``g`` from ``f(g·x)`` (the E-SSL loss);
 - as an **invariance**: :meth:`TransformationGroup.sample` applies one uniformly drawn element per image, used as
   an extra augmentation of the SSL views (the "I-SSL" baseline of the transformation sweep).
 
+Groups act on float image batches ``(N, C, H, W)`` with values in [0, 1]; training applies them *before*
+normalisation, so photometric actions such as colour inversion (``x → 1 − x``) mean what they say.
+
 A new group only implements :meth:`apply` (element ``k`` on a whole batch). Elements are numbered
-``0..order-1`` and element 0 is the identity.
+``0..order-1`` and element 0 is the identity. Sets of transformations that are true groups (rotations, flips,
+jigsaw permutations, half-cell translations, colour inversion) also give :meth:`compose` and :meth:`inverse`;
+"transformation sets" that are not groups (blur levels, grayscale: neither is invertible) keep the same interface
+for prediction and sampling and raise :class:`~essl.errors.EsslError` from those two methods.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+
+from essl.errors import EsslError
 
 
 class TransformationGroup:
-    """Base class: subclasses set ``name`` and ``order`` and implement :meth:`apply`."""
+    """Base class: subclasses set ``name`` and ``order`` and implement :meth:`apply`.
+
+    Optional overrides: :meth:`check_shape` (inputs the action is defined on), :meth:`compose` and
+    :meth:`inverse` (true groups only).
+    """
 
     name: str = "group"
     order: int = 1
@@ -26,8 +41,31 @@ class TransformationGroup:
         """Apply element ``k`` to every image of ``x`` (N, C, H, W)."""
         raise NotImplementedError
 
+    # ----------------------------------------------------------------------------------- input validation
+    def check_shape(self, shape: Sequence[int]) -> None:
+        """Raise :class:`EsslError` if the action is not defined (or degenerate) on images of ``shape``
+        ``(N, C, H, W)`` (or ``(C, H, W)``). The base action accepts any batch of images."""
+        if len(shape) not in (3, 4):
+            raise EsslError(f"The {self.name!r} transformation acts on image batches (N, C, H, W); got a tensor "
+                            f"of shape {tuple(shape)}.")
+
+    # ----------------------------------------------------------------------------------- group structure
+    def compose(self, a: int, b: int) -> int:
+        """The element ``c`` with ``apply(apply(x, b), a) == apply(x, c)`` (``a`` after ``b``)."""
+        raise EsslError(f"The {self.name!r} transformations are not a group; they have no composition table.")
+
+    def inverse(self, k: int) -> int:
+        """The element that undoes ``k``: ``apply(apply(x, k), inverse(k)) == x``."""
+        raise EsslError(f"The {self.name!r} transformation is not invertible (element {k} loses information).")
+
+    def apply_inverse(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """Undo element ``k`` on a batch (only for invertible actions)."""
+        return self.apply(x, self.inverse(k))
+
+    # ----------------------------------------------------------------------------------- the two uses
     def act(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """Apply element ``g[i]`` to image ``x[i]`` (per-sample elements)."""
+        self.check_shape(x.shape)
         out = x.clone()
         for k in range(self.order):
             mask = g == k
@@ -41,6 +79,7 @@ class TransformationGroup:
         Block ``k`` (rows ``k*N .. (k+1)*N-1``) is ``apply(x, k)`` with label ``k``, as in the official
         ``rotate_images`` of rdangovs/essl.
         """
+        self.check_shape(x.shape)
         n = x.shape[0]
         out = torch.cat([self.apply(x, k) for k in range(self.order)])
         labels = torch.arange(self.order, device=x.device).repeat_interleave(n)
@@ -55,11 +94,26 @@ class TransformationGroup:
         return f"{type(self).__name__}(name={self.name!r}, order={self.order})"
 
 
-class ProductGroup(TransformationGroup):
-    """Direct product ``A × B``: element ``k = a * |B| + b`` applies ``b`` of B, then ``a`` of A.
+class Involution(TransformationGroup):
+    """A two-element group {identity, s} with s∘s = identity (flips, colour inversion)."""
 
-    With commuting factors (e.g. rotation × flip on a square) the order does not matter; :meth:`decode`
-    recovers the components of a label.
+    order = 2
+
+    def compose(self, a: int, b: int) -> int:
+        return int(a) ^ int(b)
+
+    def inverse(self, k: int) -> int:
+        return int(k)
+
+
+class ProductGroup(TransformationGroup):
+    """Product ``A × B``: element ``k = a * |B| + b`` applies ``b`` of B, then ``a`` of A.
+
+    With commuting factors (flips × inversion, translations × photometric groups) this is the direct product.
+    With non-commuting factors such as rotation × hflip the ``|A|·|B|`` elements ``A(a)∘B(b)`` still form a group
+    (here the dihedral group D4), but composing two of them is not done component-wise; :meth:`apply_inverse`
+    undoes the components in reverse order and is exact either way. :meth:`decode` recovers the components of a
+    label, :meth:`encode` builds one.
     """
 
     def __init__(self, first: TransformationGroup, second: TransformationGroup):
@@ -71,6 +125,25 @@ class ProductGroup(TransformationGroup):
         """Label of the product → (label in the first factor, label in the second)."""
         return k // self.second.order, k % self.second.order
 
+    def encode(self, a: torch.Tensor | int, b: torch.Tensor | int) -> torch.Tensor | int:
+        """(label in the first factor, label in the second) → label of the product."""
+        return a * self.second.order + b
+
+    def check_shape(self, shape: Sequence[int]) -> None:
+        self.first.check_shape(shape)
+        self.second.check_shape(shape)
+
     def apply(self, x: torch.Tensor, k: int) -> torch.Tensor:
         a, b = self.decode(k)
         return self.first.apply(self.second.apply(x, b), a)
+
+    def apply_inverse(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        a, b = self.decode(k)
+        return self.second.apply_inverse(self.first.apply_inverse(x, a), b)
+
+    def inverse(self, k: int) -> int:
+        raise EsslError(f"The product {self.name!r} has no element-wise inverse table (its factors need not "
+                        f"commute); undo an element with apply_inverse(x, k).")
+
+    def compose(self, a: int, b: int) -> int:
+        raise EsslError(f"The product {self.name!r} has no composition table (its factors need not commute).")
