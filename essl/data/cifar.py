@@ -21,10 +21,10 @@ CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 
 _LAYOUT = {
-    "cifar10": {"folder": "cifar-10-batches-py", "train": [f"data_batch_{i}" for i in range(1, 6)],
+    "cifar10": {"display": "CIFAR-10", "folder": "cifar-10-batches-py", "train": [f"data_batch_{i}" for i in range(1, 6)],
                 "test": ["test_batch"], "label_key": "labels", "classes": 10, "per_file": 10000,
                 "mean": CIFAR10_MEAN, "std": CIFAR10_STD},
-    "cifar100": {"folder": "cifar-100-python", "train": ["train"], "test": ["test"], "label_key": "fine_labels",
+    "cifar100": {"display": "CIFAR-100", "folder": "cifar-100-python", "train": ["train"], "test": ["test"], "label_key": "fine_labels",
                  "classes": 100, "per_file": None, "mean": CIFAR100_MEAN, "std": CIFAR100_STD},
 }
 
@@ -52,7 +52,7 @@ def _read_batch(path: Path) -> dict:
 
 
 def _how_to_get(name: str, folder: str) -> str:
-    return (f"Download the python version of {name.upper()} (https://www.cs.toronto.edu/~kriz/cifar.html), "
+    return (f"Download the python version of {_LAYOUT[name]['display']} (https://www.cs.toronto.edu/~kriz/cifar.html), "
             f"extract it, and pass the folder that contains '{folder}' (or '{folder}' itself) as the dataset root.")
 
 
@@ -63,7 +63,7 @@ def find_cifar_folder(name: str, root: Path | str) -> Path:
     for candidate in (root / layout["folder"], root):
         if candidate.is_dir() and all((candidate / f).is_file() for f in layout["test"]):
             return candidate
-    raise EsslError(f"No {name.upper()} data found at {root}: expected a folder '{layout['folder']}' with files "
+    raise EsslError(f"No {_LAYOUT[name]['display']} data found at {root}: expected a folder '{layout['folder']}' with files "
                     f"{', '.join(layout['train'] + layout['test'])}. {_how_to_get(name, layout['folder'])}")
 
 
@@ -75,17 +75,19 @@ def load_cifar(name: str, root: Path | str, split: str = "train") -> ImageData:
         raise EsslError(f"{name} split must be 'train' or 'test', got {split!r}.")
     layout = _LAYOUT[name]
     folder = find_cifar_folder(name, root)
+    missing = [f for f in layout[split] if not (folder / f).is_file()]
+    if missing:
+        raise EsslError(f"{_LAYOUT[name]['display']} is incomplete: {', '.join(missing)} missing in {folder}. "
+                        f"{_how_to_get(name, layout['folder'])}")
     images, labels = [], []
     for fname in layout[split]:
         path = folder / fname
-        if not path.is_file():
-            raise EsslError(f"{name.upper()} is incomplete: {path} is missing. {_how_to_get(name, layout['folder'])}")
         try:
             batch = _read_batch(path)
             data = np.asarray(batch["data"], dtype=np.uint8)
             lab = np.asarray(batch[layout["label_key"]], dtype=np.int64)
         except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, AttributeError, OSError) as exc:
-            raise EsslError(f"{path} is not a valid {name.upper()} batch ({type(exc).__name__}: {exc}). "
+            raise EsslError(f"{path} is not a valid {_LAYOUT[name]['display']} batch ({type(exc).__name__}: {exc}). "
                             f"Re-extract the archive. {_how_to_get(name, layout['folder'])}") from None
         if data.ndim != 2 or data.shape[1] != 3072 or len(lab) != len(data):
             raise EsslError(f"{path} has data of shape {data.shape} and {len(lab)} labels; expected (N, 3072) and N "

@@ -38,6 +38,23 @@ class ImageData:
     def image_size(self) -> int:
         return self.images.shape[-1]
 
+    def take(self, n: int, seed: int = 0) -> "ImageData":
+        """A seeded random subset of ``n`` images, stratified by class when labels exist."""
+        if n >= len(self):
+            return self
+        g = torch.Generator().manual_seed(seed)
+        if self.labels is None:
+            return self.subset(torch.randperm(len(self), generator=g)[:n].sort().values)
+        order = torch.randperm(len(self), generator=g)
+        labels = self.labels[order]
+        # round-robin over classes in the random order: a stratified draw
+        rank_in_class = torch.zeros(len(self), dtype=torch.long)
+        for c in labels.unique():
+            idx = (labels == c).nonzero().flatten()
+            rank_in_class[idx] = torch.arange(len(idx))
+        chosen = order[torch.argsort(rank_in_class * self.num_classes + labels, stable=True)[:n]]
+        return self.subset(chosen.sort().values)
+
     def subset(self, index: torch.Tensor) -> "ImageData":
         labels = None if self.labels is None else self.labels[index]
         return ImageData(self.images[index], labels, self.num_classes, self.mean, self.std, self.name)

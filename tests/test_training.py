@@ -1,0 +1,138 @@
+"""Pretraining end to end on a small MNIST-5k subset: metrics, checkpoints, exact resume, run-folder safety."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from essl.errors import EsslError
+from essl.training import pretrain as pretrain_module
+from essl.training.checkpoint import load_checkpoint
+from essl.training.config import load_config
+from essl.training.pretrain import pretrain, read_metrics
+from essl.training.schedule import warmup_cosine
+
+TINY = ["subset=256", "batch_size=64", "knn_every=1", "warmup_epochs=1", "num_threads=1"]
+
+
+def test_one_epoch_esimclr_writes_metrics_and_checkpoint(tmp_path):
+    run = pretrain(load_config("mnist5k-esimclr", TINY + ["epochs=1"]), tmp_path / "run", progress=False)
+    rows = read_metrics(run)
+    assert len(rows) == 1 and rows[0]["epoch"] == 1 and rows[0]["step"] == 4
+    for key in ("loss", "ssl_loss", "pred_loss/rotation", "pred_acc/rotation", "lr", "images_per_s", "knn_top1"):
+        assert key in rows[0], key
+    assert rows[0]["loss"] == pytest.approx(rows[0]["ssl_loss"] + 0.4 * rows[0]["pred_loss/rotation"], rel=1e-4)
+    ckpt = load_checkpoint(run / "checkpoint.pt")  # weights-only loading
+    assert ckpt["epoch"] == 1 and ckpt["config"]["equivariance"][0]["group"] == "rotation"
+    assert any(k.startswith("heads.rotation.") for k in ckpt["model"])
+    assert (run / "config.yaml").is_file()
+
+
+def _params(run):
+    return load_checkpoint(run / "checkpoint.pt")["model"]
+
+
+def test_resume_after_interruption_is_exact(tmp_path, monkeypatch):
+    cfg = TINY + ["epochs=2", "knn_every=0"]
+    straight = pretrain(load_config("mnist5k-esimclr", cfg), tmp_path / "straight", progress=False)
+
+    original = pretrain_module.TensorBatches.epoch
+
+    def dies_in_epoch_two(self, epoch, start_step=0):
+        for i, batch in enumerate(original(self, epoch, start_step)):
+            if epoch == 1 and i == 2:
+                raise KeyboardInterrupt  # a kill in the middle of the second epoch
+            yield batch
+
+    monkeypatch.setattr(pretrain_module.TensorBatches, "epoch", dies_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(load_config("mnist5k-esimclr", cfg), tmp_path / "killed", progress=False)
+    assert load_checkpoint(tmp_path / "killed" / "checkpoint.pt")["epoch"] == 1
+    monkeypatch.setattr(pretrain_module.TensorBatches, "epoch", original)
+    pretrain(None, tmp_path / "killed", resume=True, progress=False)
+
+    a, b = _params(straight), _params(tmp_path / "killed")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [r["epoch"] for r in read_metrics(tmp_path / "killed")] == [1, 2]
+    assert read_metrics(straight)[1]["loss"] == read_metrics(tmp_path / "killed")[1]["loss"]
+
+
+def test_sigkill_mid_epoch_then_cli_resume(tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "essl", "pretrain", "mnist5k-simclr", *TINY, "subset=512", "epochs=3",
+           "knn_every=0", "--out", str(run), "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while not (run / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)  # into the second epoch
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    done = load_checkpoint(run / "checkpoint.pt")["epoch"]
+    assert done >= 1
+    res = subprocess.run([sys.executable, "-m", "essl", "pretrain", "--resume", str(run), "--no-progress"],
+                         env=env, capture_output=True, text=True, timeout=400)
+    if done == 3:  # the machine was fast enough to finish: resuming a finished run is refused clearly
+        assert res.returncode == 2 and "already finished" in res.stderr
+    else:
+        assert res.returncode == 0, res.stderr
+    assert [r["epoch"] for r in read_metrics(run)] == [1, 2, 3]
+    assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 3
+
+
+def test_existing_run_folder_is_never_replaced_silently(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "precious.txt").write_text("keep me")
+    with pytest.raises(EsslError, match="already exists"):
+        pretrain(load_config("mnist5k-simclr", TINY + ["epochs=1"]), run, progress=False)
+    assert (run / "precious.txt").read_text() == "keep me"
+    pretrain(load_config("mnist5k-simclr", TINY + ["epochs=1", "knn_every=0"]), run, overwrite=True, progress=False)
+    assert not (run / "precious.txt").exists() and (run / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("preset", ["mnist5k-simsiam", "mnist5k-ebarlow"])
+def test_other_methods_train(tmp_path, preset):
+    run = pretrain(load_config(preset, TINY + ["epochs=1", "knn_every=0"]), tmp_path / "r", progress=False)
+    row = read_metrics(run)[0]
+    assert np.isfinite(row["loss"])
+    if preset == "mnist5k-simsiam":
+        assert -1.0 <= row["ssl_loss"] <= 0.0  # negative cosine similarity
+
+
+def test_warmup_cosine_schedule():
+    lr = warmup_cosine(1.0, 0.1, total_steps=110, warmup_steps=10)
+    assert len(lr) == 110
+    assert lr[0] == pytest.approx(0.1) and lr[9] == pytest.approx(1.0)
+    assert lr[10] == pytest.approx(1.0) and lr[-1] == pytest.approx(0.1 + 0.45 * (1 + np.cos(np.pi * 99 / 100)))
+    assert np.all(np.diff(lr[10:]) <= 1e-12)
+
+
+def test_cli_errors_are_clear(tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "essl", *args], capture_output=True, text=True, timeout=120)
+
+    r = run("pretrain", "no-such-preset")
+    assert r.returncode == 2 and "Unknown preset" in r.stderr and "Traceback" not in r.stderr
+    r = run("pretrain", "mnist5k-simclr", "epochz=3")
+    assert r.returncode == 2 and "Unknown setting 'epochz'" in r.stderr
+    r = run("pretrain", "mnist5k-simclr", "method=byol")
+    assert r.returncode == 2 and "method must be one of" in r.stderr
+    r = run("pretrain", "cifar10-esimclr", "data_root=" + str(tmp_path / "nope"))
+    assert r.returncode == 2 and "cifar-10-batches-py" in r.stderr
+    r = run("knn", str(tmp_path))
+    assert r.returncode == 2 and "No checkpoint" in r.stderr
+    (tmp_path / "checkpoint.pt").write_bytes(b"garbage")
+    r = run("knn", str(tmp_path))
+    assert r.returncode == 2 and "Cannot read checkpoint" in r.stderr
