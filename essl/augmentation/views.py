@@ -11,6 +11,7 @@ Recipes (Dangovski et al. 2022, official code; reference/paper.md §2.5, §3.1, 
 - ``mnist``            RandomResizedCrop(28, scale 0.3-1), brightness/contrast jitter p 0.8, no flips (digits
                        are not mirror-symmetric) and no colour (one channel)
 - ``mnist_small``      the prediction-branch view for digits: RandomResizedCrop(20, scale 0.3-1) + jitter
+- ``none``             the image as it is (photonic unit cells: their augmentations are group actions)
 - ``crop_only``        RandomResizedCrop only (the base augmentation of the transformation sweep)
 - ``crop_only_small``  the sweep's prediction-branch view: RandomResizedCrop(16, scale 0.2-1) only
 - ``crop_only_mnist``  / ``crop_only_mnist_small``: the same for 28-px digits (28 and 20 px, scale 0.3-1)
@@ -40,6 +41,7 @@ class ViewRecipe:
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     solarize_p: float = 0.0
     resample: str = "bilinear"
+    crop: bool = True                     # False: no RandomResizedCrop (the image keeps its size)
 
 
 RECIPES: dict[str, ViewRecipe] = {
@@ -52,6 +54,7 @@ RECIPES: dict[str, ViewRecipe] = {
     "mnist": ViewRecipe(size=28, scale=(0.3, 1.0), hflip=0.0, jitter=(0.4, 0.4, 0.0, 0.0), grayscale_p=0.0),
     "mnist_small": ViewRecipe(size=20, scale=(0.3, 1.0), hflip=0.0, jitter=(0.4, 0.4, 0.0, 0.0), grayscale_p=0.0),
     "crop_only": ViewRecipe(size=32, hflip=0.0, jitter_p=0.0, grayscale_p=0.0),
+    "none": ViewRecipe(size=0, crop=False, hflip=0.0, jitter_p=0.0, grayscale_p=0.0),
     "crop_only_small": ViewRecipe(size=16, hflip=0.0, jitter_p=0.0, grayscale_p=0.0),
     "crop_only_mnist": ViewRecipe(size=28, scale=(0.3, 1.0), hflip=0.0, jitter_p=0.0, grayscale_p=0.0),
     "crop_only_mnist_small": ViewRecipe(size=20, scale=(0.3, 1.0), hflip=0.0, jitter_p=0.0, grayscale_p=0.0),
@@ -76,8 +79,10 @@ def build_view(recipe: ViewRecipe, channels: int, mean: tuple[float, ...] | None
     """Module: uint8 or [0, 1] float batch ``(N, C, H, W)`` → augmented float batch, in [0, 1], or normalised
     when ``mean``/``std`` are given. (Training normalises after any group action, so that photometric groups
     such as colour inversion act on [0, 1] images.)"""
-    ops: list[nn.Module] = [_ToFloat(), K.RandomResizedCrop((recipe.size, recipe.size), scale=recipe.scale,
-                                                            ratio=recipe.ratio, resample=recipe.resample.upper())]
+    ops: list[nn.Module] = [_ToFloat()]
+    if recipe.crop:
+        ops.append(K.RandomResizedCrop((recipe.size, recipe.size), scale=recipe.scale, ratio=recipe.ratio,
+                                       resample=recipe.resample.upper()))
     if recipe.hflip > 0:
         ops.append(K.RandomHorizontalFlip(p=recipe.hflip))
     b, c, s, h = recipe.jitter

@@ -9,7 +9,8 @@ import torch
 
 @dataclass
 class ImageData:
-    """Images as a uint8 tensor ``(N, C, H, W)`` with optional int64 labels ``(N,)``.
+    """Images as a uint8 tensor ``(N, C, H, W)`` (or float32 in [0, 1], e.g. photonic unit cells, whose values are
+    continuous) with optional int64 labels ``(N,)``.
 
     ``mean``/``std`` are the per-channel normalisation constants of the dataset (in [0, 1] units).
     """
@@ -22,8 +23,9 @@ class ImageData:
     name: str = ""
 
     def __post_init__(self) -> None:
-        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise ValueError(f"images must be a uint8 (N, C, H, W) tensor, got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.images.dtype not in (torch.uint8, torch.float32) or self.images.ndim != 4:
+            raise ValueError(f"images must be a uint8 or float32 (N, C, H, W) tensor, got {self.images.dtype} "
+                             f"{tuple(self.images.shape)}")
         if self.labels is not None and len(self.labels) != len(self.images):
             raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
 
