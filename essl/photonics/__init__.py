@@ -1,0 +1,37 @@
+"""Photonic-crystal unit cells, their TM density of states, and the E-SSL photonics datasets.
+
+Reference: shared/reference/photonics.md (recipe, equations, known values) and the E-SSL paper
+section 3.3/6.  Modules:
+
+- :mod:`.cells`     random two-tone unit cells (``gpm``, ``blob``, ``p1``, ``cylinder``)
+- :mod:`.symmetry`  verified point-group symmetry of an image, symmetry-reduced k-grid
+- :mod:`.solver`    TM plane-wave expansion (Laurent rule), bands and group velocities
+- :mod:`.dos`       bin-integrated GGR DOS, the ``mpbcal/DOS`` label, E-SSL target and metric
+- :mod:`.label`     image -> label pipeline
+- :mod:`.h5io`      the E-SSL h5 layout, file names, writer helpers and the loader
+- :mod:`.generate`  sharded, resumable, multi-process dataset generation
+- :mod:`.cli`       ``essl phc generate | label | merge``
+"""
+
+from essl.photonics.cells import FAMILIES, UnitCell, make_cell
+from essl.photonics.dos import dos_target, empty_lattice, label_frequencies, relative_l1
+from essl.photonics.h5io import DATASETS, PhCData, essl_indices, load_phc, load_phc_split
+from essl.photonics.label import LabelConfig, label_image, label_images
+
+__all__ = [
+    "DATASETS",
+    "FAMILIES",
+    "LabelConfig",
+    "PhCData",
+    "UnitCell",
+    "dos_target",
+    "empty_lattice",
+    "essl_indices",
+    "label_frequencies",
+    "label_image",
+    "label_images",
+    "load_phc",
+    "load_phc_split",
+    "make_cell",
+    "relative_l1",
+]

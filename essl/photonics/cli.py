@@ -1,0 +1,204 @@
+"""``essl phc ...``: generate, label and merge photonic-crystal datasets.
+
+The main ``essl`` command calls :func:`register` with its sub-parser collection and later runs
+``args.func(args)``, which returns an exit code.  User errors raise
+:class:`essl.errors.EsslError`; nothing that exists is overwritten.
+
+Examples::
+
+    essl phc generate --dataset gpm --out-dir data/phc            # mf1-sg3-tm.h5 (9800 labels)
+    essl phc generate --dataset blob-ul --out-dir data/phc        # images only, minutes
+    essl phc generate --family p1 --n 200 --seed 3 --out-dir tmp  # any family / range
+    essl phc label cells.npy dos.npy                              # (N,32,32) -> (N,500)
+    essl phc merge data/phc/mf1-sg3-tm.shards --out data/phc/mf1-sg3-tm.h5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from essl.errors import EsslError
+from essl.photonics.cells import FAMILIES
+from essl.photonics.generate import GenerationSpec, generate, merge_shards
+from essl.photonics.h5io import DATASETS
+from essl.photonics.label import LabelConfig, label_images
+
+__all__ = ["cmd_generate", "cmd_label", "cmd_merge", "register"]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _add_label_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pw-cutoff", type=float, default=10.0, metavar="M",
+                   help="plane-wave cutoff |G| <= M (10 -> 317 plane waves; 7 is faster and "
+                        "~0.4%% less accurate) [10]")
+    p.add_argument("--nbands", type=_positive_int, default=10, help="bands [10]")
+    p.add_argument("--nk", type=_positive_int, default=25, help="k-grid size per axis [25]")
+    p.add_argument("--method", choices=("auto", "dense", "subspace"), default="auto",
+                   help="eigensolver strategy (see essl.photonics.solver) [auto]")
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="worker processes, one BLAS thread each [1]")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _label_config(args: argparse.Namespace) -> LabelConfig:
+    if not args.pw_cutoff >= 1:
+        raise EsslError(f"--pw-cutoff must be >= 1, got {args.pw_cutoff}")
+    return LabelConfig(cutoff=args.pw_cutoff, nbands=args.nbands, nk=args.nk,
+                       method=args.method)
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``phc`` command (``generate``, ``label``, ``merge``) to an argparse collection."""
+    phc = subparsers.add_parser(
+        "phc", help="photonic-crystal DOS datasets (generate, label, merge)",
+        description="Photonic-crystal unit cells and their density of states (E-SSL issue 5).")
+    sub = phc.add_subparsers(dest="phc_command", metavar="{generate,label,merge}")
+    sub.required = True
+
+    presets = ", ".join(f"{s.name} ({s.file}, {s.count} {'labelled' if s.labels else 'images'})"
+                        for s in DATASETS.values())
+    gen = sub.add_parser(
+        "generate", help="generate unit cells (and DOS labels) into an h5 file",
+        description="Generate unit cells and DOS labels in the E-SSL h5 layout. Work is split "
+                    "into shard files that are resumed when the command is run again; the "
+                    f"shards are then merged into one file. Presets: {presets}.")
+    gen.add_argument("--dataset", choices=sorted(DATASETS),
+                     help="preset: family, index range, seed, labels and file name of an "
+                          "E-SSL file (other options override it)")
+    gen.add_argument("--family", choices=sorted(FAMILIES), help="cell family")
+    gen.add_argument("--n", type=_positive_int, help="number of samples")
+    gen.add_argument("--start-index", type=_positive_int, help="first (1-based) index [1]")
+    gen.add_argument("--seed", type=int, help="dataset seed [preset's, else 0]")
+    gen.add_argument("--labels", action=argparse.BooleanOptionalAction, default=None,
+                     help="compute DOS labels (--no-labels: images and epsavg only) [labels]")
+    gen.add_argument("--supersample", type=_positive_int, default=8,
+                     help="anti-aliasing sub-samples per pixel and axis [8]")
+    gen.add_argument("--store-bands", action="store_true",
+                     help="also store frequencies/velocities on the reduced k-grid")
+    gen.add_argument("--out-dir", default=".", help="output folder [.]")
+    gen.add_argument("--out-file", help="output file name [preset's original name]")
+    gen.add_argument("--shard-size", type=int, default=1000,
+                     help="samples per shard file, 0 for one shard [1000]")
+    gen.add_argument("--no-merge", action="store_true",
+                     help="only write shards (merge later with `essl phc merge`)")
+    _add_label_options(gen)
+    gen.set_defaults(func=cmd_generate)
+
+    lab = sub.add_parser(
+        "label", help="compute DOS labels of an (N,32,32) .npy array of permittivities",
+        description="Label permittivity images: IMAGES.npy holds an (N,32,32) float array with "
+                    "values in [1,20]; OUT.npy receives the (N,500) float32 mpbcal/DOS labels.")
+    lab.add_argument("images", help="input .npy file, shape (N, 32, 32)")
+    lab.add_argument("out", help="output .npy file (must not exist)")
+    _add_label_options(lab)
+    lab.set_defaults(func=cmd_label)
+
+    mrg = sub.add_parser("merge", help="merge shard files into one h5 file",
+                         description="Merge complete shards (files, or folders of "
+                                     "shard-*.h5) into the single-file E-SSL layout.")
+    mrg.add_argument("shards", nargs="+", help="shard files or shard folders")
+    mrg.add_argument("--out", required=True, help="merged file (must not exist)")
+    mrg.add_argument("--expect-start", type=_positive_int,
+                     help="with --expect-n: require exactly this index range")
+    mrg.add_argument("--expect-n", type=_positive_int)
+    mrg.set_defaults(func=cmd_merge)
+    return phc
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Handler of ``essl phc generate``."""
+    preset = DATASETS[args.dataset] if args.dataset else None
+    family = args.family or (preset.family if preset else None)
+    count = args.n or (preset.count if preset else None)
+    if family is None or count is None:
+        raise EsslError("give --dataset, or --family and --n")
+    start = args.start_index or (preset.start if preset else 1)
+    seed = args.seed if args.seed is not None else (preset.seed if preset else 0)
+    labels = args.labels if args.labels is not None else (preset.labels if preset else True)
+    spec = GenerationSpec(family=family, seed=seed, labels=labels, supersample=args.supersample,
+                          store_bands=args.store_bands, label=_label_config(args))
+    out = generate(spec, start, count, args.out_dir, file_name=args.out_file,
+                   shard_size=args.shard_size, workers=args.workers,
+                   merge=not args.no_merge, progress=not args.no_progress)
+    if out is not None:
+        print(f"wrote {out}")
+    return 0
+
+
+def _load_images(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise EsslError(f"input file {path} does not exist (expected an (N, 32, 32) .npy array)")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise EsslError(f"cannot read {path} as a .npy array ({err}); expected an (N, 32, 32) "
+                        f"float array saved with numpy.save") from None
+    if not isinstance(arr, np.ndarray):
+        raise EsslError(f"{path} is an .npz archive; expected a single (N, 32, 32) .npy array")
+    return arr
+
+
+def _save_atomic(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    """Handler of ``essl phc label IMAGES.npy OUT.npy``."""
+    out = Path(args.out)
+    if out.exists():
+        raise EsslError(f"output {out} already exists; it is left untouched: delete it or "
+                        f"choose another name")
+    if not out.parent.is_dir():
+        raise EsslError(f"output folder {out.parent} does not exist")
+    config = _label_config(args)
+    images = _load_images(Path(args.images))
+    labels = label_images(images, config, workers=args.workers, progress=not args.no_progress)
+    if out.exists():
+        raise EsslError(f"output {out} appeared while labelling; it is left untouched")
+    _save_atomic(out, labels)
+    print(f"wrote {out} ({labels.shape[0]} x {labels.shape[1]} float32)")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    """Handler of ``essl phc merge``."""
+    paths: list[Path] = []
+    for item in map(Path, args.shards):
+        if item.is_dir():
+            found = sorted(item.glob("shard-*.h5"))
+            if not found:
+                raise EsslError(f"no complete shard-*.h5 files in {item}")
+            paths += found
+        elif item.is_file():
+            paths.append(item)
+        else:
+            raise EsslError(f"shard {item} does not exist")
+    expect = None
+    if (args.expect_start is None) != (args.expect_n is None):
+        raise EsslError("give both --expect-start and --expect-n, or neither")
+    if args.expect_start is not None:
+        expect = range(args.expect_start, args.expect_start + args.expect_n)
+    out = merge_shards(paths, Path(args.out), expect)
+    print(f"wrote {out}")
+    return 0
