@@ -1,82 +1,219 @@
-"""``essl knn`` and ``essl probe``: evaluate the backbone of a run on its dataset's test split."""
+"""``essl knn | probe | finetune | diagnose | report``: evaluate encoders with named protocols, then compare runs.
+
+Each command takes a run folder written by ``essl pretrain`` (``RUN_DIR``) or a released backbone file
+(``--backbone-file PATH --dataset NAME --data-root PATH``), writes ``eval/<name>.json`` (see
+:mod:`essl.evaluation.evaluate`) and prints the number together with its protocol's name.
+"""
 
 from __future__ import annotations
 
 import argparse
+import re
+import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
-from essl.data import load_dataset
 from essl.errors import EsslError
-from essl.evaluation.features import extract_features
-from essl.evaluation.knn import knn_accuracy
-from essl.evaluation.linear import linear_probe_accuracy
-from essl.evaluation.loading import load_run_backbone
-from essl.evaluation.results import write_result
+from essl.evaluation.evaluate import (PRECISIONS, evaluate_diagnostics, evaluate_knn, evaluate_linear_lbfgs,
+                                      evaluate_protocol, frozen_features)
+from essl.evaluation.loading import RELEASED_ARCHS, EvalTarget, load_target
+from essl.evaluation.protocols import FINETUNE_PROTOCOLS, PROTOCOLS
+
+__all__ = ["register", "evaluate_knn", "evaluate_linear_lbfgs", "evaluate_protocol", "evaluate_diagnostics",
+           "frozen_features"]
+
+
+def _target_args(p: argparse.ArgumentParser, precision: str) -> None:
+    p.add_argument("run_dir", type=Path, nargs="?", metavar="RUN_DIR", help="run folder written by `essl pretrain`")
+    g = p.add_argument_group("released checkpoints and data")
+    g.add_argument("--backbone-file", type=Path, metavar="PATH",
+                   help="a released backbone instead of RUN_DIR (layouts: {'backbone': torchvision keys}, "
+                        "{'state_dict': 'module.backbone.*'}, or a bare torchvision state_dict)")
+    g.add_argument("--arch", default="resnet50", choices=RELEASED_ARCHS, help="architecture of --backbone-file")
+    g.add_argument("--dataset", help="evaluate on this dataset (mnist5k, cifar10, cifar100, folder) instead of "
+                                     "the run's; required with --backbone-file")
+    g.add_argument("--data-root", help="dataset location (if it moved since pretraining, or for --dataset)")
+    g.add_argument("--image-size", type=int, help="decode size of image folders (default: the run's, or 224)")
+    g.add_argument("--out", type=Path, help="folder for the results (default: RUN_DIR, or <file stem>-eval/ "
+                                            "next to --backbone-file); results go to OUT/eval/")
+    r = p.add_argument_group("runtime")
+    r.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    r.add_argument("--precision", default=precision, choices=PRECISIONS,
+                   help=f"autocast precision of the backbone (default {precision}; auto = bf16 where fast)")
+    r.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    k = sub.add_parser("knn", help="weighted kNN accuracy of a run's frozen backbone (k=200, t=0.1)")
-    k.add_argument("run_dir", type=Path)
+    k = sub.add_parser("knn", help="weighted kNN accuracy of a frozen backbone (k=200, t=0.1)",
+                       description="Weighted kNN (the training monitor's code): cosine similarity, top-k votes "
+                                   "weighted by exp(sim/t); bank = train split, evaluated on the test split.")
+    _target_args(k, "fp32")
     k.add_argument("--k", type=int, default=200)
     k.add_argument("--t", type=float, default=0.1)
-    k.add_argument("--data-root", help="dataset location, if it moved since pretraining")
     k.set_defaults(func=run_knn)
 
-    p = sub.add_parser("probe", help="linear probe on frozen features (cached, L-BFGS logistic regression)")
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--data-root", help="dataset location, if it moved since pretraining")
+    probes = ["linear_lbfgs", *PROTOCOLS]
+    p = sub.add_parser("probe", help="linear probe of a frozen backbone with a named protocol",
+                       description="Linear probe. Protocols: cifar (the paper's: SGD lr 30, 100 epochs, "
+                                   "augmentation, 5 repeats), imagenet_simclr, imagenet_bt, imagenet_simsiam (the "
+                                   "released ImageNet scripts), linear_lbfgs (fast: L-BFGS on cached features; "
+                                   "not a paper protocol). See docs/evaluation.md.")
+    _target_args(p, "auto")
+    p.add_argument("--protocol", default="cifar", choices=probes, help="default: cifar (the paper's protocol)")
+    _protocol_args(p)
+    p.add_argument("--weight-decay", type=float, default=None, help="linear_lbfgs only: L2 penalty (default 1e-4)")
     p.set_defaults(func=run_probe)
 
+    f = sub.add_parser("finetune", help="fine-tune backbone + linear head end to end (optionally on few labels)",
+                       description="Full fine-tuning with the Barlow Twins `evaluate.py --weights finetune` recipe "
+                                   "(SGD, classifier lr 0.5, backbone lr 0.005, wd 0, 20 epochs, cosine per epoch, "
+                                   "best epoch). See docs/evaluation.md.")
+    _target_args(f, "auto")
+    f.add_argument("--protocol", default="bt_finetune", choices=list(FINETUNE_PROTOCOLS))
+    _protocol_args(f)
+    f.set_defaults(func=run_finetune)
 
-def frozen_features(run_dir: Path, data_root: str | None = None) -> dict[str, Any]:
-    """Backbone features of the train and test splits of the run's dataset (un-augmented, eval mode)."""
-    backbone, cfg, ckpt_path = load_run_backbone(run_dir)
-    root = data_root or cfg.data_root
-    train = load_dataset(cfg.dataset, "train", root, cfg.image_size)
-    test = load_dataset(cfg.dataset, "test", root, cfg.image_size)
-    if train.labels is None or test.labels is None:
-        raise EsslError(f"Dataset {cfg.dataset!r} has no labels; kNN and probes need a labelled train/test split.")
-    torch.manual_seed(0)
-    feats = {split: extract_features(backbone, data.images, train.mean, train.std)
-             for split, data in (("train", train), ("test", test))}
-    return {"cfg": cfg, "checkpoint": str(ckpt_path), "train": train, "test": test, **{f"{s}_features": f
-                                                                                        for s, f in feats.items()}}
+    d = sub.add_parser("diagnose", help="invariance and equivariance of a frozen backbone to transformation groups",
+                       description="For each group: mean cosine similarity of f(x) and f(g·x) per element "
+                                   "(invariance), and the test accuracy of a linear classifier predicting g from "
+                                   "f(g·x) (equivariance; chance = 1/|G|).")
+    _target_args(d, "fp32")
+    d.add_argument("--group", action="append", metavar="NAME",
+                   help="group to diagnose (repeatable; e.g. rotation, hflip, vflip, rotation*hflip); "
+                        "default: rotation")
+    d.add_argument("--max-train", type=int, default=10000,
+                   help="train images whose orbits fit the classifier of g (seeded subset; default 10000)")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=run_diagnose)
+
+    r = sub.add_parser("report", help="side-by-side markdown table and PNG plots of one or more runs",
+                       description="Reads each folder's config.yaml, metrics.jsonl and eval/*.json; prints a "
+                                   "markdown table (one column per run) and writes report.md and PNG plots.")
+    r.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    r.add_argument("--out", type=Path, help="output folder (default: FIRST_RUN_DIR/report); only the report's own "
+                                            "files are replaced")
+    r.set_defaults(func=run_report)
 
 
-def evaluate_knn(run_dir: Path, k: int = 200, t: float = 0.1, data_root: str | None = None) -> dict[str, Any]:
-    f = frozen_features(run_dir, data_root)
-    acc = knn_accuracy(f["train_features"], f["train"].labels, f["test_features"], f["test"].labels,
-                       f["train"].num_classes, k, t)
-    result = {"protocol": {"name": "knn", "k": k, "t": t, "similarity": "cosine", "vote": "exp(sim/t) weighted",
-                           "bank": f"{f['cfg'].dataset} train (un-augmented)", "eval": f"{f['cfg'].dataset} test"},
-              "checkpoint": f["checkpoint"], "seeds": {"pretrain": f["cfg"].seed}, "top1": acc}
-    write_result(run_dir, "knn", result)
-    return result
+def _protocol_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=int, help="override the protocol's epochs (recorded as a departure)")
+    p.add_argument("--repeats", type=int, help="override the protocol's number of runs (cifar: 5)")
+    p.add_argument("--batch-size", type=int, help="override the protocol's batch size (recorded)")
+    p.add_argument("--label-fraction", type=float, metavar="F",
+                   help="train on a stratified seeded subset with this fraction of the labels (e.g. 0.01, 0.1); "
+                        "test on the full test split")
+    p.add_argument("--seed", type=int, default=0, help="seed of run 1 (run i uses seed+i-1) and of the label subset")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
-def evaluate_linear_lbfgs(run_dir: Path, weight_decay: float = 1e-4, data_root: str | None = None) -> dict[str, Any]:
-    f = frozen_features(run_dir, data_root)
-    acc = linear_probe_accuracy(f["train_features"], f["train"].labels, f["test_features"], f["test"].labels,
-                                f["train"].num_classes, weight_decay)
-    result = {"protocol": {"name": "linear_lbfgs", "solver": "L-BFGS logistic regression on cached features",
-                           "augmentation": "none", "standardised": True, "weight_decay": weight_decay,
-                           "train": f"{f['cfg'].dataset} train", "eval": f"{f['cfg'].dataset} test"},
-              "checkpoint": f["checkpoint"], "seeds": {"pretrain": f["cfg"].seed}, "top1": acc}
-    write_result(run_dir, "linear_lbfgs", result)
-    return result
+def _target(args: argparse.Namespace) -> EvalTarget:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.backbone_file is None and args.run_dir is None:
+        raise EsslError("Name a run folder (e.g. `essl knn runs/x`) or a released backbone with --backbone-file PATH "
+                        "--dataset folder --data-root PATH.")
+    return load_target(args.run_dir, backbone_file=args.backbone_file, dataset=args.dataset,
+                       data_root=args.data_root, image_size=args.image_size, arch=args.arch, out=args.out)
+
+
+def _progress(args: argparse.Namespace) -> Callable[[str], None] | None:
+    """Progress lines on stderr, at most one every 10 s."""
+    if getattr(args, "quiet", False):
+        return None
+    last = [0.0]
+
+    def say(message: str) -> None:
+        now = time.perf_counter()
+        if now - last[0] >= 10 or re.search(r"epoch (\d+)/\1:", message):  # and every run's last epoch
+            print(f"  {message}", file=sys.stderr, flush=True)
+            last[0] = now
+    return say
+
+
+def _where(target: EvalTarget) -> str:
+    return f"[{target.checkpoint['path']}; results in {target.out_dir / 'eval'}]"
 
 
 def run_knn(args: argparse.Namespace) -> int:
-    r = evaluate_knn(args.run_dir, args.k, args.t, args.data_root)
-    print(f"kNN top-1 (k={args.k}, t={args.t}): {r['top1']:.2f}%  [{r['checkpoint']}]")
+    target = _target(args)
+    r = evaluate_knn(target, args.k, args.t, device=args.device, precision=args.precision)
+    print(f"kNN top-1 [knn: k={args.k}, t={args.t}]: {r['top1']:.2f}%  {_where(target)}")
     return 0
 
 
 def run_probe(args: argparse.Namespace) -> int:
-    r = evaluate_linear_lbfgs(args.run_dir, args.weight_decay, args.data_root)
-    print(f"linear probe top-1 (cached features, L-BFGS): {r['top1']:.2f}%  [{r['checkpoint']}]")
+    if args.protocol == "linear_lbfgs":
+        given = [n for n in ("epochs", "repeats", "batch_size") if getattr(args, n) is not None]
+        if given:
+            raise EsslError(f"--{given[0].replace('_', '-')} applies to the trained protocols "
+                            f"({', '.join(PROTOCOLS)}), not to linear_lbfgs.")
+        target = _target(args)
+        wd = 1e-4 if args.weight_decay is None else args.weight_decay
+        r = evaluate_linear_lbfgs(target, wd, label_fraction=args.label_fraction, seed=args.seed,
+                                  device=args.device, precision="fp32" if args.precision == "auto" else args.precision)
+        frac = f", {args.label_fraction:g} of the labels" if args.label_fraction else ""
+        print(f"linear probe top-1 [linear_lbfgs: L-BFGS on cached features, wd {wd:g}{frac}; not the paper's "
+              f"protocol]: {r['top1']:.2f}%  {_where(target)}")
+        return 0
+    if args.weight_decay is not None:
+        raise EsslError(f"--weight-decay is a linear_lbfgs setting; the {args.protocol} protocol fixes its own.")
+    return _run_trained(args, "linear probe")
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    return _run_trained(args, "fine-tuning")
+
+
+def _run_trained(args: argparse.Namespace, what: str) -> int:
+    target = _target(args)
+    r = evaluate_protocol(target, args.protocol, epochs=args.epochs, repeats=args.repeats,
+                          batch_size=args.batch_size, label_fraction=args.label_fraction, seed=args.seed,
+                          device=args.device, precision=args.precision, progress=_progress(args))
+    print(f"{what} top-1 [{protocol_summary(r)}]: {format_accuracy(r)}  {_where(target)}")
     return 0
+
+
+def run_diagnose(args: argparse.Namespace) -> int:
+    target = _target(args)
+    for group in args.group or ["rotation"]:
+        r = evaluate_diagnostics(target, group, max_train=args.max_train, seed=args.seed, device=args.device,
+                                 precision=args.precision)
+        inv, eq = r["invariance"], r["equivariance"]
+        sims = ", ".join(f"{s:.3f}" for s in inv["per_element"])
+        accs = ", ".join(f"{a:.1f}" for a in eq["per_element"])
+        print(f"{group}: invariance cos(f(x), f(g·x)) per element [{sims}] (different images: "
+              f"{inv['cross_image_similarity']:.3f}); equivariance: g predicted with {eq['accuracy']:.2f}% "
+              f"(chance {eq['chance']:.1f}%; per element [{accs}])")
+    print(f"results in {target.out_dir / 'eval'}")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from essl.evaluation.report import write_report
+
+    out = write_report(args.run_dirs, args.out)
+    print(out["markdown"])
+    print(f"report written to {out['folder']}: {', '.join(p.name for p in out['files'])}")
+    return 0
+
+
+def protocol_summary(result: dict[str, Any]) -> str:
+    """``cifar, epochs 2 (protocol 100), 10% of labels`` — the protocol name and every departure."""
+    proto = result["protocol"]
+    parts = [proto["name"]]
+    for key, entry in proto.get("overrides", {}).items():
+        parts.append(f"{key.replace('_', ' ')} {entry['used']} (protocol {entry['protocol']})")
+    frac = result.get("data", {}).get("label_fraction")
+    if frac:
+        parts.append(f"{frac * 100:g}% of labels")
+    return ", ".join(parts)
+
+
+def format_accuracy(result: dict[str, Any]) -> str:
+    runs = result.get("runs") or []
+    if len(runs) > 1:
+        return f"{result['top1']:.2f} ± {result['top1_std']:.2f}% over {len(runs)} runs"
+    return f"{result['top1']:.2f}%"

@@ -1,30 +1,54 @@
-"""Load a trained backbone from a run folder (or a checkpoint file) for evaluation."""
+"""Load what is evaluated: the backbone of a run folder, or a released backbone file, with its data.
+
+Everything is read with weights-only unpickling (:func:`essl.training.checkpoint.load_checkpoint`).
+
+Released files (reference/paper.md §3.2) come in the layouts of the official ImageNet scripts:
+
+- ``{"backbone": {torchvision ResNet keys}}`` (E-SimCLR, E-Barlow Twins; read by their ``linear_probe.py``);
+- ``{"state_dict": {"module.backbone.<torchvision key>": ...}}`` (E-SimSiam, read by its ``main_lincls``);
+- a bare torchvision ResNet state_dict.
+
+``fc.*`` and a ``module.`` prefix are dropped; every other key must match the architecture exactly.
+"""
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from essl.data import ImageData, load_dataset
 from essl.errors import EsslError
 from essl.training.checkpoint import load_checkpoint
 from essl.training.config import PretrainConfig, config_from_dict
 
+RELEASED_ARCHS = ("resnet50", "resnet18")
+
 
 def load_run_backbone(path: Path | str) -> tuple[nn.Module, PretrainConfig, Path]:
     """``(backbone in eval mode, its config, checkpoint path)`` from a run folder or its ``checkpoint.pt``."""
+    backbone, cfg, ckpt_path, _ = _load_run(path)
+    return backbone, cfg, ckpt_path
+
+
+def _load_run(path: Path | str) -> tuple[nn.Module, PretrainConfig, Path, dict[str, Any]]:
     from essl.training.model import ESSLModel
 
     path = Path(path)
     ckpt_path = path / "checkpoint.pt" if path.is_dir() else path
     ckpt = load_checkpoint(ckpt_path)
-    if "config" not in ckpt or "model" not in ckpt:
-        raise EsslError(f"{ckpt_path} is not an essl pretraining checkpoint (no 'config'/'model').")
+    if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
+        hint = (" It looks like a released backbone file: pass it with --backbone-file PATH --dataset ... instead."
+                if isinstance(ckpt, dict) and ("backbone" in ckpt or "state_dict" in ckpt) else "")
+        raise EsslError(f"{ckpt_path} is not an essl pretraining checkpoint (no 'config'/'model').{hint}")
     cfg = config_from_dict(ckpt["config"])
     model = ESSLModel(cfg, _channels_from_state(ckpt["model"]))
     model.load_state_dict(ckpt["model"])
-    return model.backbone.eval(), cfg, ckpt_path
+    return model.backbone.eval(), cfg, ckpt_path, {"epoch": ckpt.get("epoch")}
 
 
 def _channels_from_state(state: dict[str, torch.Tensor]) -> int:
@@ -32,3 +56,134 @@ def _channels_from_state(state: dict[str, torch.Tensor]) -> int:
         if key.startswith("backbone.") and value.ndim == 4:
             return value.shape[1]
     raise EsslError("Cannot infer the number of input channels from the checkpoint.")
+
+
+def released_state_dict(ckpt: Any, path: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """The torchvision-keyed backbone weights inside a released file, and the layout found."""
+    if not isinstance(ckpt, dict):
+        raise EsslError(f"{path} holds a {type(ckpt).__name__}, not a state_dict.")
+    if isinstance(ckpt.get("backbone"), dict):
+        return ckpt["backbone"], "backbone"
+    if isinstance(ckpt.get("state_dict"), dict):
+        inner = ckpt["state_dict"]
+        for prefix in ("module.backbone.", "module.encoder.", "backbone.", "encoder."):
+            found = {k[len(prefix):]: v for k, v in inner.items() if k.startswith(prefix)}
+            if found:
+                return found, f"state_dict[{prefix}*]"
+        return inner, "state_dict"
+    if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        return ckpt, "torchvision"
+    if "model" in ckpt and "config" in ckpt:
+        raise EsslError(f"{path} is an essl run checkpoint; evaluate it with its run folder (RUN_DIR) instead of "
+                        f"--backbone-file.")
+    raise EsslError(f"{path} has none of the released layouts: a 'backbone' dict of torchvision ResNet weights, a "
+                    f"'state_dict' with 'module.backbone.' keys, or a bare torchvision state_dict "
+                    f"(top-level keys: {', '.join(list(ckpt)[:6])}).")
+
+
+def load_backbone_file(path: Path | str, arch: str = "resnet50") -> tuple[nn.Module, dict[str, Any]]:
+    """A released backbone (eval mode) and a description of the file (layout, arch)."""
+    from essl.models import load_torchvision_state_dict, make_backbone
+
+    if arch not in RELEASED_ARCHS:
+        raise EsslError(f"--arch must be one of {', '.join(RELEASED_ARCHS)} (torchvision layouts), got {arch!r}.")
+    path = Path(path)
+    state, layout = released_state_dict(load_checkpoint(path), path)
+    stem = state.get("conv1.weight", state.get("module.conv1.weight"))
+    if not isinstance(stem, torch.Tensor) or stem.ndim != 4:
+        raise EsslError(f"{path}: no 'conv1.weight' among the backbone weights (layout {layout}); this is not a "
+                        f"torchvision ResNet.")
+    backbone = make_backbone(arch, in_channels=stem.shape[1])
+    try:
+        load_torchvision_state_dict(backbone, state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0:3]
+        raise EsslError(f"{path} does not fit a torchvision {arch}: {' '.join(first)} Pass the right --arch.") from None
+    return backbone.eval(), {"layout": layout, "arch": arch}
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file, so a result names the exact weights it came from."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class EvalTarget:
+    """A backbone to evaluate, its labelled train/test data, and where its results go.
+
+    ``source`` describes the encoder for reports (method, dataset, epochs and groups of a run; layout and arch
+    of a released file); ``checkpoint`` is ``{"path", "epoch", "sha256"}``.
+    """
+
+    backbone: nn.Module
+    train: ImageData
+    test: ImageData
+    out_dir: Path
+    checkpoint: dict[str, Any]
+    source: dict[str, Any]
+    seeds: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dataset(self) -> str:
+        return self.source["dataset"]
+
+
+def load_target(run_dir: Path | str | None = None, *, backbone_file: Path | str | None = None,
+                dataset: str | None = None, data_root: str | None = None, image_size: int | None = None,
+                arch: str = "resnet50", out: Path | str | None = None) -> EvalTarget:
+    """Resolve the command-line choices into an :class:`EvalTarget`.
+
+    Either ``run_dir`` (an ``essl pretrain`` folder; its dataset unless ``dataset``/``data_root`` say otherwise,
+    results in ``RUN_DIR/eval``) or ``backbone_file`` with ``dataset`` (results in ``out``, by default
+    ``<file stem>-eval/`` next to the file).
+    """
+    if (run_dir is None) == (backbone_file is None):
+        raise EsslError("Give either a run folder (RUN_DIR) or --backbone-file PATH (a released backbone), not "
+                        "both and not neither.")
+    if run_dir is not None:
+        backbone, cfg, ckpt_path, meta = _load_run(run_dir)
+        run_path = Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent
+        name = dataset or cfg.dataset
+        root = data_root or (cfg.data_root if name == cfg.dataset else None)
+        size = image_size or cfg.image_size
+        source = {"kind": "run", "run_dir": str(run_path), "method": cfg.method, "dataset": name,
+                  "pretrain_dataset": cfg.dataset, "backbone": cfg.backbone, "epochs": cfg.epochs,
+                  "epochs_done": meta.get("epoch"),
+                  "equivariance": [{"group": t.group, "weight": t.weight} for t in cfg.equivariance],
+                  "invariances": list(cfg.invariances)}
+        seeds = {"pretrain": cfg.seed}
+        out_dir = Path(out) if out else run_path
+    else:
+        if not dataset:
+            raise EsslError("--backbone-file needs --dataset (e.g. --dataset folder --data-root PATH with train/ "
+                            "and test/ class folders, or --dataset cifar10 --data-root PATH).")
+        path = Path(backbone_file)
+        backbone, info = load_backbone_file(path, arch)
+        ckpt_path, meta = path, {"epoch": None}
+        name, root = dataset, data_root
+        size = image_size or 224
+        source = {"kind": "released", "file": str(path), "dataset": name, "method": None, "epochs": None,
+                  "backbone": arch, **info}
+        seeds = {}
+        out_dir = Path(out) if out else path.with_name(f"{path.stem}-eval")
+    train = load_dataset(name, "train", root, size)
+    test = load_dataset(name, "test", root, size)
+    if train.labels is None or test.labels is None:
+        raise EsslError(f"Dataset {name!r} has no labels; evaluation needs labelled train/ and test/ splits "
+                        f"(one subfolder per class).")
+    if train.channels != _in_channels(backbone):
+        raise EsslError(f"The backbone takes {_in_channels(backbone)}-channel images but {name} has "
+                        f"{train.channels} channel(s).")
+    checkpoint = {"path": str(ckpt_path), "epoch": meta.get("epoch"), "sha256": file_digest(ckpt_path)}
+    return EvalTarget(backbone, train, test, out_dir, checkpoint, source, seeds)
+
+
+def _in_channels(backbone: nn.Module) -> int:
+    for m in backbone.modules():
+        if isinstance(m, nn.Conv2d):
+            return m.in_channels
+    return -1

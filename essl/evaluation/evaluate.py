@@ -1,0 +1,187 @@
+"""Evaluate an encoder with a named protocol and write the machine-readable result.
+
+Each ``evaluate_*`` function takes an :class:`~essl.evaluation.loading.EvalTarget` (or a run folder), runs one
+evaluation, writes ``<out>/eval/<name>.json`` with :func:`~essl.evaluation.results.write_result` and returns the
+same record. Every record states:
+
+- ``evaluation`` (knn | linear_probe | finetune | diagnostics) and ``protocol`` (its name, source and every
+  setting, plus ``adapted``/``overrides``: what differs from the paper and why);
+- ``source`` (the encoder: run folder, method, dataset, epochs, predicted groups; or the released file),
+  ``checkpoint`` (path) and ``checkpoint_info`` (path, epoch, SHA-256);
+- ``data`` (splits, sizes, label fraction), ``seeds``, ``device``/``precision``, ``runtime_s``;
+- the numbers (``top1`` in %, ``top1_std`` over repeats, per-run details).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from essl.errors import EsslError
+from essl.evaluation.classifier import run_protocol
+from essl.evaluation.diagnostics import diagnose
+from essl.evaluation.features import extract_features
+from essl.evaluation.knn import knn_accuracy
+from essl.evaluation.linear import linear_probe_accuracy
+from essl.evaluation.loading import EvalTarget, load_target
+from essl.evaluation.protocols import (OTHER_PROTOCOLS, adapt_protocol, get_protocol, result_name,
+                                       stratified_subset)
+from essl.evaluation.results import write_result
+from essl.groups import make_group
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+def as_target(target: EvalTarget | Path | str, data_root: str | None = None) -> EvalTarget:
+    return target if isinstance(target, EvalTarget) else load_target(target, data_root=data_root)
+
+
+def resolve_runtime(device: str, precision: str) -> tuple[torch.device, torch.dtype, str]:
+    """``(device, autocast dtype, precision name)``; ``auto`` as in pretraining (bf16 where it is fast)."""
+    from essl.training.pretrain import resolve_device, resolve_precision
+
+    if precision not in PRECISIONS:
+        raise EsslError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
+    dev = resolve_device(device)
+    dtype = resolve_precision(precision, dev)
+    return dev, dtype, {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[dtype]
+
+
+def _data_record(target: EvalTarget, n_train: int, label_fraction: float | None, subset_seed: int | None) -> dict:
+    return {"dataset": target.dataset, "train": target.train.name, "test": target.test.name,
+            "train_images": len(target.train), "train_images_used": n_train, "test_images": len(target.test),
+            "image_size": target.train.image_size, "channels": target.train.channels,
+            "label_fraction": label_fraction, "label_subset": None if label_fraction is None else
+            f"stratified: max(1, round({label_fraction}·n_c)) per class, seed {subset_seed}"}
+
+
+def _record(target: EvalTarget, evaluation: str, protocol: dict, data: dict, seeds: dict, runtime: dict,
+            numbers: dict) -> dict[str, Any]:
+    return {"evaluation": evaluation, "protocol": protocol, "source": target.source,
+            "checkpoint": target.checkpoint["path"], "checkpoint_info": target.checkpoint, "data": data,
+            "seeds": {**target.seeds, **seeds}, **runtime, **numbers}
+
+
+def _label_subset(target: EvalTarget, label_fraction: float | None, seed: int) -> tuple[torch.Tensor | None, float | None]:
+    """Indices of the few-label training subset (None: all labels) and the fraction actually applied."""
+    if label_fraction is None:
+        return None, None
+    index = stratified_subset(target.train.labels, label_fraction, seed)  # also validates the value
+    return (None, None) if label_fraction == 1 else (index, label_fraction)
+
+
+# ------------------------------------------------------------------------------------------ cached features
+def frozen_features(target: EvalTarget, device: str = "cpu", precision: str = "fp32") -> dict[str, Any]:
+    """Un-augmented eval-mode features of both splits (the kNN monitor's :func:`extract_features`)."""
+    dev, dtype, name = resolve_runtime(device, precision)
+    torch.manual_seed(0)
+    kw = dict(mean=target.train.mean, std=target.train.std, device=dev, dtype=dtype)
+    return {"train": extract_features(target.backbone, target.train.images, **kw),
+            "test": extract_features(target.backbone, target.test.images, **kw),
+            "runtime": {"device": str(dev), "precision": name}}
+
+
+def evaluate_knn(target: EvalTarget | Path | str, k: int = 200, t: float = 0.1, data_root: str | None = None, *,
+                 device: str = "cpu", precision: str = "fp32") -> dict[str, Any]:
+    """Weighted kNN top-1 (:func:`knn_accuracy`, the same code as the training monitor); result ``knn``."""
+    if k < 1 or t <= 0:
+        raise EsslError(f"kNN needs k >= 1 and t > 0, got k={k}, t={t}.")
+    target = as_target(target, data_root)
+    t0 = time.perf_counter()
+    f = frozen_features(target, device, precision)
+    acc = knn_accuracy(f["train"], target.train.labels, f["test"], target.test.labels, target.train.num_classes,
+                       k, t)
+    protocol = {"name": "knn", "kind": "knn", "source": OTHER_PROTOCOLS["knn"], "k": k, "t": t,
+                "similarity": "cosine", "vote": "exp(sim/t) weighted", "bank": "train split, un-augmented",
+                "eval": "test split, un-augmented",
+                "overrides": {key: {"protocol": d, "used": v, "why": "user override"}
+                              for key, d, v in (("k", 200, k), ("t", 0.1, t)) if v != d}}
+    result = _record(target, "knn", protocol, _data_record(target, len(target.train), None, None), {},
+                     {**f["runtime"], "runtime_s": time.perf_counter() - t0}, {"top1": acc})
+    name = "knn" if not protocol["overrides"] else f"knn-k{k}-t{t:g}"
+    write_result(target.out_dir, name, result)
+    return result
+
+
+def evaluate_linear_lbfgs(target: EvalTarget | Path | str, weight_decay: float = 1e-4, data_root: str | None = None,
+                          *, label_fraction: float | None = None, seed: int = 0, device: str = "cpu",
+                          precision: str = "fp32") -> dict[str, Any]:
+    """The fast probe ``linear_lbfgs`` (not the paper's protocol): L-BFGS logistic regression on cached features;
+    with ``label_fraction``, fitted on a stratified subset of the train split. Result ``linear_lbfgs[...]``."""
+    target = as_target(target, data_root)
+    t0 = time.perf_counter()
+    f = frozen_features(target, device, precision)
+    index, frac = _label_subset(target, label_fraction, seed)
+    feats = f["train"] if index is None else f["train"][index]
+    labels = target.train.labels if index is None else target.train.labels[index]
+    acc = linear_probe_accuracy(feats, labels, f["test"], target.test.labels, target.train.num_classes, weight_decay)
+    protocol = {"name": "linear_lbfgs", "kind": "linear_probe", "source": OTHER_PROTOCOLS["linear_lbfgs"],
+                "solver": "L-BFGS (strong Wolfe), multinomial logistic regression", "augmentation": "none",
+                "standardised": True, "weight_decay": weight_decay, "paper_protocol": False}
+    result = _record(target, "linear_probe", protocol, _data_record(target, len(feats), frac, seed if frac else None),
+                     {"label_subset": seed} if frac else {}, {**f["runtime"], "runtime_s": time.perf_counter() - t0},
+                     {"top1": acc})
+    write_result(target.out_dir, result_name("linear_lbfgs", {}, frac), result)
+    return result
+
+
+# ------------------------------------------------------------------------------- augmented, trained protocols
+def evaluate_protocol(target: EvalTarget | Path | str, protocol: str = "cifar", *, epochs: int | None = None,
+                      repeats: int | None = None, batch_size: int | None = None,
+                      label_fraction: float | None = None, seed: int = 0, device: str = "auto",
+                      precision: str = "auto", progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """A paper linear-probe protocol (``cifar``, ``imagenet_*``) or fine-tuning recipe (``bt_finetune``).
+
+    ``epochs``/``repeats``/``batch_size`` override the protocol (recorded, and part of the result's name);
+    ``label_fraction`` trains on a stratified seeded subset and tests on the full test split.
+    Result ``probe-<protocol>[...]`` or ``finetune-<protocol>[...]``.
+    """
+    base = get_protocol(protocol)
+    target = as_target(target)
+    index, frac = _label_subset(target, label_fraction, seed)
+    train = target.train if index is None else target.train.subset(index)
+    used, record = adapt_protocol(base, target.dataset, target.train.image_size, epochs=epochs, repeats=repeats,
+                                  batch_size=batch_size, n_train=len(train))
+    dev, dtype, prec = resolve_runtime(device, precision)
+    t0 = time.perf_counter()
+    numbers = run_protocol(target.backbone, train, target.test, used, seed=seed, device=dev, dtype=dtype,
+                           progress=progress)
+    proto = {**base.to_dict(), "used": used.to_dict(), **record, "paper_protocol": True,
+             "departs_from_protocol": bool(record["overrides"])}
+    seeds = {"probe_runs": [seed + r for r in range(used.repeats)], **({"label_subset": seed} if frac else {})}
+    numbers["std"] = "population std over repeats (ddof 0, np.std as in the official code)"
+    prefix = "probe" if base.kind == "linear_probe" else "finetune"
+    result = _record(target, base.kind, proto, _data_record(target, len(train), frac, seed if frac else None),
+                     seeds, {"device": str(dev), "precision": prec, "runtime_s": time.perf_counter() - t0}, numbers)
+    write_result(target.out_dir, result_name(f"{prefix}-{base.name}", record, frac), result)
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ diagnostics
+def evaluate_diagnostics(target: EvalTarget | Path | str, group: str = "rotation", *, max_train: int | None = 10000,
+                         weight_decay: float = 1e-4, seed: int = 0, device: str = "cpu",
+                         precision: str = "fp32") -> dict[str, Any]:
+    """Invariance (cosine similarity per element) and equivariance (linear prediction of ``g``) for one group
+    (:func:`essl.evaluation.diagnostics.diagnose`). Result ``diagnostics-<group>``."""
+    target = as_target(target)
+    g = make_group(group)
+    dev, dtype, prec = resolve_runtime(device, precision)
+    t0 = time.perf_counter()
+    numbers = diagnose(target.backbone, target.train.images, target.test.images, g, target.train.mean,
+                       target.train.std, device=dev, dtype=dtype, weight_decay=weight_decay, seed=seed,
+                       max_train=max_train)
+    protocol = {"name": "equivariance_diagnostics", "kind": "diagnostics", "group": group,
+                "source": "essl (this library): invariance = mean cos(f(x), f(g·x)) on the test split per element; "
+                          "equivariance = L-BFGS linear classifier of g from f(g·x), fitted on the train split, "
+                          "accuracy on the test split",
+                "applied_to": "[0, 1] images before normalisation, un-augmented", "weight_decay": weight_decay,
+                "max_train_images": max_train, "predicted_in_pretraining":
+                    any(e["group"] == group for e in target.source.get("equivariance") or [])}
+    result = _record(target, "diagnostics", protocol, _data_record(target, numbers["images"]["train"], None, None),
+                     {"train_subset": seed}, {"device": str(dev), "precision": prec,
+                                              "runtime_s": time.perf_counter() - t0}, numbers)
+    write_result(target.out_dir, f"diagnostics-{group.replace('*', 'x')}", result)
+    return result

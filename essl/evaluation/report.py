@@ -1,0 +1,244 @@
+"""``essl report``: one markdown table comparing runs side by side, plus PNG plots.
+
+A run folder contributes its ``config.yaml`` (what was trained), ``metrics.jsonl`` (training curves) and
+``eval/*.json`` (results of ``essl knn | probe | finetune | diagnose``). A folder of results for a released
+backbone (``--backbone-file ... --out DIR``) works too: its description comes from the results.
+
+Every accuracy row names the protocol that produced it, with any departure from the paper (fewer epochs, a
+label fraction) in the row's name, so numbers from different protocols never share a row. A "Protocols" section
+below the table gives each protocol's source.
+
+The output folder keeps a manifest (``.essl-report.json``) of the files a report wrote; a later report replaces
+only those. A file of the same name that the report did not write is never overwritten: the report stops with an
+error before writing anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from essl.errors import EsslError
+from essl.evaluation.results import read_results
+
+MANIFEST = ".essl-report.json"
+KIND_ORDER = {"knn": 0, "linear_probe": 1, "finetune": 2, "diagnostics": 3}
+METHOD_NAMES = {"simclr": "SimCLR", "simsiam": "SimSiam", "barlow_twins": "Barlow Twins"}
+
+
+# ---------------------------------------------------------------------------------------------- collecting
+def collect_run(run_dir: Path | str) -> dict[str, Any]:
+    """Config (or None), training metrics and evaluation results of one folder."""
+    from essl.training.pretrain import CONFIG, read_metrics, read_run_config
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise EsslError(f"{run_dir} is not a folder. Pass run folders written by `essl pretrain` (or folders of "
+                        f"evaluation results written with --out).")
+    cfg = read_run_config(run_dir) if (run_dir / CONFIG).is_file() else None
+    results = read_results(run_dir)
+    metrics = read_metrics(run_dir)
+    if cfg is None and not results:
+        raise EsslError(f"{run_dir} has neither config.yaml nor eval/*.json: nothing to report. Run `essl pretrain` "
+                        f"or an evaluation (`essl knn {run_dir}` ...) first.")
+    return {"dir": run_dir, "config": cfg, "metrics": metrics, "results": results}
+
+
+def column_names(runs: list[dict[str, Any]]) -> list[str]:
+    """Folder names, made unique with their parent folder where two runs share a name."""
+    names = [r["dir"].resolve().name for r in runs]
+    out = []
+    for r, name in zip(runs, names):
+        out.append(f"{r['dir'].resolve().parent.name}/{name}" if names.count(name) > 1 else name)
+    if len(set(out)) < len(out):
+        out = [f"{n} ({i + 1})" for i, n in enumerate(out)]
+    return out
+
+
+def _source(run: dict[str, Any]) -> dict[str, Any]:
+    cfg = run["config"]
+    if cfg is not None:
+        return {"kind": "run", "method": cfg.method, "dataset": cfg.dataset, "backbone": cfg.backbone,
+                "epochs": cfg.epochs, "equivariance": [{"group": t.group, "weight": t.weight}
+                                                        for t in cfg.equivariance],
+                "invariances": list(cfg.invariances), "seed": cfg.seed}
+    for res in run["results"].values():
+        if "source" in res:
+            return res["source"]
+    return {"kind": "unknown"}
+
+
+def method_label(source: dict[str, Any]) -> str:
+    """``E-SimCLR (rotation, λ=0.4)``, ``SimCLR``, or ``released resnet50 (file.pth)``."""
+    if source.get("kind") == "released":
+        return f"released {source.get('arch', '?')} ({Path(source.get('file', '?')).name})"
+    base = METHOD_NAMES.get(source.get("method"), str(source.get("method")))
+    eq = source.get("equivariance") or []
+    label = f"E-{base} (" + ", ".join(f"{e['group']}, λ={e['weight']:g}" for e in eq) + ")" if eq else base
+    if source.get("invariances"):
+        label += " + invariance to " + ", ".join(source["invariances"])
+    return label
+
+
+def protocol_label(result: dict[str, Any]) -> str:
+    """Row name of a result: the evaluation, its protocol and every departure (e.g.
+    ``linear probe · cifar · epochs 2 (protocol 100)``)."""
+    proto = result.get("protocol", {})
+    kind = result.get("evaluation", proto.get("kind", "?"))
+    what = {"knn": "kNN top-1", "linear_probe": "linear probe top-1", "finetune": "fine-tuning top-1"}.get(kind, kind)
+    parts = [what, proto.get("name", "?")]
+    if proto.get("name") == "knn" and not proto.get("overrides"):
+        parts[-1] = f"knn (k={proto.get('k')}, t={proto.get('t')})"
+    for key, entry in sorted(proto.get("overrides", {}).items()):
+        parts.append(f"{key.replace('_', ' ')} {entry['used']} (protocol {entry['protocol']})")
+    frac = (result.get("data") or {}).get("label_fraction")
+    if frac:
+        parts.append(f"{frac * 100:g}% labels")
+    return " · ".join(parts)
+
+
+def _accuracy_cell(result: dict[str, Any]) -> str:
+    runs = result.get("runs") or []
+    if len(runs) > 1:
+        return f"{result['top1']:.2f} ± {result['top1_std']:.2f} ({len(runs)} runs)"
+    return f"{result['top1']:.2f}"
+
+
+def result_rows(result: dict[str, Any]) -> list[tuple[tuple, str, str]]:
+    """``(sort key, row name, cell)`` for one result file."""
+    kind = result.get("evaluation", "?")
+    if kind == "diagnostics":
+        g = result["protocol"].get("group", result.get("group"))
+        inv, eq = result["invariance"], result["equivariance"]
+        return [((3, g, 0), f"invariance: mean cos(f(x), f(g·x)), g ≠ e · {g}",
+                 f"{inv['mean']:.3f} (different images {inv['cross_image_similarity']:.3f})"),
+                ((3, g, 1), f"equivariance: g predicted from f(g·x), test acc. · {g} (chance {eq['chance']:.0f}%)",
+                 f"{eq['accuracy']:.2f}")]
+    proto = result.get("protocol", {})
+    order = (KIND_ORDER.get(kind, 9), 0 if proto.get("name") in ("knn", "linear_lbfgs") else 1, protocol_label(result))
+    return [(order, protocol_label(result), _accuracy_cell(result))]
+
+
+def build_table(runs: list[dict[str, Any]], names: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """Rows of the comparison table: ``(row names in order, {row name: one cell per run})``."""
+    head: dict[str, list[str]] = {}
+    for i, run in enumerate(runs):
+        src = _source(run)
+        metrics = run["metrics"]
+        cells = {"method": method_label(src), "dataset": str(src.get("dataset", "–")),
+                 "backbone": str(src.get("backbone", "–"))}
+        done = metrics[-1]["epoch"] if metrics else src.get("epochs_done")
+        cells["epochs (done / planned)"] = f"{done if done is not None else '–'} / {src.get('epochs') or '–'}"
+        knn_rows = [m for m in metrics if "knn_top1" in m]
+        if knn_rows:
+            cells["kNN monitor during training, last (k=200, t=0.1; training precision)"] = \
+                f"{knn_rows[-1]['knn_top1']:.2f} (epoch {knn_rows[-1]['epoch']})"
+        if metrics:
+            for key in sorted(k for k in metrics[-1] if k.startswith("pred_acc/")):
+                cells[f"prediction accuracy during training, last epoch (train batches) · {key.split('/', 1)[1]}"] = \
+                    f"{100 * metrics[-1][key]:.2f}"
+        for key, value in cells.items():
+            head.setdefault(key, ["–"] * len(runs))[i] = value
+    body: dict[str, list[str]] = {}
+    keys: dict[str, tuple] = {}
+    for i, run in enumerate(runs):
+        done = run["metrics"][-1]["epoch"] if run["metrics"] else None
+        for res in run["results"].values():
+            ckpt_epoch = (res.get("checkpoint_info") or {}).get("epoch")
+            stale = done is not None and ckpt_epoch is not None and ckpt_epoch != done
+            for order, name, cell in result_rows(res):
+                keys[name] = order
+                body.setdefault(name, ["–"] * len(runs))[i] = cell + (f" [epoch-{ckpt_epoch} checkpoint]"
+                                                                       if stale else "")
+    order = list(head) + sorted(body, key=lambda n: keys[n])
+    return order, {**head, **body}
+
+
+def protocol_notes(runs: list[dict[str, Any]]) -> list[str]:
+    """One line per protocol used: name, and the source of its settings."""
+    seen: dict[str, str] = {}
+    for run in runs:
+        for res in run["results"].values():
+            proto = res.get("protocol", {})
+            seen.setdefault(proto.get("name", "?"), proto.get("source", ""))
+    return [f"- **{name}**: {src}" for name, src in sorted(seen.items())]
+
+
+def markdown(runs: list[dict[str, Any]], names: list[str]) -> str:
+    order, rows = build_table(runs, names)
+    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
+    lines = ["| | " + " | ".join(esc(n) for n in names) + " |", "|---|" + "---|" * len(names)]
+    lines += [f"| {esc(r)} | " + " | ".join(esc(c) for c in rows[r]) + " |" for r in order]
+    lines += ["", "Accuracies are top-1 in % on the test split; ± is the population std over probe runs on the same "
+                  "encoder. Row names give the protocol and any departure from it.", "", "Protocols:"]
+    lines += protocol_notes(runs) or ["- (no evaluation results yet: run `essl knn`, `essl probe`, `essl diagnose`)"]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------- output folder
+def _read_manifest(folder: Path) -> set[str]:
+    path = folder / MANIFEST
+    if not path.is_file():
+        return set()
+    try:
+        return set(json.loads(path.read_text()).get("files", []))
+    except (OSError, ValueError, AttributeError):
+        return set()
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_outputs(folder: Path, files: dict[str, bytes]) -> list[Path]:
+    """Write ``{name: bytes}`` into ``folder`` with the manifest rule (see the module docstring)."""
+    if folder.exists() and not folder.is_dir():
+        raise EsslError(f"--out {folder} is a file; give a folder.")
+    owned = _read_manifest(folder)
+    clashes = [n for n, data in files.items()
+               if (folder / n).exists() and n not in owned and (folder / n).read_bytes() != data]
+    if clashes:
+        raise EsslError(f"{folder} already holds {', '.join(clashes)}, not written by an earlier `essl report`; "
+                        f"nothing was written. Choose another --out folder, or move those files away.")
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, data in files.items():
+        _write_bytes(folder / name, data)
+        paths.append(folder / name)
+    for stale in owned - set(files):  # our own files from an earlier report that this one does not produce
+        if "/" not in stale and (folder / stale).is_file():
+            (folder / stale).unlink()
+    _write_bytes(folder / MANIFEST, (json.dumps({"files": sorted(files)}, indent=1) + "\n").encode())
+    return paths
+
+
+def write_report(run_dirs: list[Path | str], out: Path | str | None = None) -> dict[str, Any]:
+    """Build the table and plots of ``run_dirs`` and write them into ``out`` (default ``FIRST/report``).
+
+    Returns ``{"markdown", "folder", "files"}``."""
+    from essl.evaluation.plots import accuracy_png, curves_png, diagnostics_pngs
+
+    if not run_dirs:
+        raise EsslError("Name at least one run folder.")
+    runs = [collect_run(d) for d in run_dirs]
+    names = column_names(runs)
+    text = markdown(runs, names)
+    folder = Path(out) if out else Path(run_dirs[0]) / "report"
+    files: dict[str, bytes] = {"report.md": ("# essl report\n\n" + "Runs: " + ", ".join(
+        f"`{n}` ({r['dir']})" for n, r in zip(names, runs)) + "\n\n" + text).encode()}
+    order, rows = build_table(runs, names)
+    files["report.json"] = (json.dumps({"runs": [str(r["dir"]) for r in runs], "columns": names,
+                                        "rows": [{"name": k, "cells": rows[k]} for k in order]}, indent=1)
+                            + "\n").encode()
+    png = curves_png(runs, names)
+    if png is not None:
+        files["curves.png"] = png
+    png = accuracy_png(runs, names)
+    if png is not None:
+        files["accuracy.png"] = png
+    files.update(diagnostics_pngs(runs, names))
+    return {"markdown": text, "folder": folder, "files": write_outputs(folder, files)}
