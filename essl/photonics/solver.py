@@ -194,14 +194,55 @@ def _dense_k(op: CrystalOperator, k: np.ndarray, nbands: int) -> tuple[np.ndarra
     return lam, vec, kg
 
 
+#: Bands closer than this (relative, in ``lambda = f^2``) are treated as degenerate.
+DEGENERACY_RTOL = 1e-5
+#: Irrational mixing weight of the velocity matrices used to split degenerate bands.
+_MIX = 0.6180339887498949
+
+
+def _band_velocities(lam: np.ndarray, vmx: np.ndarray, vmy: np.ndarray) -> tuple[np.ndarray,
+                                                                               np.ndarray]:
+    """Frequencies and group velocities from ``d lambda / dk`` matrices between the bands.
+
+    ``vmx``, ``vmy`` are Hermitian ``(nb, nb)`` matrices ``y_i^H (dM/dk_a) y_j``.  Their
+    diagonals are the Hellmann-Feynman derivatives.  Inside a group of degenerate bands
+    (:data:`DEGENERACY_RTOL`) the eigenvectors are arbitrary, so the group is rotated to the
+    eigenbasis of ``Vx + 0.618 Vy`` (first-order degenerate perturbation theory): the bands
+    that cross there then get their own slopes, as the GGR linearisation needs, and the result
+    no longer depends on the eigensolver (e.g. the empty lattice gets plane-wave velocities).
+    """
+    f = np.sqrt(np.clip(lam, 0.0, None))
+    dl = np.stack([np.real(np.diag(vmx)), np.real(np.diag(vmy))], axis=1)
+    scale = max(float(np.max(np.abs(lam))), 1e-30)
+    start = 0
+    for stop in range(1, len(lam) + 1):
+        if stop < len(lam) and lam[stop] - lam[stop - 1] <= DEGENERACY_RTOL * max(
+                abs(lam[stop]), 1e-12 * scale):
+            continue
+        if stop - start > 1:
+            block = slice(start, stop)
+            _, u = np.linalg.eigh(vmx[block, block] + _MIX * vmy[block, block])
+            uh = u.conj().T
+            dl[block, 0] = np.real(np.diag(uh @ vmx[block, block] @ u))
+            dl[block, 1] = np.real(np.diag(uh @ vmy[block, block] @ u))
+        start = stop
+    vel = np.divide(dl, 2.0 * f[:, None], out=np.zeros_like(dl), where=f[:, None] > 0)
+    return f, vel
+
+
 def _hellmann_feynman(lam: np.ndarray, vec: np.ndarray, kg: np.ndarray) -> tuple[np.ndarray,
                                                                                 np.ndarray]:
-    """Frequencies and ``df/dk = f sum_G (k+G) |y_G|^2 / |k+G|^2`` (section 7.1)."""
-    f = np.sqrt(np.clip(lam, 0.0, None))
+    """Velocities of the dense solution: ``df/dk = f sum_G (k+G) |y_G|^2 / |k+G|^2`` (7.1).
+
+    Between (degenerate) bands ``y_i^H (dM/dk) y_j = 2 sqrt(l_i l_j) sum_G conj(y_iG) y_jG
+    (k+G) / |k+G|^2``, which uses ``B^-1 D y = lambda D^-1 y``.
+    """
     d2 = np.einsum("ij,ij->i", kg, kg)
     inv_d2 = np.divide(1.0, d2, out=np.zeros_like(d2), where=d2 > 0)
-    p = np.abs(vec) ** 2 * inv_d2[:, None]
-    return f, f[:, None] * (p.T @ kg)
+    root = np.sqrt(np.clip(lam, 0.0, None))
+    pref = 2.0 * np.outer(root, root)
+    mats = [pref * (vec.conj().T @ ((kg[:, a] * inv_d2)[:, None] * vec)) for a in (0, 1)]
+    return _band_velocities(lam, mats[0], mats[1])
 
 
 def _farthest_points(kpoints: np.ndarray, count: int) -> np.ndarray:
@@ -279,12 +320,9 @@ def _solve_subspace(op: CrystalOperator, kpoints: np.ndarray, nbands: int, ancho
             redo.append(i)
             continue
         worst = max(worst, float(est.max()))
-        f = np.sqrt(np.clip(lam, 0.0, None))
-        dlx = 2.0 * np.real(np.einsum("ib,ij,jb->b", c.conj(), hx + k[0] * sq, c))
-        dly = 2.0 * np.real(np.einsum("ib,ij,jb->b", c.conj(), hy + k[1] * sq, c))
-        dl = np.stack([dlx, dly], axis=1)
-        freqs[i] = f
-        vels[i] = np.divide(dl, 2.0 * f[:, None], out=np.zeros_like(dl), where=f[:, None] > 0)
+        ch = c.conj().T
+        freqs[i], vels[i] = _band_velocities(lam, 2.0 * ch @ (hx + k[0] * sq) @ c,
+                                             2.0 * ch @ (hy + k[1] * sq) @ c)
     for i in redo:
         freqs[i], vels[i] = _hellmann_feynman(*_dense_k(op, kpoints[i], nbands))
     return KSolution(freqs, vels, len(anchor_idx) + len(redo), worst)
