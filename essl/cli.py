@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "essl.evaluation.commands",   # knn, probe
     "essl.demo",                  # demo
     "essl.photonics.cli",         # phc generate | label
+    "essl.sweep",                 # sweep
 ]
 
 

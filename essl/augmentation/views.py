@@ -14,7 +14,7 @@ Recipes (Dangovski et al. 2022, official code; reference/paper.md §2.5, §3.1, 
 - ``none``             the image as it is (photonic unit cells: their augmentations are group actions)
 - ``crop_only``        RandomResizedCrop only (the base augmentation of the transformation sweep)
 - ``crop_only_small``  the sweep's prediction-branch view: RandomResizedCrop(16, scale 0.2-1) only
-- ``crop_only_mnist``  / ``crop_only_mnist_small``: the same for 28-px digits (28 and 20 px, scale 0.3-1)
+- ``crop_only_mnist``  / ``crop_only_mnist_small``: the same for 28-px digits (28 and 14 px, scale 0.3-1)
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ RECIPES: dict[str, ViewRecipe] = {
     "none": ViewRecipe(size=0, crop=False, hflip=0.0, jitter_p=0.0, grayscale_p=0.0),
     "crop_only_small": ViewRecipe(size=16, hflip=0.0, jitter_p=0.0, grayscale_p=0.0),
     "crop_only_mnist": ViewRecipe(size=28, scale=(0.3, 1.0), hflip=0.0, jitter_p=0.0, grayscale_p=0.0),
-    "crop_only_mnist_small": ViewRecipe(size=20, scale=(0.3, 1.0), hflip=0.0, jitter_p=0.0, grayscale_p=0.0),
+    "crop_only_mnist_small": ViewRecipe(size=14, scale=(0.3, 1.0), hflip=0.0, jitter_p=0.0, grayscale_p=0.0),
 }
 
 

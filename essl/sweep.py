@@ -1,0 +1,438 @@
+"""``essl sweep``: the invariance-vs-equivariance transformation sweep (Dangovski et al. 2022, §5.3 in
+reference/paper.md) as one resumable command.
+
+For a base preset, a list of transformations ``T`` and ``n`` seeds it trains, per seed,
+
+- ``baseline``: SSL with random resized cropping as the only augmentation (the paper's sweep setting);
+- ``issl``: the same plus ``T`` as an invariance (a uniformly drawn element applied to each SSL view,
+  config ``invariances: [T]``);
+- ``essl``: the same as the baseline plus ``λ·CE(h(f(g·x_small)), g)`` over all elements of ``T``
+  (config ``equivariance: [{group: T, weight: λ, view: <small crop>, head: ...}]``),
+
+evaluates each run with a named protocol (``knn`` or ``linear_lbfgs`` of :mod:`essl.evaluation.commands`) and
+reports, per transformation and mode, the mean ± std over seeds and the seed-paired difference to the baseline
+as a markdown table, a JSON file and a bar chart in the style of the paper's figure.
+
+Layout of ``SWEEP_DIR``: one ``essl pretrain`` run folder per run (``baseline-seed0/``, ``rotation-issl-seed0/``,
+``rotation-essl-seed0/`` …; its result in ``<run>/eval/<protocol>.json``), ``sweep.json`` (the plan),
+``results.json``, ``results.md`` and ``sweep.png``. Every file is written atomically. Rerunning the same command
+skips finished runs, evaluates trained-but-unevaluated ones, resumes a run from its last epoch checkpoint and
+restarts a run that was stopped before its first checkpoint; a run folder trained with other settings is an
+error, never overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from essl.errors import EsslError
+
+#: The seven transformations of the paper's sweep, in the order of its figure (reference/paper.md §5.3).
+PAPER_TRANSFORMS = ("hflip", "grayscale", "rotation", "vflip", "jigsaw", "blur", "inversion")
+MODES = ("baseline", "issl", "essl")
+PROTOCOLS = ("knn", "linear_lbfgs")
+#: Settings that may differ between the stored config of a run and the sweep's without changing the result.
+ENGINEERING_KEYS = frozenset({"data_root", "num_threads", "device", "workers", "notes", "precision", "channels_last",
+                              "compile"})
+#: Files ``essl pretrain`` writes into a run folder before its first checkpoint (safe to clear for a restart).
+PRE_CHECKPOINT_FILES = frozenset({"config.yaml", "metrics.jsonl"})
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One pretraining run of the sweep: ``transform`` is None for the baseline."""
+
+    transform: str | None
+    mode: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"baseline-seed{self.seed}" if self.mode == "baseline" else f"{self.transform}-{self.mode}-seed{self.seed}"
+
+
+# ------------------------------------------------------------------------------------------------ planning
+def default_views(dataset: str) -> tuple[str, str]:
+    """(SSL view recipe, prediction-crop recipe) of the crop-only sweep for a dataset: 28/14 px for MNIST-5k,
+    32/16 px otherwise (half-resolution prediction crops, as the paper's CIFAR-10 16-px crops)."""
+    return ("crop_only_mnist", "crop_only_mnist_small") if dataset == "mnist5k" else ("crop_only", "crop_only_small")
+
+
+def default_head(backbone: str, method: str) -> str:
+    """The prediction head that fits the backbone (reference/paper.md §2.4)."""
+    if backbone == "small_cnn":
+        return "small"
+    return "cifar_simsiam" if method == "simsiam" else "cifar_simclr"
+
+
+def plan_runs(transforms: list[str], seeds: list[int]) -> list[SweepRun]:
+    """All runs, seed-major (every seed's baseline and transformations before the next seed), so that a sweep
+    stopped early holds complete seeds."""
+    runs = []
+    for seed in seeds:
+        runs.append(SweepRun(None, "baseline", seed))
+        for t in transforms:
+            runs += [SweepRun(t, "issl", seed), SweepRun(t, "essl", seed)]
+    return runs
+
+
+def run_config(base, run: SweepRun, weight: float, pred_view: str, head: str):
+    """The :class:`PretrainConfig` of one run: the base (crop-only views, nothing predicted) plus ``T``."""
+    from essl.training.config import EquivarianceTask
+
+    cfg = dataclasses.replace(base, seed=run.seed, invariances=[], equivariance=[])
+    if run.mode == "issl":
+        cfg.invariances = [run.transform]
+    elif run.mode == "essl":
+        cfg.equivariance = [EquivarianceTask(group=run.transform, weight=weight, view=pred_view, head=head)]
+    cfg.validate()
+    return cfg
+
+
+def transform_problem(name: str, channels: int, view_size: int, pred_size: int) -> str | None:
+    """Why ``name`` cannot be swept on these images (e.g. grayscale on 1-channel data), or None if it can.
+
+    The invariance acts on the SSL views, the prediction on the small crops; both must be valid.
+    """
+    from essl.groups import make_group
+
+    group = make_group(name)
+    for what, size in (("SSL views", view_size), ("prediction crops", pred_size)):
+        try:
+            group.check_shape((1, channels, size, size))
+        except EsslError as exc:
+            return f"{exc} (on the {size}-px {what})"
+    return None
+
+
+# ------------------------------------------------------------------------------------------------ one run
+def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in cfg.items() if k not in ENGINEERING_KEYS}
+
+
+def _differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    a, b = _comparable(stored), _comparable(wanted)
+    return [f"{k}: {a.get(k)!r} (stored) vs {b.get(k)!r} (this sweep)" for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k)]
+
+
+def run_state(run_dir: Path, cfg, protocol: str) -> str:
+    """What a run folder needs: ``fresh`` (absent or empty), ``restart`` (stopped before its first checkpoint),
+    ``resume`` (checkpoint of an unfinished run), ``evaluate`` (trained, no result) or ``done``.
+
+    Raises :class:`EsslError` if the folder holds something else, or a run trained with other settings.
+    """
+    from essl.training.checkpoint import load_checkpoint
+    from essl.training.pretrain import CHECKPOINT, CONFIG
+
+    if not run_dir.exists() or (run_dir.is_dir() and not any(run_dir.iterdir())):
+        return "fresh"
+    if not (run_dir / CONFIG).is_file():
+        raise EsslError(f"{run_dir} exists but is not an essl run folder (no {CONFIG}); move it away or choose "
+                        f"another sweep folder with --out.")
+    stored = yaml.safe_load((run_dir / CONFIG).read_text()) or {}
+    diff = _differences(stored, cfg.to_dict())
+    if diff:
+        raise EsslError(f"{run_dir} was trained with other settings ({'; '.join(diff[:4])}). Rerun with the "
+                        f"settings it was started with, choose a new sweep folder with --out, or delete {run_dir}.")
+    if (run_dir / "eval" / f"{protocol}.json").is_file():
+        return "done"
+    if not (run_dir / CHECKPOINT).is_file():
+        extra = [p.name for p in run_dir.iterdir() if p.name not in PRE_CHECKPOINT_FILES
+                 and not p.name.startswith(".") and not (p.is_dir() and not any(p.iterdir()))]
+        if extra:
+            raise EsslError(f"{run_dir} has no checkpoint but holds {', '.join(sorted(extra))}; delete the folder "
+                            f"to rerun it.")
+        return "restart"
+    epoch = int(load_checkpoint(run_dir / CHECKPOINT).get("epoch", 0))
+    return "evaluate" if epoch >= cfg.epochs else "resume"
+
+
+def evaluate_run(run_dir: Path, protocol: str) -> float:
+    """Evaluate a trained run with ``protocol``; the result is written to ``run_dir/eval/<protocol>.json``."""
+    from essl.evaluation.commands import evaluate_knn, evaluate_linear_lbfgs
+
+    result = (evaluate_knn if protocol == "knn" else evaluate_linear_lbfgs)(run_dir)
+    return float(result["top1"])
+
+
+def execute_run(run_dir: Path, cfg, protocol: str, progress: bool = False) -> tuple[str, float]:
+    """Bring one run to ``done``; returns (the state it was found in, its accuracy)."""
+    from essl.training.pretrain import pretrain
+
+    state = run_state(run_dir, cfg, protocol)
+    if state in ("fresh", "restart"):
+        pretrain(cfg, run_dir, overwrite=state == "restart", progress=progress)
+    elif state == "resume":
+        pretrain(None, run_dir, resume=True, progress=progress)
+    if state != "done":
+        evaluate_run(run_dir, protocol)
+    return state, read_accuracy(run_dir, protocol)
+
+
+def read_accuracy(run_dir: Path, protocol: str) -> float | None:
+    path = Path(run_dir) / "eval" / f"{protocol}.json"
+    return float(json.loads(path.read_text())["top1"]) if path.is_file() else None
+
+
+# ------------------------------------------------------------------------------------------------ summary
+def _mean_std(values: list[float]) -> dict[str, Any]:
+    n = len(values)
+    if not n:
+        return {"mean": None, "std": None, "n": 0}
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+    return {"mean": mean, "std": std, "n": n}
+
+
+def summarize(accuracies: dict[str, float], transforms: list[str], seeds: list[int]) -> dict[str, Any]:
+    """Mean ± sample std (ddof 1) over seeds of every (transformation, mode), and the difference to the
+    baseline paired by seed (same seed ⇒ same initialisation, data order and crops) with its own std."""
+    base = {s: accuracies.get(SweepRun(None, "baseline", s).name) for s in seeds}
+    out: dict[str, Any] = {"baseline": _mean_std([v for v in base.values() if v is not None]), "transforms": {}}
+    for t in transforms:
+        row = {}
+        for mode in ("issl", "essl"):
+            acc = {s: accuracies.get(SweepRun(t, mode, s).name) for s in seeds}
+            deltas = [acc[s] - base[s] for s in seeds if acc[s] is not None and base[s] is not None]
+            row[mode] = {**_mean_std([v for v in acc.values() if v is not None]), "delta": _mean_std(deltas)}
+        out["transforms"][t] = row
+    return out
+
+
+def _fmt(stat: dict[str, Any], signed: bool = False) -> str:
+    if stat["mean"] is None:
+        return "–"
+    text = f"{stat['mean']:+.2f}" if signed else f"{stat['mean']:.2f}"
+    return text + (f" ± {stat['std']:.2f}" if stat["std"] is not None else "")
+
+
+def markdown_table(summary: dict[str, Any], protocol: str, skipped: dict[str, str] | None = None) -> str:
+    """The results as a markdown table (accuracy in %, Δ in percentage points vs the baseline)."""
+    b = summary["baseline"]
+    lines = [f"| transformation | I-SSL {protocol} top-1 | Δ I-SSL | E-SSL {protocol} top-1 | Δ E-SSL |",
+             "|---|---|---|---|---|",
+             f"| baseline (crop only) | {_fmt(b)} | | | |"]
+    for t, row in summary["transforms"].items():
+        i, e = row["issl"], row["essl"]
+        lines.append(f"| {t} | {_fmt(i)} | {_fmt(i['delta'], True)} | {_fmt(e)} | {_fmt(e['delta'], True)} |")
+    for t, why in (skipped or {}).items():
+        lines.append(f"| {t} | skipped | | skipped | |")
+    text = "\n".join(lines) + "\n"
+    n = b["n"]
+    text += (f"\nTop-1 accuracy in % ({protocol}), mean ± sample std over {n} seed(s); Δ is the seed-paired "
+             f"difference to the baseline in percentage points (mean ± std of the per-seed differences).\n")
+    for t, why in (skipped or {}).items():
+        text += f"\n- {t} skipped: {why}\n"
+    return text
+
+
+def plot_summary(summary: dict[str, Any], path: Path, title: str) -> Path:
+    """Bar chart in the style of the paper's sweep figure: per transformation, the I-SSL and E-SSL difference to
+    the baseline (percentage points) with ± std error bars. PNG via matplotlib's Agg backend, written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(summary["transforms"])
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(names) + 1.5), 3.2), dpi=110)
+    width = 0.38
+    for j, (mode, label, colour) in enumerate((("issl", "I-SSL (invariance)", "#d9822b"),
+                                               ("essl", "E-SSL (prediction)", "#2b6cb0"))):
+        means = [summary["transforms"][t][mode]["delta"]["mean"] for t in names]
+        stds = [summary["transforms"][t][mode]["delta"]["std"] for t in names]
+        xs = [i + (j - 0.5) * width for i in range(len(names))]
+        ax.bar(xs, [m if m is not None else 0.0 for m in means], width, label=label, color=colour,
+               yerr=[s if s is not None else 0.0 for s in stds], capsize=3, error_kw={"elinewidth": 1})
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel("Δ top-1 vs baseline (pp)")
+    b = summary["baseline"]
+    if b["mean"] is not None:
+        title += f"  (baseline {b['mean']:.1f}%)"
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8, frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------------ the sweep
+@dataclass
+class SweepSpec:
+    """Everything that defines a sweep (stored in ``SWEEP_DIR/sweep.json``)."""
+
+    preset: str
+    overrides: list[str]
+    transforms: list[str]
+    seeds: list[int]
+    weight: float
+    protocol: str
+    view: str
+    pred_view: str
+    head: str
+
+
+def build_spec(preset: str, overrides: list[str], transforms: list[str] | None, seeds: int, weight: float,
+               protocol: str, view: str | None = None, pred_view: str | None = None,
+               head: str | None = None):
+    """Validate the user's choices; returns ``(spec, base config)``. The base config is the preset plus
+    overrides with crop-only views, nothing predicted, no invariances and the kNN monitor off."""
+    from essl.augmentation import get_recipe
+    from essl.groups import make_group
+    from essl.training.config import load_config
+
+    if protocol not in PROTOCOLS:
+        raise EsslError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}.")
+    if seeds < 1:
+        raise EsslError(f"--seeds must be at least 1, got {seeds}.")
+    if weight <= 0:
+        raise EsslError(f"--weight (λ) must be positive, got {weight}.")
+    transforms = list(PAPER_TRANSFORMS if transforms is None else transforms)
+    if not transforms:
+        raise EsslError("--transforms is empty; name at least one, e.g. --transforms rotation,hflip.")
+    if len(set(transforms)) != len(transforms):
+        raise EsslError(f"--transforms lists a transformation twice: {','.join(transforms)}.")
+    for t in transforms:
+        make_group(t)  # unknown names raise with the list of known ones
+    base = load_config(preset, overrides)
+    dv, dp = default_views(base.dataset)
+    view, pred_view = view or dv, pred_view or dp
+    head = head or default_head(base.backbone, base.method)
+    get_recipe(view), get_recipe(pred_view)
+    base = dataclasses.replace(base, views=[view, view], invariances=[], equivariance=[], knn_every=0)
+    base.validate()
+    spec = SweepSpec(preset, list(overrides), transforms, list(range(seeds)), float(weight), protocol, view,
+                     pred_view, head)
+    return spec, base
+
+
+def run_sweep(spec: SweepSpec, base, out: Path, progress: bool = False, report_only: bool = False,
+              log=print) -> dict[str, Any]:
+    """Run (or continue) every run of the sweep, then write the table, JSON and chart. Returns the results."""
+    from essl.augmentation import get_recipe
+    from essl.data import load_dataset
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise EsslError(f"{out} exists and is not a folder; choose another --out.")
+    if report_only and not out.is_dir():
+        raise EsslError(f"No sweep folder at {out}; --report rebuilds the table of an existing sweep.")
+    train = load_dataset(base.dataset, "train", base.data_root, base.image_size)
+    channels = train.channels
+    view_size, pred_size = get_recipe(spec.view).size, get_recipe(spec.pred_view).size
+    skipped = {t: why for t in spec.transforms
+               if (why := transform_problem(t, channels, view_size, pred_size)) is not None}
+    for t, why in skipped.items():
+        log(f"skipping {t}: {why}")
+    transforms = [t for t in spec.transforms if t not in skipped]
+    runs = plan_runs(transforms, spec.seeds)
+    out.mkdir(parents=True, exist_ok=True)
+    if not report_only:
+        _write_atomic(out / "sweep.json", json.dumps({"spec": dataclasses.asdict(spec), "base_config":
+                                                      base.to_dict(), "skipped": skipped}, indent=2) + "\n")
+    accuracies: dict[str, float] = {}
+    t_start = time.perf_counter()
+    for i, run in enumerate(runs, 1):
+        run_dir = out / run.name
+        cfg = run_config(base, run, spec.weight, spec.pred_view, spec.head)
+        if report_only:
+            acc = read_accuracy(run_dir, spec.protocol) if run_dir.is_dir() else None
+            if acc is not None:
+                run_state(run_dir, cfg, spec.protocol)  # refuses results trained with other settings
+                accuracies[run.name] = acc
+            continue
+        t0 = time.perf_counter()
+        state, acc = execute_run(run_dir, cfg, spec.protocol, progress)
+        accuracies[run.name] = acc
+        what = {"done": "already finished", "evaluate": "evaluated", "resume": "resumed and finished",
+                "restart": "restarted and finished", "fresh": "finished"}[state]
+        log(f"[{i}/{len(runs)}] {run.name}: {what} in {time.perf_counter() - t0:.0f} s, {spec.protocol} top-1 "
+            f"{acc:.2f}%  (sweep {(time.perf_counter() - t_start) / 60:.1f} min)")
+        write_report(out, spec, base, accuracies, transforms, skipped, plot=False)
+    return write_report(out, spec, base, accuracies, transforms, skipped, plot=True)
+
+
+def write_report(out: Path, spec: SweepSpec, base, accuracies: dict[str, float], transforms: list[str],
+                 skipped: dict[str, str], plot: bool = True) -> dict[str, Any]:
+    summary = summarize(accuracies, transforms, spec.seeds)
+    results = {"protocol": spec.protocol, "dataset": base.dataset, "method": base.method, "backbone": base.backbone,
+               "epochs": base.epochs, "batch_size": base.batch_size, "weight": spec.weight, "seeds": spec.seeds,
+               "view": spec.view, "pred_view": spec.pred_view, "head": spec.head, "skipped": skipped,
+               "runs": accuracies, "summary": summary}
+    _write_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
+    _write_atomic(out / "results.md", markdown_table(summary, spec.protocol, skipped))
+    if plot and any(summary["transforms"][t][m]["delta"]["mean"] is not None
+                    for t in transforms for m in ("issl", "essl")):
+        title = (f"{base.method} on {base.dataset}, crop-only base, {len(spec.seeds)} seed(s), "
+                 f"{spec.protocol}, λ={spec.weight:g}")
+        plot_summary(summary, out / "sweep.png", title)
+    return results
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="invariance-vs-equivariance sweep over transformations (paper §5.3)",
+                       description="For every transformation T: a crop-only baseline, T as an invariance (I-SSL) "
+                                   "and T predicted (E-SSL), over several seeds; prints and writes a table and a "
+                                   "bar chart. Rerun the same command to continue a stopped sweep. Example: "
+                                   "`essl sweep --preset mnist5k-simclr --out sweeps/mnist epochs=2 batch_size=128`.")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="settings for every run (epochs=, batch_size=, lr=, data_root=, precision=, ...)")
+    p.add_argument("--preset", default="mnist5k-simclr",
+                   help="base preset (its method, backbone, optimiser and dataset; views are replaced by crop-only "
+                        "ones); e.g. cifar10-simclr with data_root=PATH")
+    p.add_argument("--out", type=Path, required=True, help="sweep folder (one subfolder per run)")
+    p.add_argument("--transforms", default=",".join(PAPER_TRANSFORMS),
+                   help=f"comma-separated transformations (default: the paper's {','.join(PAPER_TRANSFORMS)}); "
+                        f"products like rotation*hflip work too")
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1) per run (default 3)")
+    p.add_argument("--weight", type=float, default=0.4, help="λ of the E-SSL prediction loss (default 0.4)")
+    p.add_argument("--protocol", default="knn", choices=PROTOCOLS,
+                   help="evaluation of every run: knn (k=200, t=0.1) or linear_lbfgs (cached-feature probe)")
+    p.add_argument("--view", help="SSL view recipe (default crop_only_mnist on mnist5k, else crop_only)")
+    p.add_argument("--pred-view", help="prediction-crop recipe (default crop_only_mnist_small / crop_only_small)")
+    p.add_argument("--head", help="prediction head (default: small for small_cnn, cifar_simclr/cifar_simsiam else)")
+    p.add_argument("--report", action="store_true", help="train nothing: rebuild the table and chart from the "
+                                                          "finished runs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar inside each run")
+    p.set_defaults(func=run_sweep_command)
+
+
+def run_sweep_command(args: argparse.Namespace) -> int:
+    transforms = [t.strip() for t in args.transforms.split(",") if t.strip()]
+    spec, base = build_spec(args.preset, args.overrides, transforms, args.seeds, args.weight, args.protocol,
+                            args.view, args.pred_view, args.head)
+    try:
+        run_sweep(spec, base, args.out, progress=not args.no_progress, report_only=args.report)
+    except KeyboardInterrupt:
+        print(f"essl: sweep interrupted; finished runs and the last epoch checkpoint of the current run are intact. "
+              f"Rerun the same command to continue.", flush=True)
+        return 130
+    print()
+    print((args.out / "results.md").read_text(), end="")
+    shown = [p for p in ("results.md", "results.json", "sweep.png") if (args.out / p).is_file()]
+    print(f"\nwritten: {', '.join(str(args.out / p) for p in shown)}")
+    return 0

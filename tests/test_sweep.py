@@ -1,0 +1,227 @@
+"""``essl sweep``: a tiny sweep end to end, resuming a stopped sweep without retraining finished runs, and the
+summary arithmetic checked against a plain recomputation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+import essl.training.pretrain as pretrain_module
+from essl.cli import main
+from essl.errors import EsslError
+from essl.sweep import (PAPER_TRANSFORMS, SweepRun, build_spec, markdown_table, plan_runs, run_state, run_sweep,
+                        summarize, transform_problem)
+from essl.training.checkpoint import load_checkpoint, save_checkpoint
+
+torch.set_num_threads(1)
+
+
+def write_image_folder(root, n_per_class: int = 16, size: int = 16) -> None:
+    """train/ and test/ folders of small RGB images in two classes (a bright square in different corners)."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for label in (0, 1):
+            (root / split / f"c{label}").mkdir(parents=True, exist_ok=True)
+            for i in range(n_per_class):
+                img = rng.integers(0, 80, (size, size, 3), dtype=np.uint8)
+                r = slice(0, size // 2) if label == 0 else slice(size // 2, size)
+                img[r, r] = 230
+                Image.fromarray(img).save(root / split / f"c{label}" / f"{i}.png")
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_image_folder(root)
+    return root
+
+
+def tiny(root, epochs: int = 1) -> list[str]:
+    return [f"data_root={root}", "dataset=folder", "image_size=16", f"epochs={epochs}", "batch_size=16",
+            "num_threads=1", "precision=fp32", "warmup_epochs=0"]
+
+
+VIEWS = ["--view", "crop_only_small", "--pred-view", "crop_only_small"]
+
+
+def fingerprint(path) -> tuple:
+    return path.stat().st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+def test_tiny_sweep_end_to_end(tmp_path, data_root, capsys):
+    out = tmp_path / "sweep"
+    rc = main(["sweep", "--out", str(out), "--transforms", "rotation,inversion", "--seeds", "1", "--no-progress",
+               *VIEWS, *tiny(data_root)])
+    assert rc == 0
+    names = ["baseline-seed0", "rotation-issl-seed0", "rotation-essl-seed0", "inversion-issl-seed0",
+             "inversion-essl-seed0"]
+    acc = {}
+    for name in names:
+        result = json.loads((out / name / "eval" / "knn.json").read_text())
+        assert result["protocol"]["name"] == "knn"
+        acc[name] = result["top1"]
+    # each run trained what its name says
+    cfg = {n: yaml.safe_load((out / n / "config.yaml").read_text()) for n in names}
+    assert cfg["baseline-seed0"]["invariances"] == [] and cfg["baseline-seed0"]["equivariance"] == []
+    assert cfg["rotation-issl-seed0"]["invariances"] == ["rotation"]
+    assert cfg["rotation-essl-seed0"]["equivariance"][0]["group"] == "rotation"
+    assert cfg["inversion-essl-seed0"]["equivariance"][0]["weight"] == 0.4
+    assert all(c["views"] == ["crop_only_small", "crop_only_small"] for c in cfg.values())
+    metrics = (out / "rotation-essl-seed0" / "metrics.jsonl").read_text()
+    assert "pred_loss/rotation" in metrics
+    # the report: differences to the baseline recomputed from the per-run results
+    results = json.loads((out / "results.json").read_text())
+    assert results["runs"] == pytest.approx(acc)
+    for t in ("rotation", "inversion"):
+        for mode in ("issl", "essl"):
+            got = results["summary"]["transforms"][t][mode]
+            assert got["mean"] == pytest.approx(acc[f"{t}-{mode}-seed0"])
+            assert got["delta"]["mean"] == pytest.approx(acc[f"{t}-{mode}-seed0"] - acc["baseline-seed0"])
+            assert got["std"] is None  # one seed: no spread
+    md = (out / "results.md").read_text()
+    assert "| rotation |" in md and "| inversion |" in md and "baseline (crop only)" in md
+    assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    printed = capsys.readouterr().out
+    assert "[5/5]" in printed and "| rotation |" in printed
+
+
+# ---------------------------------------------------------------------------------------------- resume
+def test_stopped_sweep_resumes_without_redoing_finished_runs(tmp_path, data_root, monkeypatch):
+    out = tmp_path / "sweep"
+    spec, base = build_spec("mnist5k-simclr", tiny(data_root, epochs=2), ["hflip"], 2, 0.4, "knn",
+                            "crop_only_small", "crop_only_small")
+    # Ctrl-C right after the first epoch checkpoint of the 2nd run (hflip-issl-seed0)
+    saves = {"n": 0}
+    real_save = pretrain_module.save_checkpoint
+
+    def save_then_interrupt(path, state):
+        real_save(path, state)
+        saves["n"] += 1
+        if saves["n"] == 3:  # baseline wrote 2 checkpoints, this is hflip-issl-seed0 epoch 1
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(pretrain_module, "save_checkpoint", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, base, out, log=lambda *_: None)
+    monkeypatch.setattr(pretrain_module, "save_checkpoint", real_save)
+    stopped = out / "hflip-issl-seed0"
+    assert load_checkpoint(stopped / "checkpoint.pt")["epoch"] == 1
+    assert not (stopped / "eval").exists(), "no result may exist for an unfinished run"
+    assert not (out / "hflip-essl-seed0").exists()
+    assert run_state(out / "baseline-seed0", base, "knn") == "done"
+    baseline_files = {p: fingerprint(out / "baseline-seed0" / p) for p in ("checkpoint.pt", "eval/knn.json")}
+
+    # rerun: count the epochs actually trained
+    trained = []
+    real_fit = pretrain_module.Pretrainer.fit
+
+    def counting_fit(self):
+        trained.append((self.run_dir.name, self.start_epoch))
+        return real_fit(self)
+
+    monkeypatch.setattr(pretrain_module.Pretrainer, "fit", counting_fit)
+    lines = []
+    run_sweep(spec, base, out, log=lines.append)
+    assert trained == [("hflip-issl-seed0", 1), ("hflip-essl-seed0", 0), ("baseline-seed1", 0),
+                       ("hflip-issl-seed1", 0), ("hflip-essl-seed1", 0)]
+    assert {p: fingerprint(out / "baseline-seed0" / p) for p in baseline_files} == baseline_files
+    assert any("baseline-seed0: already finished" in line for line in lines)
+    assert any("hflip-issl-seed0: resumed and finished" in line for line in lines)
+    assert len((stopped / "metrics.jsonl").read_text().splitlines()) == 2
+    assert load_checkpoint(stopped / "checkpoint.pt")["epoch"] == 2
+
+    # a lost result is re-evaluated without training; a run stopped before its first checkpoint restarts
+    finished = {n: fingerprint(out / n / "checkpoint.pt") for n in ("hflip-essl-seed0", "baseline-seed1")}
+    (out / "hflip-essl-seed0" / "eval" / "knn.json").unlink()
+    (out / "baseline-seed1" / "eval" / "knn.json").unlink()
+    (out / "baseline-seed1" / "checkpoint.pt").unlink()
+    trained.clear()
+    lines.clear()
+    results = run_sweep(spec, base, out, log=lines.append)
+    assert trained == [("baseline-seed1", 0)]
+    assert fingerprint(out / "hflip-essl-seed0" / "checkpoint.pt") == finished["hflip-essl-seed0"]
+    assert any("hflip-essl-seed0: evaluated" in line for line in lines)
+    assert any("baseline-seed1: restarted and finished" in line for line in lines)
+    assert len(results["runs"]) == 6
+    s = results["summary"]["transforms"]["hflip"]["essl"]
+    assert s["n"] == 2 and s["std"] is not None and s["delta"]["n"] == 2
+
+
+def test_a_run_trained_with_other_settings_is_refused_not_overwritten(tmp_path, data_root):
+    out = tmp_path / "sweep"
+    spec, base = build_spec("mnist5k-simclr", tiny(data_root), ["vflip"], 1, 0.4, "knn", "crop_only_small",
+                            "crop_only_small")
+    run_sweep(spec, base, out, log=lambda *_: None)
+    before = fingerprint(out / "baseline-seed0" / "checkpoint.pt")
+    spec2, base2 = build_spec("mnist5k-simclr", tiny(data_root, epochs=3), ["vflip"], 1, 0.4, "knn",
+                              "crop_only_small", "crop_only_small")
+    with pytest.raises(EsslError, match="trained with other settings.*epochs"):
+        run_sweep(spec2, base2, out, log=lambda *_: None)
+    assert fingerprint(out / "baseline-seed0" / "checkpoint.pt") == before
+    # --report rebuilds the table from finished runs and trains nothing
+    lines = []
+    results = run_sweep(spec, base, out, report_only=True, log=lines.append)
+    assert set(results["runs"]) == {"baseline-seed0", "vflip-issl-seed0", "vflip-essl-seed0"}
+    assert fingerprint(out / "baseline-seed0" / "checkpoint.pt") == before
+
+
+# ---------------------------------------------------------------------------------------------- planning
+def test_plan_is_seed_major_with_one_folder_per_run():
+    runs = plan_runs(["rotation", "jigsaw"], [0, 1])
+    assert [r.name for r in runs[:5]] == ["baseline-seed0", "rotation-issl-seed0", "rotation-essl-seed0",
+                                          "jigsaw-issl-seed0", "jigsaw-essl-seed0"]
+    assert len(runs) == 10 and len({r.name for r in runs}) == 10
+
+
+def test_grayscale_is_skipped_on_one_channel_and_odd_crops_are_refused():
+    assert "identity" in transform_problem("grayscale", 1, 28, 14)
+    assert transform_problem("grayscale", 3, 32, 16) is None
+    assert "even" in transform_problem("jigsaw", 1, 28, 15)
+    assert all(transform_problem(t, 1, 28, 14) is None for t in PAPER_TRANSFORMS if t != "grayscale")
+
+
+def test_bad_inputs_raise_essl_errors(data_root):
+    with pytest.raises(EsslError, match="Unknown transformation group 'rotaton'"):
+        build_spec("mnist5k-simclr", [], ["rotaton"], 1, 0.4, "knn")
+    with pytest.raises(EsslError, match="--seeds"):
+        build_spec("mnist5k-simclr", [], ["rotation"], 0, 0.4, "knn")
+    with pytest.raises(EsslError, match="--protocol"):
+        build_spec("mnist5k-simclr", [], ["rotation"], 1, 0.4, "svm")
+    with pytest.raises(EsslError, match="twice"):
+        build_spec("mnist5k-simclr", [], ["rotation", "rotation"], 1, 0.4, "knn")
+    with pytest.raises(EsslError, match="Unknown view recipe"):
+        build_spec("mnist5k-simclr", [], ["rotation"], 1, 0.4, "knn", view="crop_onyl")
+    assert main(["sweep", "--out", "/nonexistent/x", "--report", "--transforms", "rotation"]) == 2
+
+
+# ---------------------------------------------------------------------------------------------- summary
+def test_summary_statistics_match_a_plain_computation():
+    acc = {"baseline-seed0": 80.0, "baseline-seed1": 82.0, "baseline-seed2": 78.0,
+           "rotation-issl-seed0": 75.0, "rotation-issl-seed1": 79.0, "rotation-issl-seed2": 74.0,
+           "rotation-essl-seed0": 83.0, "rotation-essl-seed1": 84.5, "rotation-essl-seed2": 79.0}
+    s = summarize(acc, ["rotation"], [0, 1, 2])
+    base = np.array([80.0, 82.0, 78.0])
+    essl = np.array([83.0, 84.5, 79.0])
+    assert s["baseline"]["mean"] == pytest.approx(base.mean())
+    assert s["baseline"]["std"] == pytest.approx(base.std(ddof=1))
+    e = s["transforms"]["rotation"]["essl"]
+    assert e["mean"] == pytest.approx(essl.mean()) and e["std"] == pytest.approx(essl.std(ddof=1))
+    assert e["delta"]["mean"] == pytest.approx((essl - base).mean())
+    assert e["delta"]["std"] == pytest.approx((essl - base).std(ddof=1))
+    i = s["transforms"]["rotation"]["issl"]["delta"]
+    assert i["mean"] == pytest.approx(np.mean([-5.0, -3.0, -4.0])) and i["mean"] < 0
+    md = markdown_table(s, "knn", {"grayscale": "needs RGB"})
+    assert f"+{(essl - base).mean():.2f} ± {(essl - base).std(ddof=1):.2f}" in md
+    assert "grayscale skipped: needs RGB" in md
+    # a missing run is left out of its statistics, not counted as zero
+    partial = summarize({k: v for k, v in acc.items() if k != "rotation-essl-seed2"}, ["rotation"], [0, 1, 2])
+    assert partial["transforms"]["rotation"]["essl"]["n"] == 2
+    assert partial["transforms"]["rotation"]["essl"]["delta"]["mean"] == pytest.approx((3.0 + 2.5) / 2)
+    assert SweepRun(None, "baseline", 4).name == "baseline-seed4"
