@@ -10,7 +10,7 @@
 | ``grayscale`` | 2     | identity, BT.601 luma (RGB only; an error on 1-channel data)     | no         |
 | ``inversion`` | 2     | identity, ``1 − x``                                              | yes        |
 | ``jigsaw``    | 24    | permutations of the 2×2 quadrants (``itertools.permutations``)   | yes        |
-| ``blur``      | 4     | Gaussian σ = 0, 0.5, 1, 2 px per 32 px of image side             | no         |
+| ``blur``      | 4     | Gaussian σ = 0, 1, 2, 3 px per 32 px of image side               | no         |
 | ``translation`` | 4   | periodic roll by (0,0), (0,W/2), (H/2,0), (H/2,W/2)              | yes        |
 """
 
