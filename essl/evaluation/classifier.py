@@ -88,7 +88,8 @@ def make_optimizer(protocol: EvalProtocol, classifier: nn.Module, backbone: nn.M
 
 @torch.no_grad()
 def evaluate(backbone: nn.Module, classifier: nn.Module, test: ImageData, protocol: EvalProtocol,
-             device: torch.device, dtype: torch.dtype | None = None, batch_size: int = 512) -> float:
+             device: torch.device, dtype: torch.dtype | None = None, batch_size: int = 512,
+             channels_last: bool = False) -> float:
     """Test top-1 accuracy (%) over the whole test split (exact count, not a mean of batch means)."""
     size = test.image_size
     resize = round(size * protocol.test_resize_ratio)
@@ -98,6 +99,8 @@ def evaluate(backbone: nn.Module, classifier: nn.Module, test: ImageData, protoc
     hits = 0
     for start in range(0, len(test), batch_size):
         x = norm(center_view(test.images[start:start + batch_size].to(device), resize, size, protocol.resample))
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with autocast_context(device, dtype):
             f = backbone(x)
         pred = classifier(f.float()).argmax(1).cpu()
@@ -107,21 +110,23 @@ def evaluate(backbone: nn.Module, classifier: nn.Module, test: ImageData, protoc
 
 def train_classifier(backbone: nn.Module, train: ImageData, test: ImageData, protocol: EvalProtocol, *,
                      seed: int = 0, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
-                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                     channels_last: bool = False, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """One run of ``protocol``: returns ``top1`` (the protocol's selected number), ``top1_final``,
     ``top1_best``, ``best_epoch``, per-epoch ``test_curve`` (epochs where the test set was measured) and
     ``loss_curve`` (mean train loss per epoch).
 
     The test set is measured after every epoch when the protocol selects the best epoch, else after the last.
-    A probe leaves ``backbone`` untouched; fine-tuning trains a copy.
+    Both work on a copy of ``backbone`` (moved to ``device``, channels-last if asked), which stays untouched.
     """
     device = torch.device(device)
     torch.manual_seed(seed)  # kornia draws augmentation parameters from the global generator
     order_gen = torch.Generator().manual_seed(seed)
     finetune = protocol.backbone_lr is not None
-    model = copy.deepcopy(backbone).to(device) if finetune else backbone.to(device)
-    if not finetune:
-        model.eval()
+    model = copy.deepcopy(backbone).to(device)
+    model.requires_grad_(finetune)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.train(finetune)
     size, n = train.image_size, len(train)
     view = train_view(protocol, size, train.channels, train.mean, train.std).to(device)
     dim = feature_dim(model, Normalize(train.mean, train.std).to(device)(train.images[:1].to(device)))
@@ -145,6 +150,8 @@ def train_classifier(backbone: nn.Module, train: ImageData, test: ImageData, pro
             idx = order[step * batch:(step + 1) * batch]
             with torch.no_grad():
                 x = view(train.images[idx].to(device, non_blocking=True))
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
             y = train.labels[idx].to(device)
             with torch.set_grad_enabled(finetune), autocast_context(device, dtype):
                 f = model(x)
@@ -157,7 +164,7 @@ def train_classifier(backbone: nn.Module, train: ImageData, test: ImageData, pro
         loss_curve.append(total / steps)
         last = epoch + 1 == protocol.epochs
         if protocol.select == "best" or last:
-            acc = evaluate(model, classifier, test, protocol, device, dtype)
+            acc = evaluate(model, classifier, test, protocol, device, dtype, channels_last=channels_last)
             test_curve.append({"epoch": epoch + 1, "top1": acc})
             if progress:
                 progress(f"epoch {epoch + 1}/{protocol.epochs}: loss {loss_curve[-1]:.4f}, test top-1 {acc:.2f}% "
@@ -167,8 +174,6 @@ def train_classifier(backbone: nn.Module, train: ImageData, test: ImageData, pro
                      f"({time.perf_counter() - t0:.0f} s)")
     best = max(test_curve, key=lambda r: r["top1"])
     final = test_curve[-1]["top1"]
-    if not finetune:
-        backbone.eval()
     return {"seed": seed, "top1": best["top1"] if protocol.select == "best" else final, "top1_final": final,
             "top1_best": best["top1"], "best_epoch": best["epoch"], "test_curve": test_curve,
             "loss_curve": loss_curve, "steps_per_epoch": steps, "batch_size": batch,
@@ -177,14 +182,14 @@ def train_classifier(backbone: nn.Module, train: ImageData, test: ImageData, pro
 
 def run_protocol(backbone: nn.Module, train: ImageData, test: ImageData, protocol: EvalProtocol, *,
                  seed: int = 0, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
-                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                 channels_last: bool = False, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """``protocol.repeats`` runs with seeds ``seed, seed+1, …`` on the same encoder: mean ± std (ddof 0, as the
     official ``np.std``) of each run's selected top-1, plus every run."""
     runs = []
     for r in range(protocol.repeats):
         say = (lambda m, r=r: progress(f"[run {r + 1}/{protocol.repeats}] {m}")) if progress else None
         runs.append(train_classifier(backbone, train, test, protocol, seed=seed + r, device=device, dtype=dtype,
-                                     progress=say))
+                                     channels_last=channels_last, progress=say))
     accs = torch.tensor([r["top1"] for r in runs], dtype=torch.float64)
     return {"top1": accs.mean().item(), "top1_std": accs.std(unbiased=False).item() if len(runs) > 1 else 0.0,
             "runs": runs}

@@ -62,7 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "released ImageNet scripts), linear_lbfgs (fast: L-BFGS on cached features; "
                                    "not a paper protocol). See docs/evaluation.md.")
     _target_args(p, "auto")
-    p.add_argument("--protocol", default="cifar", choices=probes, help="default: cifar (the paper's protocol)")
+    p.add_argument("--protocol", default="linear_lbfgs", choices=probes,
+                   help="default: linear_lbfgs (fast; not a paper protocol); the paper's CIFAR protocol is cifar")
     _protocol_args(p)
     p.add_argument("--weight-decay", type=float, default=None, help="linear_lbfgs only: L2 penalty (default 1e-4)")
     p.set_defaults(func=run_probe)

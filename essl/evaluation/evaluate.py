@@ -58,6 +58,12 @@ def _data_record(target: EvalTarget, n_train: int, label_fraction: float | None,
             f"stratified: max(1, round({label_fraction}·n_c)) per class, seed {subset_seed}"}
 
 
+def _name(target: EvalTarget, name: str) -> str:
+    """Result name, with ``-on-<dataset>`` when a run is evaluated on other data than it was pretrained on."""
+    other = target.source.get("other_data")
+    return f"{name}-on-{other}" if other else name
+
+
 def _record(target: EvalTarget, evaluation: str, protocol: dict, data: dict, seeds: dict, runtime: dict,
             numbers: dict) -> dict[str, Any]:
     return {"evaluation": evaluation, "protocol": protocol, "source": target.source,
@@ -65,7 +71,8 @@ def _record(target: EvalTarget, evaluation: str, protocol: dict, data: dict, see
             "seeds": {**target.seeds, **seeds}, **runtime, **numbers}
 
 
-def _label_subset(target: EvalTarget, label_fraction: float | None, seed: int) -> tuple[torch.Tensor | None, float | None]:
+def _label_subset(target: EvalTarget, label_fraction: float | None,
+                  seed: int) -> tuple[torch.Tensor | None, float | None]:
     """Indices of the few-label training subset (None: all labels) and the fraction actually applied."""
     if label_fraction is None:
         return None, None
@@ -102,7 +109,7 @@ def evaluate_knn(target: EvalTarget | Path | str, k: int = 200, t: float = 0.1, 
     result = _record(target, "knn", protocol, _data_record(target, len(target.train), None, None), {},
                      {**f["runtime"], "runtime_s": time.perf_counter() - t0}, {"top1": acc})
     name = "knn" if not protocol["overrides"] else f"knn-k{k}-t{t:g}"
-    write_result(target.out_dir, name, result)
+    result["result_file"] = str(write_result(target.out_dir, _name(target, name), result))
     return result
 
 
@@ -124,7 +131,8 @@ def evaluate_linear_lbfgs(target: EvalTarget | Path | str, weight_decay: float =
     result = _record(target, "linear_probe", protocol, _data_record(target, len(feats), frac, seed if frac else None),
                      {"label_subset": seed} if frac else {}, {**f["runtime"], "runtime_s": time.perf_counter() - t0},
                      {"top1": acc})
-    write_result(target.out_dir, result_name("linear_lbfgs", {}, frac), result)
+    result["result_file"] = str(write_result(target.out_dir, _name(target, result_name("linear_lbfgs", {}, frac)),
+                                             result))
     return result
 
 
@@ -132,7 +140,8 @@ def evaluate_linear_lbfgs(target: EvalTarget | Path | str, weight_decay: float =
 def evaluate_protocol(target: EvalTarget | Path | str, protocol: str = "cifar", *, epochs: int | None = None,
                       repeats: int | None = None, batch_size: int | None = None,
                       label_fraction: float | None = None, seed: int = 0, device: str = "auto",
-                      precision: str = "auto", progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                      precision: str = "auto", channels_last: bool = True,
+                      progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """A paper linear-probe protocol (``cifar``, ``imagenet_*``) or fine-tuning recipe (``bt_finetune``).
 
     ``epochs``/``repeats``/``batch_size`` override the protocol (recorded, and part of the result's name);
@@ -148,15 +157,17 @@ def evaluate_protocol(target: EvalTarget | Path | str, protocol: str = "cifar", 
     dev, dtype, prec = resolve_runtime(device, precision)
     t0 = time.perf_counter()
     numbers = run_protocol(target.backbone, train, target.test, used, seed=seed, device=dev, dtype=dtype,
-                           progress=progress)
+                           channels_last=channels_last, progress=progress)
     proto = {**base.to_dict(), "used": used.to_dict(), **record, "paper_protocol": True,
              "departs_from_protocol": bool(record["overrides"])}
     seeds = {"probe_runs": [seed + r for r in range(used.repeats)], **({"label_subset": seed} if frac else {})}
     numbers["std"] = "population std over repeats (ddof 0, np.std as in the official code)"
     prefix = "probe" if base.kind == "linear_probe" else "finetune"
     result = _record(target, base.kind, proto, _data_record(target, len(train), frac, seed if frac else None),
-                     seeds, {"device": str(dev), "precision": prec, "runtime_s": time.perf_counter() - t0}, numbers)
-    write_result(target.out_dir, result_name(f"{prefix}-{base.name}", record, frac), result)
+                     seeds, {"device": str(dev), "precision": prec, "channels_last": channels_last,
+                             "runtime_s": time.perf_counter() - t0}, numbers)
+    name = _name(target, result_name(f"{prefix}-{base.name}", record, frac))
+    result["result_file"] = str(write_result(target.out_dir, name, result))
     return result
 
 
@@ -183,5 +194,6 @@ def evaluate_diagnostics(target: EvalTarget | Path | str, group: str = "rotation
     result = _record(target, "diagnostics", protocol, _data_record(target, numbers["images"]["train"], None, None),
                      {"train_subset": seed}, {"device": str(dev), "precision": prec,
                                               "runtime_s": time.perf_counter() - t0}, numbers)
-    write_result(target.out_dir, f"diagnostics-{group.replace('*', 'x')}", result)
+    name = _name(target, f"diagnostics-{group.replace('*', 'x')}")
+    result["result_file"] = str(write_result(target.out_dir, name, result))
     return result

@@ -150,8 +150,10 @@ def load_target(run_dir: Path | str | None = None, *, backbone_file: Path | str 
         name = dataset or cfg.dataset
         root = data_root or (cfg.data_root if name == cfg.dataset else None)
         size = image_size or cfg.image_size
+        same = name == cfg.dataset and _same_root(root, cfg.data_root)
         source = {"kind": "run", "run_dir": str(run_path), "method": cfg.method, "dataset": name,
-                  "pretrain_dataset": cfg.dataset, "backbone": cfg.backbone, "epochs": cfg.epochs,
+                  "pretrain_dataset": cfg.dataset, "other_data": None if same else data_label(name, root),
+                  "backbone": cfg.backbone, "epochs": cfg.epochs,
                   "epochs_done": meta.get("epoch"),
                   "equivariance": [{"group": t.group, "weight": t.weight} for t in cfg.equivariance],
                   "invariances": list(cfg.invariances)}
@@ -180,6 +182,17 @@ def load_target(run_dir: Path | str | None = None, *, backbone_file: Path | str 
                         f"{train.channels} channel(s).")
     checkpoint = {"path": str(ckpt_path), "epoch": meta.get("epoch"), "sha256": file_digest(ckpt_path)}
     return EvalTarget(backbone, train, test, out_dir, checkpoint, source, seeds)
+
+
+def data_label(dataset: str, root: str | None) -> str:
+    """Short name of a dataset for file and row names: ``cifar10``, or ``folder-<folder name>``."""
+    return f"{dataset}-{Path(root).expanduser().name}" if dataset == "folder" and root else dataset
+
+
+def _same_root(a: str | None, b: str | None) -> bool:
+    if not a or not b:
+        return a == b or not (a or b)
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
 def _in_channels(backbone: nn.Module) -> int:

@@ -22,7 +22,9 @@ from matplotlib.ticker import MaxNLocator
 from essl.evaluation.report import protocol_label
 from essl.groups import ProductGroup, make_group
 
-ELEMENT_NAMES = {"rotation": ["0°", "90°", "180°", "270°"], "hflip": ["id", "h-flip"], "vflip": ["id", "v-flip"]}
+ELEMENT_NAMES = {"rotation": ["0°", "90°", "180°", "270°"], "hflip": ["id", "h-flip"], "vflip": ["id", "v-flip"],
+                 "grayscale": ["id", "gray"], "inversion": ["id", "1−x"], "blur": ["σ 0", "σ 0.5", "σ 1", "σ 2"],
+                 "translation": ["(0,0)", "(0,½)", "(½,0)", "(½,½)"]}
 
 
 def _colors(n: int) -> list:
@@ -121,18 +123,23 @@ def accuracy_png(runs: list[dict[str, Any]], names: list[str]) -> bytes | None:
 
 def diagnostics_pngs(runs: list[dict[str, Any]], names: list[str]) -> dict[str, bytes]:
     """``{"diagnostics-<group>.png": bytes}`` for every group diagnosed in any run."""
-    by_group: dict[str, list] = {}
+    by_group: dict[str, list] = {}  # file key (group, and the dataset when not the run's own) -> result per run
     for i, run in enumerate(runs):
         for res in run["results"].values():
             if res.get("evaluation") == "diagnostics":
-                by_group.setdefault(res["protocol"]["group"], [None] * len(runs))[i] = res
+                key = res["protocol"]["group"].replace("*", "x")
+                other = (res.get("source") or {}).get("other_data")
+                if other:
+                    key += f"-on-{other}"
+                by_group.setdefault(key, [None] * len(runs))[i] = res
     out = {}
     colors = _colors(len(runs))
-    for group_name, per_run in sorted(by_group.items()):
+    for key, per_run in sorted(by_group.items()):
+        group_name = next(r for r in per_run if r is not None)["protocol"]["group"]
         group = make_group(group_name)
         elements = element_names(group)
         width = 0.8 / len(runs)
-        fig = Figure(figsize=(max(9.0, 1.3 * group.order * 2 + 3), 4.2), layout="constrained")
+        fig = Figure(figsize=(min(20.0, max(9.0, 1.3 * group.order * 2 + 3)), 4.2), layout="constrained")
         inv_ax, eq_ax = fig.subplots(1, 2)
         for i, (res, name, color) in enumerate(zip(per_run, names, colors)):
             if res is None:
@@ -145,11 +152,13 @@ def diagnostics_pngs(runs: list[dict[str, Any]], names: list[str]) -> dict[str, 
             eq = res["equivariance"]
             bars = eq_ax.bar(xs, eq["per_element"], width * 0.92, color=color,
                              label=f"{name} (mean {eq['accuracy']:.1f}%)")
-            eq_ax.bar_label(bars, labels=[f"{a:.0f}" for a in eq["per_element"]], fontsize=7, padding=2)
+            if group.order <= 8:
+                eq_ax.bar_label(bars, labels=[f"{a:.0f}" for a in eq["per_element"]], fontsize=7, padding=2)
         chance = 100.0 / group.order
         eq_ax.axhline(chance, color="k", linestyle=":", linewidth=1, label=f"chance {chance:.0f}%")
         for ax in (inv_ax, eq_ax):
-            ax.set_xticks(range(group.order), elements)
+            ax.set_xticks(range(group.order), elements, rotation=90 if group.order > 8 else 0,
+                          fontsize=7 if group.order > 8 else None)
             ax.set_xlabel(f"group element g ({group_name})")
             ax.grid(axis="y", alpha=0.3)
             _legend_below(ax)
@@ -157,5 +166,5 @@ def diagnostics_pngs(runs: list[dict[str, Any]], names: list[str]) -> dict[str, 
                    ylim=(min(0.0, inv_ax.get_ylim()[0]), 1.05))
         eq_ax.set(title="equivariance: linear prediction of g from f(g·x)", ylabel="test accuracy (%)",
                   ylim=(0, 110))
-        out[f"diagnostics-{group_name.replace('*', 'x')}.png"] = _png(fig)
+        out[f"diagnostics-{key}.png"] = _png(fig)
     return out

@@ -93,9 +93,12 @@ def protocol_label(result: dict[str, Any]) -> str:
         parts[-1] = f"knn (k={proto.get('k')}, t={proto.get('t')})"
     for key, entry in sorted(proto.get("overrides", {}).items()):
         parts.append(f"{key.replace('_', ' ')} {entry['used']} (protocol {entry['protocol']})")
-    frac = (result.get("data") or {}).get("label_fraction")
-    if frac:
-        parts.append(f"{frac * 100:g}% labels")
+    data = result.get("data") or {}
+    if data.get("label_fraction"):
+        parts.append(f"{data['label_fraction'] * 100:g}% labels")
+    other = (result.get("source") or {}).get("other_data")
+    if other:
+        parts.append(f"on {other}")
     return " · ".join(parts)
 
 
@@ -106,11 +109,23 @@ def _accuracy_cell(result: dict[str, Any]) -> str:
     return f"{result['top1']:.2f}"
 
 
-def result_rows(result: dict[str, Any]) -> list[tuple[tuple, str, str]]:
-    """``(sort key, row name, cell)`` for one result file."""
+def result_rows(result: dict[str, Any], stem: str = "") -> list[tuple[tuple, str, str]]:
+    """``(sort key, row name, cell)`` for one result file (``stem``: its file name without ``.json``)."""
     kind = result.get("evaluation", "?")
+    if "top1" not in result and kind != "diagnostics":
+        # a result of another part of essl (e.g. photonics fine-tuning): its summary mean ± std over seeds
+        summary = result.get("summary") if isinstance(result.get("summary"), dict) else {}
+        name = (result.get("protocol") or {}).get("name", "?")
+        if "mean" not in summary:
+            return [((8, stem), f"{name} · {stem}", "(no summary number)")]
+        std = f" ± {summary['std']:.4g}" if summary.get("std") is not None else ""
+        n = f" ({summary['n_seeds']} seeds)" if summary.get("n_seeds") else ""
+        return [((8, stem), f"{name} · {stem}", f"{summary['mean']:.4g}{std}{n}")]
     if kind == "diagnostics":
         g = result["protocol"].get("group", result.get("group"))
+        other = (result.get("source") or {}).get("other_data")
+        if other:
+            g = f"{g} · on {other}"
         inv, eq = result["invariance"], result["equivariance"]
         return [((3, g, 0), f"invariance: mean cos(f(x), f(g·x)), g ≠ e · {g}",
                  f"{inv['mean']:.3f} (different images {inv['cross_image_similarity']:.3f})"),
@@ -145,10 +160,11 @@ def build_table(runs: list[dict[str, Any]], names: list[str]) -> tuple[list[str]
     keys: dict[str, tuple] = {}
     for i, run in enumerate(runs):
         done = run["metrics"][-1]["epoch"] if run["metrics"] else None
-        for res in run["results"].values():
-            ckpt_epoch = (res.get("checkpoint_info") or {}).get("epoch")
+        for stem, res in run["results"].items():
+            info = res.get("checkpoint_info") or (res["checkpoint"] if isinstance(res.get("checkpoint"), dict) else {})
+            ckpt_epoch = info.get("epoch")
             stale = done is not None and ckpt_epoch is not None and ckpt_epoch != done
-            for order, name, cell in result_rows(res):
+            for order, name, cell in result_rows(res, stem):
                 keys[name] = order
                 body.setdefault(name, ["–"] * len(runs))[i] = cell + (f" [epoch-{ckpt_epoch} checkpoint]"
                                                                        if stale else "")
@@ -162,7 +178,7 @@ def protocol_notes(runs: list[dict[str, Any]]) -> list[str]:
     for run in runs:
         for res in run["results"].values():
             proto = res.get("protocol", {})
-            seen.setdefault(proto.get("name", "?"), proto.get("source", ""))
+            seen.setdefault(proto.get("name", "?"), proto.get("source") or proto.get("description", ""))
     return [f"- **{name}**: {src}" for name, src in sorted(seen.items())]
 
 

@@ -42,4 +42,5 @@ def test_knn_separates_clusters_and_is_scale_invariant():
     pred = knn_predict(bank, labels, queries, 3, k=10).argmax(1)
     assert torch.equal(pred, labels[:30:3])
     # cosine similarity: rescaling the features changes nothing
-    torch.testing.assert_close(knn_predict(bank * 7, labels, queries * 0.3, 3, k=10), knn_predict(bank, labels, queries, 3, k=10))
+    torch.testing.assert_close(knn_predict(bank * 7, labels, queries * 0.3, 3, k=10),
+                               knn_predict(bank, labels, queries, 3, k=10))

@@ -83,7 +83,29 @@ def test_probe_leaves_frozen_backbone_untouched_in_eval_mode():
     train_classifier(backbone, level_images(10, 0), level_images(4, 1), tiny(epochs=1, batch_size=16))
     after = backbone.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BN running statistics
-    assert not backbone.training
+    assert backbone.training  # not even its mode changes: the probe works on a copy
+
+
+MODES = []
+
+
+class ModeSpy(LevelRBF):
+    """Records whether it runs in train mode and with gradients."""
+
+    def forward(self, x):
+        MODES.append((self.training, torch.is_grad_enabled()))
+        return super().forward(x)
+
+
+def test_probe_runs_backbone_in_eval_mode_without_gradients():
+    MODES.clear()
+    spy = ModeSpy().train()
+    train_classifier(spy, level_images(10, 0), level_images(4, 1), tiny(epochs=1, batch_size=16))
+    assert MODES and set(MODES) == {(False, False)}
+    MODES.clear()
+    ft = dataclasses.replace(tiny(epochs=1, batch_size=16), backbone_lr=0.1)
+    train_classifier(spy, level_images(10, 0), level_images(4, 1), ft)
+    assert (True, True) in MODES and (False, False) in MODES  # fine-tuning trains in train mode; tests in eval
 
 
 class ZeroLinear(nn.Module):

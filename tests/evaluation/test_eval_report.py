@@ -10,6 +10,8 @@ from essl.cli import main
 from essl.errors import EsslError
 from essl.evaluation.report import MANIFEST, write_report
 
+from evaluation_helpers import make_image_folder
+
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -19,8 +21,8 @@ def evaluated_runs(tiny_runs):
     for run in tiny_runs:
         common = [str(run), "--threads", "1", "--device", "cpu"]
         assert main(["knn", *common, "--k", "10"]) == 0
-        assert main(["probe", *common, "--protocol", "linear_lbfgs"]) == 0
-        assert main(["probe", *common, "--epochs", "1", "--repeats", "2", "--quiet"]) == 0
+        assert main(["probe", *common]) == 0  # the default protocol: linear_lbfgs
+        assert main(["probe", *common, "--protocol", "cifar", "--epochs", "1", "--repeats", "2", "--quiet"]) == 0
         assert main(["finetune", *common, "--epochs", "1", "--label-fraction", "0.5", "--quiet"]) == 0
         assert main(["diagnose", *common, "--group", "rotation"]) == 0
     return tiny_runs
@@ -91,8 +93,44 @@ def test_report_and_cli_errors(tmp_path, tiny_runs, capsys):
     with pytest.raises(EsslError, match="nothing to report"):
         write_report([tmp_path / "empty"])
     assert main(["probe", str(tiny_runs[0]), "--protocol", "linear_lbfgs", "--epochs", "3"]) == 2
-    assert main(["probe", str(tiny_runs[0]), "--label-fraction", "2"]) == 2
+    assert main(["probe", str(tiny_runs[0]), "--protocol", "cifar", "--label-fraction", "2"]) == 2
     assert main(["knn"]) == 2
     err = capsys.readouterr().err
     assert "--epochs applies to the trained protocols" in err and "label-fraction must be in (0, 1]" in err
     assert "Name a run folder" in err
+
+
+def test_other_data_gets_its_own_result_and_row(tiny_runs, tmp_path):
+    other = make_image_folder(tmp_path / "digits", {"train": 12, "test": 4}, classes=4, seed=5)
+    run = tmp_path / "run"
+    shutil.copytree(tiny_runs[1], run, ignore=shutil.ignore_patterns("report", "eval"))
+    common = [str(run), "--threads", "1", "--device", "cpu"]
+    assert main(["probe", *common]) == 0
+    assert main(["probe", *common, "--dataset", "folder", "--data-root", str(other)]) == 0
+    assert main(["diagnose", *common, "--data-root", str(other), "--group", "hflip"]) == 0
+    names = sorted(p.name for p in (run / "eval").iterdir())
+    assert names == ["diagnostics-hflip-on-folder-digits.json", "linear_lbfgs-on-folder-digits.json",
+                     "linear_lbfgs.json"]
+    other_result = json.loads((run / "eval" / "linear_lbfgs-on-folder-digits.json").read_text())
+    assert other_result["data"]["test_images"] == 16
+    report = write_report([run], tmp_path / "rep")
+    assert "linear probe top-1 · linear_lbfgs · on folder-digits" in report["markdown"]
+    assert "| linear probe top-1 · linear_lbfgs |" in report["markdown"]
+    assert (tmp_path / "rep" / "diagnostics-hflip-on-folder-digits.png").is_file()
+
+
+def test_results_of_other_kinds_and_stale_checkpoints_are_shown(tiny_runs, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_runs[0], run, ignore=shutil.ignore_patterns("report", "eval"))
+    (run / "eval").mkdir()
+    # a photonics-style result (no top1: a summary over seeds) and a kNN result of an older checkpoint
+    (run / "eval" / "phc-finetune-n3000-e100.json").write_text(json.dumps(
+        {"protocol": {"name": "phc-dos-finetune", "description": "DOS regression"}, "checkpoint": {"epoch": 2},
+         "summary": {"mean": 0.1234, "std": 0.005, "n_seeds": 3}}))
+    (run / "eval" / "knn.json").write_text(json.dumps(
+        {"evaluation": "knn", "protocol": {"name": "knn", "k": 200, "t": 0.1, "source": "monitor"}, "top1": 50.0,
+         "checkpoint_info": {"epoch": 1}}))
+    text = write_report([run], tmp_path / "rep")["markdown"]
+    assert "| phc-dos-finetune · phc-finetune-n3000-e100 | 0.1234 ± 0.005 (3 seeds) |" in text
+    assert "| kNN top-1 · knn (k=200, t=0.1) | 50.00 [epoch-1 checkpoint] |" in text
+    assert "- **phc-dos-finetune**: DOS regression" in text
