@@ -10,7 +10,8 @@ from essl.data.mnist5k import load_mnist5k
 from essl.data.types import ImageData
 from essl.errors import EsslError
 
-DATASETS = ("mnist5k", "cifar10", "cifar100", "folder")
+DATASETS = ("mnist5k", "cifar10", "cifar100", "folder", "imagenet", "phc-gpm", "phc-blob")
+IN_MEMORY_LIMIT_BYTES = 16 * 2**30  # decoding more than this into memory is refused (imagenet)
 
 
 def load_dataset(name: str, split: str = "train", root: str | None = None, image_size: int = 32) -> ImageData:
@@ -18,16 +19,35 @@ def load_dataset(name: str, split: str = "train", root: str | None = None, image
 
     For ``folder``, ``root`` is a folder holding ``train/`` and ``test/`` image folders (or a single
     image folder, used for ``train`` only).
+
+    ``imagenet`` (``root/train``, ``root/val``) is streamed from disk for pretraining
+    (:class:`essl.data.imagenet.ImageFolderBatches`); here it is decoded into memory, which evaluation of a small
+    ImageNet-layout folder needs, and refused when it would not fit (more than 16 GiB).
     """
     if name == "mnist5k":
         return load_mnist5k(split)
     if name not in DATASETS:
         raise EsslError(f"Unknown dataset {name!r}. Choose one of: {', '.join(DATASETS)}.")
+    if name.startswith("phc-"):  # photonic unit cells, float32 (essl/photonics/splits.py)
+        from essl.photonics.splits import load_pretrain_cells
+
+        return load_pretrain_cells(name, root, split)
     if not root:
         raise EsslError(f"Dataset {name!r} is read from disk: set its location with data_root=PATH "
                         f"(e.g. `essl pretrain cifar10-esimclr data_root=~/data`).")
     if name in ("cifar10", "cifar100"):
         return load_cifar(name, root, split)
+    if name == "imagenet":
+        from essl.data.image_folder import scan_image_folder
+        from essl.data.imagenet import split_folder
+
+        folder = split_folder(root, split)
+        need = len(scan_image_folder(folder)[0]) * 3 * image_size ** 2
+        if need > IN_MEMORY_LIMIT_BYTES:
+            raise EsslError(f"Decoding {folder} at {image_size} px would take {need / 2**30:.0f} GiB of memory. "
+                            f"Only pretraining streams ImageNet from disk; evaluate on a smaller folder "
+                            f"(dataset=folder) or a subset.")
+        return load_image_folder(folder, image_size)
     base = Path(root).expanduser()
     if (base / split).is_dir():
         return load_image_folder(base / split, image_size)

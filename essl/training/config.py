@@ -35,6 +35,7 @@ class PretrainConfig:
     dataset: str = "mnist5k"
     data_root: str | None = None
     image_size: int = 32                  # image folders only: decode size
+    subset: int = 0                       # train on a seeded, class-stratified subset of this many images (0: all)
     # model
     backbone: str = "small_cnn"
     projector: str = "small"
@@ -57,6 +58,7 @@ class PretrainConfig:
     weight_decay: float = 5e-4
     momentum: float = 0.9
     exclude_bias_norm: bool = False       # no weight decay / LARS adaptation for biases and norm parameters
+    bias_norm_lr_scale: float = 1.0       # lr multiplier of those (with exclude_bias_norm); Barlow Twins: 0.0048/0.2
     lars_eta: float = 0.001
     predictor_fixed_lr: bool = False      # SimSiam: the predictor keeps the initial lr
     # engineering
@@ -83,6 +85,8 @@ class PretrainConfig:
             raise EsslError(f"channels_last must be auto, true or false, got {self.channels_last!r}.")
         if self.device not in ("auto", "cpu", "cuda"):
             raise EsslError(f"device must be auto, cpu or cuda, got {self.device!r}.")
+        if self.subset < 0:
+            raise EsslError(f"subset must be >= 0 (0 means the whole training set), got {self.subset}.")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise EsslError(f"{name} must be at least 1, got {getattr(self, name)}.")
@@ -90,6 +94,11 @@ class PretrainConfig:
             raise EsslError(f"views must name exactly two view recipes, got {self.views!r}.")
         if self.lr <= 0 or self.temperature <= 0:
             raise EsslError("lr and temperature must be positive.")
+        if self.bias_norm_lr_scale <= 0:
+            raise EsslError(f"bias_norm_lr_scale must be positive, got {self.bias_norm_lr_scale}.")
+        if self.bias_norm_lr_scale != 1.0 and not self.exclude_bias_norm:
+            raise EsslError("bias_norm_lr_scale applies to biases and norm parameters in their own group: set "
+                            "exclude_bias_norm: true as well.")
         if self.warmup_epochs < 0:
             raise EsslError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}.")
         names = [t.group for t in self.equivariance]

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -22,16 +23,18 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from essl.augmentation import Normalize, build_view, get_recipe
+from essl.augmentation import Normalize, ViewRecipe, build_view, get_recipe
 from essl.data import load_dataset
+from essl.data.imagenet import STREAMED_DATASETS, ImageFolderBatches, split_folder
 from essl.errors import EsslError
 from essl.evaluation import extract_features, knn_accuracy
 from essl.evaluation.features import autocast_context
 from essl.groups import make_group
-from essl.training.batches import TensorBatches
+from essl.training.batches import BatchSource, TensorBatches
 from essl.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from essl.training.config import PretrainConfig, config_from_dict
-from essl.training.distributed import DistEnv, all_reduce_mean, barrier, init_distributed
+from essl.training.distributed import (DistEnv, all_reduce_mean, barrier, check_same_on_all_ranks, cuda_index,
+                                       init_distributed)
 from essl.training.model import ESSLModel
 from essl.training.optim import build_optimizer
 from essl.training.schedule import warmup_cosine
@@ -65,6 +68,14 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
 def resolve_channels_last(value: str, device: torch.device) -> bool:
     value = str(value).lower()
     return value == "true" or (value == "auto")
+
+
+def view_recipe(name: str) -> ViewRecipe:
+    """A view recipe by name; ``name@SIZE`` changes its crop size (e.g. ``imagenet1@128`` for a quick run)."""
+    base, sep, size = name.partition("@")
+    if sep and not size.isdigit():
+        raise EsslError(f"View {name!r}: the size after '@' must be a whole number of pixels, e.g. {base}@128.")
+    return get_recipe(base, int(size) if sep else None)
 
 
 def default_run_dir(preset: str) -> Path:
@@ -115,27 +126,43 @@ class Pretrainer:
         self.device = resolve_device(cfg.device)
         self.denv: DistEnv = init_distributed(self.device.type)
         if self.device.type == "cuda":
-            self.device = torch.device("cuda", self.denv.local_rank)
+            self.device = torch.device("cuda", cuda_index(self.denv))
         if cfg.num_threads > 0:
             torch.set_num_threads(cfg.num_threads)
         torch.manual_seed(cfg.seed)
         self.dtype = resolve_precision(cfg.precision, self.device)
         self.channels_last = resolve_channels_last(cfg.channels_last, self.device)
 
-        self.train = load_dataset(cfg.dataset, "train", cfg.data_root, cfg.image_size)
         self.test = None
-        if cfg.knn_every > 0 and self.train.labels is not None:
-            try:
-                self.test = load_dataset(cfg.dataset, "test", cfg.data_root, cfg.image_size)
-            except EsslError:
-                self.test = None  # no labelled test split: the kNN monitor is skipped (said in the log)
-        self.batches = TensorBatches(self.train.images, cfg.batch_size, cfg.seed, self.denv.rank,
-                                     self.denv.world_size)
-        channels = self.train.channels
-        self.normalize = Normalize(self.train.mean, self.train.std).to(self.device)
-        self.views = [build_view(get_recipe(v), channels).to(self.device) for v in cfg.views]
+        self.batches: BatchSource
+        if cfg.dataset in STREAMED_DATASETS:
+            # Decoded from disk in DataLoader workers (essl/data/imagenet.py); same batches as TensorBatches.
+            self.train = self.bank = None
+            self.batches = ImageFolderBatches(split_folder(cfg.data_root, "train"), cfg.batch_size, cfg.seed,
+                                              self.denv.rank, self.denv.world_size, image_size=cfg.image_size,
+                                              workers=cfg.workers, pin_memory=self.device.type == "cuda",
+                                              subset=cfg.subset)
+            check_same_on_all_ranks("training files", self.batches.fingerprint(), self.device)
+            channels, mean, std = self.batches.channels, self.batches.mean, self.batches.std
+            if cfg.knn_every > 0 and self.denv.is_main:
+                print(f"essl: the per-epoch kNN monitor is not run on the streamed dataset {cfg.dataset!r} "
+                      f"(knn_every is ignored).", file=sys.stderr)
+        else:
+            self.train = self.bank = load_dataset(cfg.dataset, "train", cfg.data_root, cfg.image_size)
+            if cfg.subset:  # the kNN monitor keeps the whole labelled train split as its memory bank
+                self.train = self.bank.take(cfg.subset, cfg.seed)
+            if cfg.knn_every > 0 and self.bank.labels is not None:
+                try:
+                    self.test = load_dataset(cfg.dataset, "test", cfg.data_root, cfg.image_size)
+                except EsslError:
+                    self.test = None  # no labelled test split: the kNN monitor is skipped (said in the log)
+            self.batches = TensorBatches(self.train.images, cfg.batch_size, cfg.seed, self.denv.rank,
+                                         self.denv.world_size)
+            channels, mean, std = self.train.channels, self.train.mean, self.train.std
+        self.normalize = Normalize(mean, std).to(self.device)
+        self.views = [build_view(view_recipe(v), channels).to(self.device) for v in cfg.views]
         self.invariances = [make_group(g) for g in cfg.invariances]
-        self.tasks = [(make_group(t.group), build_view(get_recipe(t.view), channels).to(self.device))
+        self.tasks = [(make_group(t.group), build_view(view_recipe(t.view), channels).to(self.device))
                       for t in cfg.equivariance]
 
         self.model = ESSLModel(cfg, channels).to(self.device)
@@ -164,16 +191,20 @@ class Pretrainer:
                 "config": self.cfg.to_dict(), "rng": rng_state(), "world_size": self.denv.world_size}
 
     def restore(self, ckpt: dict[str, Any]) -> None:
+        """Continue from a checkpoint, also one written with another number of processes: the model, optimizer,
+        schedule position and data order carry over unchanged; only the augmentation random streams differ."""
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.start_epoch = int(ckpt["epoch"])
-        set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"])  # rank 0's stream: a resume with the same process count is exact
         if self.denv.world_size != ckpt.get("world_size", 1):
-            # Other process counts draw different augmentation streams; order and maths are unchanged.
-            torch.manual_seed(self.cfg.seed * 7919 + self.start_epoch * 31 + self.denv.rank)
-        elif self.denv.rank:
-            torch.manual_seed(self.cfg.seed * 7919 + self.start_epoch * 31 + self.denv.rank)
+            self.seed_augmentations(self.start_epoch)
+        # ranks > 0 reseed at the start of every epoch (fit), so they resume exactly too
+
+    def seed_augmentations(self, epoch: int) -> None:
+        """Seed this process's augmentation stream from (seed, epoch, rank)."""
+        torch.manual_seed(self.cfg.seed * 7919 + epoch * 31 + self.denv.rank)
 
     # -- one step's inputs
     @torch.no_grad()
@@ -196,9 +227,9 @@ class Pretrainer:
             return None
         kw = dict(mean=self.train.mean, std=self.train.std, device=self.device, dtype=self.dtype,
                   channels_last=self.channels_last)
-        train_f = extract_features(self.model.backbone, self.train.images, **kw)
+        train_f = extract_features(self.model.backbone, self.bank.images, **kw)
         test_f = extract_features(self.model.backbone, self.test.images, **kw)
-        return knn_accuracy(train_f, self.train.labels, test_f, self.test.labels, self.train.num_classes,
+        return knn_accuracy(train_f, self.bank.labels, test_f, self.test.labels, self.bank.num_classes,
                             self.cfg.knn_k, self.cfg.knn_t)
 
     def fit(self) -> list[dict[str, Any]]:
@@ -209,13 +240,16 @@ class Pretrainer:
                    disable=not (self.progress and self.denv.is_main), desc="pretrain", smoothing=0.1)
         for epoch in range(self.start_epoch, cfg.epochs):
             self.net.train()
+            if self.denv.rank:  # same weights everywhere, but each rank its own augmentation stream
+                self.seed_augmentations(epoch)
             sums: dict[str, float] = {}
             t0, seen = time.perf_counter(), 0
             for i, x in enumerate(self.batches.epoch(epoch)):
                 it = epoch * steps + i
                 for group in self.optimizer.param_groups:
                     if not group.get("fixed_lr"):
-                        group["lr"] = float(self.lrs[it])
+                        scale = cfg.bias_norm_lr_scale if group.get("lars_exclude") else 1.0
+                        group["lr"] = float(self.lrs[it]) * scale
                 x = x.to(self.device, non_blocking=True)
                 x1, x2, predictions = self.make_inputs(x)
                 with autocast_context(self.device, self.dtype):
