@@ -41,7 +41,10 @@ def run_pretrain(args: argparse.Namespace) -> int:
         cfg = load_config(args.preset, args.overrides)
         run_dir = pretrain(cfg, args.out, overwrite=args.overwrite, progress=not args.no_progress,
                            preset_name=args.preset)
-    print(f"run folder: {run_dir}")
+    from essl.training.distributed import detect_env
+
+    if detect_env().is_main:
+        print(f"run folder: {run_dir}")
     return 0
 
 

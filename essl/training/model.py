@@ -34,11 +34,16 @@ class ESSLModel(nn.Module):
 
     def ssl_loss(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         z1, z2 = self.projector(self.backbone(x1)), self.projector(self.backbone(x2))
-        if self.method == "simclr":
-            return (nt_xent if self.full_nt_xent else info_nce)(z1, z2, self.temperature)
         if self.method == "simsiam":
-            return simsiam_loss(self.predictor(z1), self.predictor(z2), z1, z2)
-        return barlow_twins_loss(z1, z2, self.barlow_lambda)
+            p1, p2 = self.predictor(z1), self.predictor(z2)
+        # The loss itself runs in float32 even under autocast (similarities, cross-correlations).
+        with torch.autocast(z1.device.type, enabled=False):
+            z1, z2 = z1.float(), z2.float()
+            if self.method == "simclr":
+                return (nt_xent if self.full_nt_xent else info_nce)(z1, z2, self.temperature)
+            if self.method == "simsiam":
+                return simsiam_loss(p1.float(), p2.float(), z1, z2)
+            return barlow_twins_loss(z1, z2, self.barlow_lambda)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor,
                 predictions: list[tuple[torch.Tensor, torch.Tensor]] = ()) -> dict[str, torch.Tensor]:
