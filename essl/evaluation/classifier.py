@@ -119,7 +119,13 @@ def train_classifier(backbone: nn.Module, train: ImageData, test: ImageData, pro
     Both work on a copy of ``backbone`` (moved to ``device``, channels-last if asked), which stays untouched.
     """
     device = torch.device(device)
-    torch.manual_seed(seed)  # kornia draws augmentation parameters from the global generator
+    # kornia draws augmentation parameters from the global generator: seed it, and restore the caller's state
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return _train_classifier(backbone, train, test, protocol, seed, device, dtype, channels_last, progress)
+
+
+def _train_classifier(backbone, train, test, protocol, seed, device, dtype, channels_last, progress):
     order_gen = torch.Generator().manual_seed(seed)
     finetune = protocol.backbone_lr is not None
     model = copy.deepcopy(backbone).to(device)

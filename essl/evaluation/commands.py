@@ -111,6 +111,10 @@ def _protocol_args(p: argparse.ArgumentParser) -> None:
 
 
 def _target(args: argparse.Namespace) -> EvalTarget:
+    if args.threads < 0:
+        raise EsslError(f"--threads must be >= 0 (0: torch's default), got {args.threads}.")
+    if args.image_size is not None and args.image_size < 8:
+        raise EsslError(f"--image-size must be at least 8 pixels, got {args.image_size}.")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.backbone_file is None and args.run_dir is None:
@@ -178,6 +182,8 @@ def _run_trained(args: argparse.Namespace, what: str) -> int:
 
 
 def run_diagnose(args: argparse.Namespace) -> int:
+    if args.max_train < 1:
+        raise EsslError(f"--max-train must be at least 1, got {args.max_train}.")
     target = _target(args)
     for group in args.group or ["rotation"]:
         r = evaluate_diagnostics(target, group, max_train=args.max_train, seed=args.seed, device=args.device,

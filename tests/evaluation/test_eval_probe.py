@@ -84,6 +84,11 @@ def test_probe_leaves_frozen_backbone_untouched_in_eval_mode():
     after = backbone.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BN running statistics
     assert backbone.training  # not even its mode changes: the probe works on a copy
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train_classifier(backbone, level_images(4, 0), level_images(2, 1), tiny(epochs=1, batch_size=8), seed=5)
+    assert torch.equal(torch.rand(3), expected)  # the caller's random stream is left as it was
 
 
 MODES = []
@@ -236,3 +241,34 @@ def test_lbfgs_result_is_named_and_few_label(tmp_path):
     assert saved["protocol"]["name"] == "linear_lbfgs" and saved["protocol"]["paper_protocol"] is False
     assert saved["data"]["train_images_used"] == 10 and saved["seeds"]["label_subset"] == 2
     assert r["top1"] == saved["top1"] > 90
+
+
+@pytest.mark.parametrize("name", ["cifar", "imagenet_simclr", "imagenet_bt", "imagenet_simsiam", "bt_finetune"])
+def test_every_protocol_runs(name):
+    protocol = tiny(name, epochs=2, batch_size=50 if name == "imagenet_simsiam" else 32)
+    backbone = SmallCNN(1, widths=(4, 8)) if name == "bt_finetune" else LevelRBF()
+    r = train_classifier(backbone, level_images(20, 0), level_images(10, 1), protocol, seed=1)
+    assert len(r["test_curve"]) == (2 if protocol.select == "best" else 1)
+    assert r["top1"] == (r["top1_best"] if protocol.select == "best" else r["top1_final"])
+    assert all(math.isfinite(v) for v in r["loss_curve"])
+    # LARS (imagenet_simsiam) moves each weight by ~lr·0.001·‖w‖ per step: 4 steps learn nothing, as intended
+    if name not in ("bt_finetune", "imagenet_simsiam"):
+        assert r["top1"] >= 60.0  # the label-revealing features are learnt by the SGD protocols
+
+
+def test_simsiam_probe_uses_lars_like_apex_larc():
+    from essl.evaluation.classifier import make_linear, make_optimizer
+
+    torch.manual_seed(0)
+    protocol = get_protocol("imagenet_simsiam")
+    layer = make_linear(16, 4, protocol.init)
+    w0, b0 = layer.weight.detach().clone(), layer.bias.detach().clone()
+    opt = make_optimizer(protocol, layer, None)
+    x, y = torch.randn(8, 16), torch.randint(0, 4, (8,))
+    nn.functional.cross_entropy(layer(x), y).backward()
+    gw, gb = layer.weight.grad.clone(), layer.bias.grad.clone()
+    opt.step()
+    # apex LARC(trust 0.001, clip=False), wd 0: grad *= 0.001·‖w‖/‖g‖ where ‖w‖ > 0; then SGD at lr 1.6
+    torch.testing.assert_close(layer.weight.detach(), w0 - 1.6 * 0.001 * w0.norm() / gw.norm() * gw)
+    torch.testing.assert_close(layer.bias.detach(), b0 - 1.6 * gb)  # zero bias: no adaptation on the first step
+    assert float(w0.std()) == pytest.approx(0.01, rel=0.3) and torch.count_nonzero(b0) == 0

@@ -95,7 +95,12 @@ def test_report_and_cli_errors(tmp_path, tiny_runs, capsys):
     assert main(["probe", str(tiny_runs[0]), "--protocol", "linear_lbfgs", "--epochs", "3"]) == 2
     assert main(["probe", str(tiny_runs[0]), "--protocol", "cifar", "--label-fraction", "2"]) == 2
     assert main(["knn"]) == 2
+    assert main(["diagnose", str(tiny_runs[0]), "--max-train", "0"]) == 2
+    assert main(["knn", str(tiny_runs[0]), "--threads", "-1"]) == 2
+    assert main(["diagnose", str(tiny_runs[0]), "--group", "spin"]) == 2
     err = capsys.readouterr().err
+    assert "--max-train must be at least 1" in err and "--threads must be >= 0" in err
+    assert "Unknown transformation group 'spin'" in err
     assert "--epochs applies to the trained protocols" in err and "label-fraction must be in (0, 1]" in err
     assert "Name a run folder" in err
 
