@@ -20,6 +20,7 @@ from essl.errors import EsslError
 from essl.groups.base import Involution, ProductGroup, TransformationGroup
 from essl.groups.geometric import HalfTranslation, HorizontalFlip, Jigsaw2x2, Rotation4, VerticalFlip
 from essl.groups.photometric import ColourInversion, GaussianBlur4, Grayscale
+from essl.groups.periodic import FlipOrNone, PeriodicTranslation
 
 GROUPS: dict[str, type[TransformationGroup]] = {
     "rotation": Rotation4,
@@ -30,6 +31,7 @@ GROUPS: dict[str, type[TransformationGroup]] = {
     "jigsaw": Jigsaw2x2,
     "blur": GaussianBlur4,
     "translation": HalfTranslation,
+    "roll": PeriodicTranslation, "flip": FlipOrNone,  # photonic unit cells (essl/groups/periodic.py)
 }
 
 

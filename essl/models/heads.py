@@ -9,6 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from essl.errors import EsslError
+from essl.models.photonics import shared_norm_mlp
 
 
 def _norm(kind: str | None, dim: int) -> list[nn.Module]:
@@ -49,6 +50,7 @@ def projector(kind: str, in_dim: int) -> nn.Sequential:
     - ``simclr_imagenet``: 2048-2048-128, BN after every layer (imagenet/simclr)
     - ``simsiam_imagenet``: 2048-2048-2048, last BN affine=False (imagenet/simsiam)
     - ``barlow_imagenet``: 8192-8192-8192, no final norm (the loss standardises; imagenet/barlowtwins)
+    - ``photonics``: Linear(d→512) BN ReLU Linear(512→512) *same* BN ReLU Linear(512→256) (essl.models.photonics)
     """
     if kind == "cifar":
         return mlp([in_dim, 2048, 2048], norm="bn", bias=False, last_bias=False, last_norm="bn_noaffine")
@@ -60,6 +62,8 @@ def projector(kind: str, in_dim: int) -> nn.Sequential:
         return mlp([in_dim, 2048, 2048, 2048], norm="bn", bias=False, last_bias=False, last_norm="bn_noaffine")
     if kind == "barlow_imagenet":
         return mlp([in_dim, 8192, 8192, 8192], norm="bn", bias=False, last_bias=False, last_norm=None)
+    if kind == "photonics":
+        return shared_norm_mlp(in_dim, 512, 256)
     raise EsslError(f"Unknown projector {kind!r}; use cifar, small, simclr_imagenet, simsiam_imagenet or "
                     f"barlow_imagenet.")
 
@@ -82,6 +86,7 @@ def prediction_head(kind: str, in_dim: int, num_classes: int) -> nn.Sequential:
     - ``small``: the ``cifar_simclr`` shape at width 512, for the small CPU backbone
     - ``imagenet_simclr``: Linear(d→2048) LN ReLU Linear(2048→2048) LN ReLU Linear(2048→128) LN Linear(128→n)
     - ``imagenet_simsiam`` (also E-Barlow Twins): the same with a 256-d bottleneck
+    - ``photonics``: Linear(d→512) BN ReLU Linear(512→512) *same* BN ReLU Linear(512→n) (essl.models.photonics)
     """
     if kind == "cifar_simclr":
         return mlp([in_dim, 2048, 2048, num_classes], norm="ln", bias=True)
@@ -92,5 +97,7 @@ def prediction_head(kind: str, in_dim: int, num_classes: int) -> nn.Sequential:
     if kind in ("imagenet_simclr", "imagenet_simsiam"):
         bottleneck = 128 if kind == "imagenet_simclr" else 256
         return mlp([in_dim, 2048, 2048, bottleneck, num_classes], norm="ln", bias=True, relu=[True, True, False])
+    if kind == "photonics":
+        return shared_norm_mlp(in_dim, 512, num_classes)
     raise EsslError(f"Unknown prediction head {kind!r}; use cifar_simclr, cifar_simsiam, small, imagenet_simclr "
                     f"or imagenet_simsiam.")

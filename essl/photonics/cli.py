@@ -116,6 +116,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                      help="with --expect-n: require exactly this index range")
     mrg.add_argument("--expect-n", type=_positive_int)
     mrg.set_defaults(func=cmd_merge)
+    from essl.photonics.experiment import add_parsers  # essl phc finetune | experiment
+    add_parsers(sub)
     return phc
 
 
