@@ -66,7 +66,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     phc = subparsers.add_parser(
         "phc", help="photonic-crystal DOS datasets (generate, label, merge)",
         description="Photonic-crystal unit cells and their density of states (E-SSL issue 5).")
-    sub = phc.add_subparsers(dest="phc_command", metavar="{generate,label,merge}")
+    sub = phc.add_subparsers(dest="phc_command", metavar="COMMAND")
     sub.required = True
 
     presets = ", ".join(f"{s.name} ({s.file}, {s.count} {'labelled' if s.labels else 'images'})"
