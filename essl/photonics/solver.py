@@ -289,6 +289,8 @@ def _solve_subspace(op: CrystalOperator, kpoints: np.ndarray, nbands: int, ancho
     gram = xmat.conj().T @ op.bmat @ xmat
     ev, u = np.linalg.eigh(gram)
     keep = ev > 1e-10 * ev.max()
+    if np.count_nonzero(keep) < nbands:  # basis too small (tiny cutoff): solve densely
+        return _solve_dense(op, kpoints, nbands)
     q = xmat @ (u[:, keep] / np.sqrt(ev[keep]))  # Q^H B Q = I
     qh = q.conj().T
     h0 = (qh * g2) @ q
