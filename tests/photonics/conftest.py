@@ -8,7 +8,7 @@ import pytest
 from essl.photonics.parallel import blas_single_thread
 
 
-@pytest.fixture(autouse=True, scope="session")
+@pytest.fixture(autouse=True, scope="module")
 def _one_blas_thread():
     """Multi-threaded OpenBLAS is many times slower on the solver's small matrices."""
     with blas_single_thread():
