@@ -19,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from essl.evaluation.report import protocol_label
+from essl.evaluation.report import protocol_label, result_rows
 from essl.groups import ProductGroup, make_group
 
 ELEMENT_NAMES = {"rotation": ["0°", "90°", "180°", "270°"], "hflip": ["id", "h-flip"], "vflip": ["id", "v-flip"],
@@ -79,7 +79,7 @@ def curves_png(runs: list[dict[str, Any]], names: list[str]) -> bytes | None:
                 if vals:
                     axes[2].plot(*zip(*vals), style, ms=3, color=color, label=f"{name}: {key.split('/', 1)[1]}")
     axes[0].set(title="pretraining loss (epoch mean)", xlabel="epoch", ylabel="loss")
-    axes[1].set(title="kNN monitor top-1 (k=200, t=0.1)", xlabel="epoch", ylabel="test accuracy (%)")
+    axes[1].set(title="kNN monitor top-1 (each run's k, t)", xlabel="epoch", ylabel="test accuracy (%)")
     if not any("knn_top1" in r for run in runs for r in run["metrics"]):
         axes[1].text(0.5, 0.5, "no kNN monitor in these runs", ha="center", va="center", transform=axes[1].transAxes)
     if pred_keys:
@@ -95,13 +95,16 @@ def curves_png(runs: list[dict[str, Any]], names: list[str]) -> bytes | None:
 def accuracy_png(runs: list[dict[str, Any]], names: list[str]) -> bytes | None:
     """Grouped bars of every accuracy result; None if there are none."""
     rows: dict[str, list] = {}
+    order: dict[str, tuple] = {}
     for i, run in enumerate(runs):
-        for res in run["results"].values():
+        for stem, res in run["results"].items():
             if res.get("evaluation") in ("knn", "linear_probe", "finetune") and "top1" in res:
-                rows.setdefault(protocol_label(res), [None] * len(runs))[i] = (res["top1"], res.get("top1_std", 0.0))
+                label = protocol_label(res)
+                order[label] = result_rows(res, stem)[0][0]  # the table's order
+                rows.setdefault(label, [None] * len(runs))[i] = (res["top1"], res.get("top1_std", 0.0))
     if not rows:
         return None
-    labels = sorted(rows, key=lambda s: (not s.startswith("kNN"), "fine-tuning" in s, s))
+    labels = sorted(rows, key=lambda s: order[s])
     width = 0.8 / len(runs)
     fig = Figure(figsize=(max(6.0, 1.9 * len(labels) * max(1, len(runs) / 2) + 2), 4.6), layout="constrained")
     ax = fig.subplots()

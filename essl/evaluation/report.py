@@ -148,8 +148,10 @@ def build_table(runs: list[dict[str, Any]], names: list[str]) -> tuple[list[str]
         cells["epochs (done / planned)"] = f"{done if done is not None else '–'} / {src.get('epochs') or '–'}"
         knn_rows = [m for m in metrics if "knn_top1" in m]
         if knn_rows:
-            cells["kNN monitor during training, last (k=200, t=0.1; training precision)"] = \
-                f"{knn_rows[-1]['knn_top1']:.2f} (epoch {knn_rows[-1]['epoch']})"
+            cfg = run["config"]
+            kt = f", k={cfg.knn_k}, t={cfg.knn_t:g}" if cfg is not None else ""
+            cells["kNN monitor during training, last (training precision)"] = \
+                f"{knn_rows[-1]['knn_top1']:.2f} (epoch {knn_rows[-1]['epoch']}{kt})"
         if metrics:
             for key in sorted(k for k in metrics[-1] if k.startswith("pred_acc/")):
                 cells[f"prediction accuracy during training, last epoch (train batches) · {key.split('/', 1)[1]}"] = \

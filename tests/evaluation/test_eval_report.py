@@ -38,6 +38,7 @@ def test_report_table_and_plots(evaluated_runs, tmp_path, capsys):
     rows = {line.split(" | ")[0].lstrip("| "): line for line in printed.splitlines() if line.startswith("| ")}
     assert "E-SimCLR (rotation, λ=0.4)" in rows["method"] and "| SimCLR |" in rows["method"]
     assert rows["epochs (done / planned)"].count("2 / 2") == 2
+    assert rows["kNN monitor during training, last (training precision)"].count("(epoch 2, k=10, t=0.1)") == 2
     for name in ("kNN top-1 · knn · k 10 (protocol 200)", "linear probe top-1 · linear_lbfgs",
                  "linear probe top-1 · cifar · epochs 1 (protocol 100) · repeats 2 (protocol 5)",
                  "fine-tuning top-1 · bt_finetune · epochs 1 (protocol 20) · 50% labels",
