@@ -185,7 +185,6 @@ def run_experiment(family: str, data_root: str | Path, out: str | Path, budget: 
     if scratch:
         backbone = next((o.split("=", 1)[1] for o in reversed(overrides) if o.startswith("backbone=")), "phc_cnn")
         src = encoder_from_scratch(family, out / f"phc-{family}-scratch", backbone)
-        src.out_dir.mkdir(parents=True, exist_ok=True)
         payload = ensure_finetuned(src, root, settings)
         rows.append({"label": "random init (supervised)", "preset": None, "run_dir": str(src.out_dir),
                      "pretraining": f"{backbone}, none", "pretrain_s": 0.0, "pred_acc": None,
@@ -272,8 +271,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         if not args.family or not args.out or not args.data_root:
             raise EsslError("--scratch needs --family gpm|blob, --data-root DIR and --out DIR (where the result "
                             "goes).")
-        src = encoder_from_scratch(args.family, args.out, args.backbone)
-        src.out_dir.mkdir(parents=True, exist_ok=True)
+        src = encoder_from_scratch(args.family, args.out, args.backbone)  # the result creates OUT/eval
     else:
         if args.run_dir is None:
             raise EsslError("Name the run folder to fine-tune, e.g. `essl phc finetune runs/phc-gpm-esimclr "

@@ -327,3 +327,6 @@ def test_bad_inputs_raise_essl_errors(root, tmp_path):
     with pytest.raises(EsslError, match="at least one fine-tuning seed"):
         finetune(encoder_from_scratch("gpm", tmp_path / "s", "phc_cnn_small"), d, FinetuneSettings(seeds=[]))
     assert not (tmp_path / "s").exists()  # nothing written on a refused run
+    assert essl_main(["phc", "finetune", "--scratch", "--family", "gpm", "--data-root", str(tmp_path / "none"),
+                      "--out", str(tmp_path / "s2"), "--epochs", "1"]) == 2  # labelled files missing
+    assert not (tmp_path / "s2").exists()
