@@ -133,6 +133,7 @@ def run_state(run_dir: Path, cfg, protocol: str) -> str:
     Raises :class:`EsslError` if the folder holds something else, or a run trained with other settings.
     """
     from essl.training.checkpoint import load_checkpoint
+    from essl.training.config import config_from_dict
     from essl.training.pretrain import CHECKPOINT, CONFIG
 
     if not run_dir.exists() or (run_dir.is_dir() and not any(run_dir.iterdir())):
@@ -140,7 +141,11 @@ def run_state(run_dir: Path, cfg, protocol: str) -> str:
     if not (run_dir / CONFIG).is_file():
         raise EsslError(f"{run_dir} exists but is not an essl run folder (no {CONFIG}); move it away or choose "
                         f"another sweep folder with --out.")
-    stored = yaml.safe_load((run_dir / CONFIG).read_text()) or {}
+    try:  # through the config class, so that settings added to essl since the run compare as their defaults
+        stored = config_from_dict(yaml.safe_load((run_dir / CONFIG).read_text()) or {}).to_dict()
+    except (EsslError, yaml.YAMLError) as exc:
+        raise EsslError(f"{run_dir / CONFIG} cannot be read as a run config ({exc}); delete {run_dir} to rerun "
+                        f"it.") from None
     diff = _differences(stored, cfg.to_dict())
     if diff:
         raise EsslError(f"{run_dir} was trained with other settings ({'; '.join(diff[:4])}). Rerun with the "
@@ -197,7 +202,7 @@ def _mean_std(values: list[float]) -> dict[str, Any]:
 
 def summarize(accuracies: dict[str, float], transforms: list[str], seeds: list[int]) -> dict[str, Any]:
     """Mean ± sample std (ddof 1) over seeds of every (transformation, mode), and the difference to the
-    baseline paired by seed (same seed ⇒ same initialisation, data order and crops) with its own std."""
+    baseline paired by seed (the same seed gives the same initialisation and data order) with its own std."""
     base = {s: accuracies.get(SweepRun(None, "baseline", s).name) for s in seeds}
     out: dict[str, Any] = {"baseline": _mean_std([v for v in base.values() if v is not None]), "transforms": {}}
     for t in transforms:
@@ -246,22 +251,24 @@ def plot_summary(summary: dict[str, Any], path: Path, title: str) -> Path:
     import matplotlib.pyplot as plt
 
     names = list(summary["transforms"])
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(names) + 1.5), 3.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(names) + 1.5), 3.4), dpi=100)
     width = 0.38
     for j, (mode, label, colour) in enumerate((("issl", "I-SSL (invariance)", "#d9822b"),
                                                ("essl", "E-SSL (prediction)", "#2b6cb0"))):
-        means = [summary["transforms"][t][mode]["delta"]["mean"] for t in names]
-        stds = [summary["transforms"][t][mode]["delta"]["std"] for t in names]
+        deltas = [summary["transforms"][t][mode]["delta"] for t in names]
         xs = [i + (j - 0.5) * width for i in range(len(names))]
-        ax.bar(xs, [m if m is not None else 0.0 for m in means], width, label=label, color=colour,
-               yerr=[s if s is not None else 0.0 for s in stds], capsize=3, error_kw={"elinewidth": 1})
+        means = [d["mean"] if d["mean"] is not None else math.nan for d in deltas]
+        stds = [d["std"] if d["std"] is not None else math.nan for d in deltas]
+        ax.bar(xs, means, width, label=label, color=colour, yerr=None if all(map(math.isnan, stds)) else stds,
+               capsize=3, error_kw={"elinewidth": 1})
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(names)), names)
     ax.set_ylabel("Δ top-1 vs baseline (pp)")
     b = summary["baseline"]
     if b["mean"] is not None:
-        title += f"  (baseline {b['mean']:.1f}%)"
-    ax.set_title(title, fontsize=9)
+        spread = f" ± {b['std']:.1f}" if b["std"] is not None else ""
+        title += f"\nbaseline (crop only) {b['mean']:.1f}{spread}%; bars: seed-paired Δ, mean ± std"
+    ax.set_title(title, fontsize=8)
     ax.legend(fontsize=8, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -386,8 +393,8 @@ def write_report(out: Path, spec: SweepSpec, base, accuracies: dict[str, float],
     _write_atomic(out / "results.md", markdown_table(summary, spec.protocol, skipped))
     if plot and any(summary["transforms"][t][m]["delta"]["mean"] is not None
                     for t in transforms for m in ("issl", "essl")):
-        title = (f"{base.method} on {base.dataset}, crop-only base, {len(spec.seeds)} seed(s), "
-                 f"{spec.protocol}, λ={spec.weight:g}")
+        title = (f"{base.method} on {base.dataset}, {base.epochs} epoch(s), {len(spec.seeds)} seed(s), "
+                 f"{spec.protocol} top-1, λ={spec.weight:g}")
         plot_summary(summary, out / "sweep.png", title)
     return results
 
