@@ -273,7 +273,7 @@ def plot_summary(summary: dict[str, Any], path: Path, title: str) -> Path:
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     fig.savefig(tmp, format="png")
     plt.close(fig)
     os.replace(tmp, path)
@@ -281,7 +281,7 @@ def plot_summary(summary: dict[str, Any], path: Path, title: str) -> Path:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # per process: shards may write at the same time
     tmp.write_text(text)
     os.replace(tmp, path)
 
@@ -337,8 +337,12 @@ def build_spec(preset: str, overrides: list[str], transforms: list[str] | None, 
 
 
 def run_sweep(spec: SweepSpec, base, out: Path, progress: bool = False, report_only: bool = False,
-              log=print) -> dict[str, Any]:
-    """Run (or continue) every run of the sweep, then write the table, JSON and chart. Returns the results."""
+              log=print, shard: tuple[int, int] = (0, 1)) -> dict[str, Any]:
+    """Run (or continue) every run of the sweep, then write the table, JSON and chart. Returns the results.
+
+    ``shard = (i, n)`` runs only the runs whose position in :func:`plan_runs` is ``i`` modulo ``n``, so ``n``
+    processes (one per GPU, or one single-threaded process per CPU core) can share a sweep folder; each report
+    includes every finished run found on disk."""
     from essl.augmentation import get_recipe
     from essl.data import load_dataset
 
@@ -360,26 +364,31 @@ def run_sweep(spec: SweepSpec, base, out: Path, progress: bool = False, report_o
     if not report_only:
         _write_atomic(out / "sweep.json", json.dumps({"spec": dataclasses.asdict(spec), "base_config":
                                                       base.to_dict(), "skipped": skipped}, indent=2) + "\n")
-    accuracies: dict[str, float] = {}
     t_start = time.perf_counter()
+    k, n = shard
     for i, run in enumerate(runs, 1):
         run_dir = out / run.name
         cfg = run_config(base, run, spec.weight, spec.pred_view, spec.head)
         if report_only:
-            acc = read_accuracy(run_dir, spec.protocol) if run_dir.is_dir() else None
-            if acc is not None:
+            if read_accuracy(run_dir, spec.protocol) is not None:
                 run_state(run_dir, cfg, spec.protocol)  # refuses results trained with other settings
-                accuracies[run.name] = acc
+            continue
+        if (i - 1) % n != k:
             continue
         t0 = time.perf_counter()
         state, acc = execute_run(run_dir, cfg, spec.protocol, progress)
-        accuracies[run.name] = acc
         what = {"done": "already finished", "evaluate": "evaluated", "resume": "resumed and finished",
                 "restart": "restarted and finished", "fresh": "finished"}[state]
         log(f"[{i}/{len(runs)}] {run.name}: {what} in {time.perf_counter() - t0:.0f} s, {spec.protocol} top-1 "
             f"{acc:.2f}%  (sweep {(time.perf_counter() - t_start) / 60:.1f} min)")
-        write_report(out, spec, base, accuracies, transforms, skipped, plot=False)
-    return write_report(out, spec, base, accuracies, transforms, skipped, plot=True)
+        write_report(out, spec, base, collect(out, runs, spec.protocol), transforms, skipped, plot=False)
+    return write_report(out, spec, base, collect(out, runs, spec.protocol), transforms, skipped, plot=True)
+
+
+def collect(out: Path, runs: list[SweepRun], protocol: str) -> dict[str, float]:
+    """Accuracy of every finished run of the plan found in ``out``."""
+    found = {r.name: read_accuracy(Path(out) / r.name, protocol) for r in runs}
+    return {name: acc for name, acc in found.items() if acc is not None}
 
 
 def write_report(out: Path, spec: SweepSpec, base, accuracies: dict[str, float], transforms: list[str],
@@ -424,8 +433,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--head", help="prediction head (default: small for small_cnn, cifar_simclr/cifar_simsiam else)")
     p.add_argument("--report", action="store_true", help="train nothing: rebuild the table and chart from the "
                                                           "finished runs")
+    p.add_argument("--shard", default="0/1", metavar="I/N",
+                   help="run only every N-th run starting at I (0-based), so N processes can share one sweep "
+                        "folder, e.g. one per GPU (default 0/1: all runs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar inside each run")
     p.set_defaults(func=run_sweep_command)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` → ``(I, N)`` with ``0 <= I < N``."""
+    i, sep, n = str(text).partition("/")
+    try:
+        k, m = int(i), int(n)
+    except ValueError:
+        k, m = -1, 0
+    if not sep or m < 1 or not 0 <= k < m:
+        raise EsslError(f"--shard must look like I/N with 0 <= I < N (e.g. 0/2 and 1/2 for two processes), got "
+                        f"{text!r}.")
+    return k, m
 
 
 def run_sweep_command(args: argparse.Namespace) -> int:
@@ -433,7 +458,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     spec, base = build_spec(args.preset, args.overrides, transforms, args.seeds, args.weight, args.protocol,
                             args.view, args.pred_view, args.head)
     try:
-        run_sweep(spec, base, args.out, progress=not args.no_progress, report_only=args.report)
+        run_sweep(spec, base, args.out, progress=not args.no_progress, report_only=args.report,
+                  shard=parse_shard(args.shard))
     except KeyboardInterrupt:
         print(f"essl: sweep interrupted; finished runs and the last epoch checkpoint of the current run are intact. "
               f"Rerun the same command to continue.", flush=True)

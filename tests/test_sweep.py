@@ -15,8 +15,8 @@ from PIL import Image
 import essl.training.pretrain as pretrain_module
 from essl.cli import main
 from essl.errors import EsslError
-from essl.sweep import (PAPER_TRANSFORMS, SweepRun, build_spec, markdown_table, plan_runs, run_state, run_sweep,
-                        summarize, transform_problem)
+from essl.sweep import (PAPER_TRANSFORMS, SweepRun, build_spec, markdown_table, parse_shard, plan_runs, run_state,
+                        run_sweep, summarize, transform_problem)
 from essl.training.checkpoint import load_checkpoint, save_checkpoint
 
 torch.set_num_threads(1)
@@ -225,3 +225,20 @@ def test_summary_statistics_match_a_plain_computation():
     assert partial["transforms"]["rotation"]["essl"]["n"] == 2
     assert partial["transforms"]["rotation"]["essl"]["delta"]["mean"] == pytest.approx((3.0 + 2.5) / 2)
     assert SweepRun(None, "baseline", 4).name == "baseline-seed4"
+
+
+def test_shards_split_the_runs_and_share_one_report(tmp_path, data_root):
+    out = tmp_path / "sweep"
+    spec, base = build_spec("mnist5k-simclr", tiny(data_root), ["hflip"], 1, 0.4, "knn", "crop_only_small",
+                            "crop_only_small")
+    lines = []
+    results = run_sweep(spec, base, out, log=lines.append, shard=(1, 2))
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["hflip-issl-seed0"]  # run 2 of 3
+    assert list(results["runs"]) == ["hflip-issl-seed0"]
+    results = run_sweep(spec, base, out, log=lines.append, shard=(0, 2))
+    assert set(results["runs"]) == {"baseline-seed0", "hflip-issl-seed0", "hflip-essl-seed0"}
+    assert sum("already finished" in line for line in lines) == 0
+    for bad in ("2/2", "1", "a/b", "0/0"):
+        with pytest.raises(EsslError, match="--shard"):
+            parse_shard(bad)
+    assert parse_shard("1/4") == (1, 4)
