@@ -16,7 +16,7 @@ from essl.errors import EsslError
 
 COMMAND_MODULES = [
     "essl.training.commands",     # pretrain, presets
-    "essl.evaluation.commands",   # knn, probe
+    "essl.evaluation.commands",   # knn, probe, finetune, diagnose, report
     "essl.demo",                  # demo
     "essl.photonics.cli",         # phc generate | label
     "essl.sweep",                 # sweep
@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     except EsslError as exc:
         print(f"essl: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `essl report ... | head`: the reader went away, which is not an error
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("essl: interrupted; the last completed epoch's checkpoint is intact (resume with --resume).",
               file=sys.stderr)

@@ -21,6 +21,7 @@ from essl.evaluation.evaluate import (PRECISIONS, evaluate_diagnostics, evaluate
                                       evaluate_protocol, frozen_features)
 from essl.evaluation.loading import RELEASED_ARCHS, EvalTarget, load_target
 from essl.evaluation.protocols import FINETUNE_PROTOCOLS, PROTOCOLS
+from essl.evaluation.report import accuracy_text, departures
 
 __all__ = ["register", "evaluate_knn", "evaluate_linear_lbfgs", "evaluate_protocol", "evaluate_diagnostics",
            "frozen_features"]
@@ -177,7 +178,7 @@ def _run_trained(args: argparse.Namespace, what: str) -> int:
     r = evaluate_protocol(target, args.protocol, epochs=args.epochs, repeats=args.repeats,
                           batch_size=args.batch_size, label_fraction=args.label_fraction, seed=args.seed,
                           device=args.device, precision=args.precision, progress=_progress(args))
-    print(f"{what} top-1 [{protocol_summary(r)}]: {format_accuracy(r)}  {_where(target)}")
+    print(f"{what} top-1 [{protocol_summary(r)}]: {accuracy_text(r, '%')}  {_where(target)}")
     return 0
 
 
@@ -208,19 +209,5 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def protocol_summary(result: dict[str, Any]) -> str:
-    """``cifar, epochs 2 (protocol 100), 10% of labels`` — the protocol name and every departure."""
-    proto = result["protocol"]
-    parts = [proto["name"]]
-    for key, entry in proto.get("overrides", {}).items():
-        parts.append(f"{key.replace('_', ' ')} {entry['used']} (protocol {entry['protocol']})")
-    frac = result.get("data", {}).get("label_fraction")
-    if frac:
-        parts.append(f"{frac * 100:g}% of labels")
-    return ", ".join(parts)
-
-
-def format_accuracy(result: dict[str, Any]) -> str:
-    runs = result.get("runs") or []
-    if len(runs) > 1:
-        return f"{result['top1']:.2f} ± {result['top1_std']:.2f}% over {len(runs)} runs"
-    return f"{result['top1']:.2f}%"
+    """``cifar, epochs 2 (protocol 100), 10% labels`` — the protocol name and every departure."""
+    return ", ".join([result["protocol"]["name"], *departures(result)])

@@ -82,31 +82,38 @@ def method_label(source: dict[str, Any]) -> str:
     return label
 
 
-def protocol_label(result: dict[str, Any]) -> str:
-    """Row name of a result: the evaluation, its protocol and every departure (e.g.
-    ``linear probe · cifar · epochs 2 (protocol 100)``)."""
+def departures(result: dict[str, Any]) -> list[str]:
+    """How a result departs from its protocol: user overrides, a label fraction, other data."""
     proto = result.get("protocol", {})
-    kind = result.get("evaluation", proto.get("kind", "?"))
-    what = {"knn": "kNN top-1", "linear_probe": "linear probe top-1", "finetune": "fine-tuning top-1"}.get(kind, kind)
-    parts = [what, proto.get("name", "?")]
-    if proto.get("name") == "knn" and not proto.get("overrides"):
-        parts[-1] = f"knn (k={proto.get('k')}, t={proto.get('t')})"
-    for key, entry in sorted(proto.get("overrides", {}).items()):
-        parts.append(f"{key.replace('_', ' ')} {entry['used']} (protocol {entry['protocol']})")
+    parts = [f"{key.replace('_', ' ')} {entry['used']} (protocol {entry['protocol']})"
+             for key, entry in sorted(proto.get("overrides", {}).items())]
     data = result.get("data") or {}
     if data.get("label_fraction"):
         parts.append(f"{data['label_fraction'] * 100:g}% labels")
     other = (result.get("source") or {}).get("other_data")
     if other:
         parts.append(f"on {other}")
-    return " · ".join(parts)
+    return parts
 
 
-def _accuracy_cell(result: dict[str, Any]) -> str:
+def protocol_label(result: dict[str, Any]) -> str:
+    """Row name of a result: the evaluation, its protocol and every departure (e.g.
+    ``linear probe · cifar · epochs 2 (protocol 100)``)."""
+    proto = result.get("protocol", {})
+    kind = result.get("evaluation", proto.get("kind", "?"))
+    what = {"knn": "kNN top-1", "linear_probe": "linear probe top-1", "finetune": "fine-tuning top-1"}.get(kind, kind)
+    name = proto.get("name", "?")
+    if name == "knn" and not proto.get("overrides"):
+        name = f"knn (k={proto.get('k')}, t={proto.get('t')})"
+    return " · ".join([what, name, *departures(result)])
+
+
+def accuracy_text(result: dict[str, Any], percent: str = "") -> str:
+    """``92.92 ± 0.29 (5 runs)`` for repeated runs, ``92.92`` for one (``percent="%"`` appends a unit)."""
     runs = result.get("runs") or []
     if len(runs) > 1:
-        return f"{result['top1']:.2f} ± {result['top1_std']:.2f} ({len(runs)} runs)"
-    return f"{result['top1']:.2f}"
+        return f"{result['top1']:.2f} ± {result['top1_std']:.2f}{percent} ({len(runs)} runs)"
+    return f"{result['top1']:.2f}{percent}"
 
 
 def result_rows(result: dict[str, Any], stem: str = "") -> list[tuple[tuple, str, str]]:
@@ -133,7 +140,7 @@ def result_rows(result: dict[str, Any], stem: str = "") -> list[tuple[tuple, str
                  f"{eq['accuracy']:.2f}")]
     proto = result.get("protocol", {})
     order = (KIND_ORDER.get(kind, 9), 0 if proto.get("name") in ("knn", "linear_lbfgs") else 1, protocol_label(result))
-    return [(order, protocol_label(result), _accuracy_cell(result))]
+    return [(order, protocol_label(result), accuracy_text(result))]
 
 
 def build_table(runs: list[dict[str, Any]], names: list[str]) -> tuple[list[str], dict[str, list[str]]]:
