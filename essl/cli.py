@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from essl import __version__
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"essl: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `essl report ... | head`: the reader went away, which is not an error
-        sys.stderr.close()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python exits
         return 0
     except KeyboardInterrupt:
         print("essl: interrupted; the last completed epoch's checkpoint is intact (resume with --resume).",
