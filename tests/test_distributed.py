@@ -185,6 +185,9 @@ def test_objective_matches_single_process(name, two_process_results):
     loss, emb = _objective(name, mods, _loss_inputs())
     loss.backward()
     two_process_losses = [r["losses"] for r in two_process_results]
+    # float32 round-off scales with the largest gradient; entries that are zero in exact arithmetic (the encoder
+    # bias under Barlow Twins' batch standardisation) come out as noise of that order, in either computation
+    atol = 1e-6 * max(1.0, max(p.grad.abs().max().item() for p in mods.parameters() if p.grad is not None))
     for res in two_process_losses:
         r = res[name]
         torch.testing.assert_close(r["loss"], loss.detach(), rtol=1e-5, atol=1e-6)
@@ -192,7 +195,7 @@ def test_objective_matches_single_process(name, two_process_results):
             if p.grad is None:
                 assert pname not in r["params"]
             else:
-                torch.testing.assert_close(r["params"][pname], p.grad, rtol=1e-4, atol=1e-6)
+                torch.testing.assert_close(r["params"][pname], p.grad, rtol=1e-4, atol=atol)
     for i, e in enumerate(emb):
         local = torch.cat([res[name]["emb"][i] for res in two_process_losses]) / WORLD
         torch.testing.assert_close(local, e.grad, rtol=1e-4, atol=1e-7)
