@@ -24,6 +24,17 @@ COMMAND_MODULES = [
 ]
 
 
+def positive_int(text: str) -> int:
+    """argparse type for counts that must be >= 1 (argparse reports the message as a usage error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="essl", description="Equivariant self-supervised learning (E-SSL).")
     parser.add_argument("--version", action="version", version=f"essl {__version__}")

@@ -32,17 +32,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_demo(args: argparse.Namespace) -> int:
     from essl.evaluation.commands import evaluate_knn, evaluate_linear_lbfgs
     from essl.training.config import load_config
-    from essl.training.pretrain import prepare_run_dir, pretrain, read_metrics
+    from essl.training.pretrain import check_run_dir, prepare_run_dir, pretrain, read_metrics
 
     if args.epochs < 1:
         raise EsslError("--epochs must be at least 1.")
     out: Path = args.out
-    prepare_run_dir(out, args.overwrite)
+    check_run_dir(out, args.overwrite)
     overrides = [f"epochs={args.epochs}", f"seed={args.seed}", f"subset={args.subset}",
                  f"knn_every={max(1, args.epochs // 5)}", f"warmup_epochs={min(2, args.epochs)}"]
+    for _, preset in DEMO_RUNS:  # bad settings are refused before anything is written or replaced
+        load_config(preset, overrides).validate()
+    if args.overwrite:
+        prepare_run_dir(out, overwrite=True)  # otherwise the first run creates the folder once its data loaded
     results, t_start = [], time.perf_counter()
     for i, (label, preset) in enumerate(DEMO_RUNS):
-        print(f"[{i + 1}/{len(DEMO_RUNS)}] pretraining {label} ({preset}, {args.epochs} epochs, seed {args.seed})")
+        print(f"[{i + 1}/{len(DEMO_RUNS)}] pretraining {label} ({preset}, {_epochs(args.epochs)}, seed {args.seed})")
         t0 = time.perf_counter()
         run_dir = pretrain(load_config(preset, overrides), out / preset, progress=not args.no_progress,
                            preset_name=preset)
@@ -65,8 +69,12 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _epochs(n: int) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
 def format_table(results: list[dict], args: argparse.Namespace, total: float) -> str:
-    lines = [f"MNIST-5k, small CNN, {args.epochs} epochs, seed {args.seed}, "
+    lines = [f"MNIST-5k, small CNN, {_epochs(args.epochs)}, seed {args.seed}, "
              f"{'all 4,000' if not args.subset else args.subset} training digits, 1,000 test digits",
              "",
              "| method | kNN top-1 (k=200, t=0.1) | linear probe top-1 (cached features, L-BFGS) | "

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
 
 import essl.training.pretrain as pretrain_module
 from essl.cli import main
@@ -18,27 +17,15 @@ from essl.errors import EsslError
 from essl.sweep import (PAPER_TRANSFORMS, SweepRun, build_spec, markdown_table, parse_shard, plan_runs, run_state,
                         run_sweep, summarize, transform_problem)
 from essl.training.checkpoint import load_checkpoint, save_checkpoint
+from image_folders import make_image_folder
 
 torch.set_num_threads(1)
-
-
-def write_image_folder(root, n_per_class: int = 16, size: int = 16) -> None:
-    """train/ and test/ folders of small RGB images in two classes (a bright square in different corners)."""
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for label in (0, 1):
-            (root / split / f"c{label}").mkdir(parents=True, exist_ok=True)
-            for i in range(n_per_class):
-                img = rng.integers(0, 80, (size, size, 3), dtype=np.uint8)
-                r = slice(0, size // 2) if label == 0 else slice(size // 2, size)
-                img[r, r] = 230
-                Image.fromarray(img).save(root / split / f"c{label}" / f"{i}.png")
 
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
-    write_image_folder(root)
+    make_image_folder(root, {"train": 16, "test": 16})
     return root
 
 

@@ -102,6 +102,21 @@ def test_existing_run_folder_is_never_replaced_silently(tmp_path):
     assert not (run / "precious.txt").exists() and (run / "checkpoint.pt").exists()
 
 
+def test_a_run_that_cannot_start_writes_and_replaces_nothing(tmp_path):
+    """Missing data or a batch larger than the data fail before the run folder is created or replaced."""
+    with pytest.raises(EsslError, match="No CIFAR-10 data"):
+        pretrain(load_config("cifar10-simclr", [f"data_root={tmp_path / 'nowhere'}"]), tmp_path / "a", progress=False)
+    with pytest.raises(EsslError, match="fewer than batch_size"):
+        pretrain(load_config("mnist5k-simclr", ["subset=8"]), tmp_path / "b", progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "precious.txt").write_text("keep me")
+    with pytest.raises(EsslError, match="fewer than batch_size"):
+        pretrain(load_config("mnist5k-simclr", ["subset=8"]), old, overwrite=True, progress=False)
+    assert (old / "precious.txt").read_text() == "keep me"
+
+
 @pytest.mark.parametrize("preset", ["mnist5k-simsiam", "mnist5k-ebarlow"])
 def test_other_methods_train(tmp_path, preset):
     run = pretrain(load_config(preset, TINY + ["epochs=1", "knn_every=0"]), tmp_path / "r", progress=False)

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from essl.cli import positive_int
 from essl.errors import EsslError
 from essl.photonics.cells import FAMILIES
 from essl.photonics.generate import GenerationSpec, generate, merge_shards
@@ -31,25 +32,15 @@ from essl.photonics.label import LabelConfig, label_images
 __all__ = ["cmd_generate", "cmd_label", "cmd_merge", "register"]
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
-
-
 def _add_label_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pw-cutoff", type=float, default=10.0, metavar="M",
                    help="plane-wave cutoff |G| <= M (10 -> 317 plane waves; 7 is faster and "
                         "~0.4%% less accurate) [10]")
-    p.add_argument("--nbands", type=_positive_int, default=10, help="bands [10]")
-    p.add_argument("--nk", type=_positive_int, default=25, help="k-grid size per axis [25]")
+    p.add_argument("--nbands", type=positive_int, default=10, help="bands [10]")
+    p.add_argument("--nk", type=positive_int, default=25, help="k-grid size per axis [25]")
     p.add_argument("--method", choices=("auto", "dense", "subspace"), default="auto",
                    help="eigensolver strategy (see essl.photonics.solver) [auto]")
-    p.add_argument("--workers", type=_positive_int, default=1,
+    p.add_argument("--workers", type=positive_int, default=1,
                    help="worker processes, one BLAS thread each [1]")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -80,12 +71,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                      help="preset: family, index range, seed, labels and file name of an "
                           "E-SSL file (other options override it)")
     gen.add_argument("--family", choices=sorted(FAMILIES), help="cell family")
-    gen.add_argument("--n", type=_positive_int, help="number of samples")
-    gen.add_argument("--start-index", type=_positive_int, help="first (1-based) index [1]")
+    gen.add_argument("--n", type=positive_int, help="number of samples")
+    gen.add_argument("--start-index", type=positive_int, help="first (1-based) index [1]")
     gen.add_argument("--seed", type=int, help="dataset seed [preset's, else 0]")
     gen.add_argument("--labels", action=argparse.BooleanOptionalAction, default=None,
                      help="compute DOS labels (--no-labels: images and epsavg only) [labels]")
-    gen.add_argument("--supersample", type=_positive_int, default=8,
+    gen.add_argument("--supersample", type=positive_int, default=8,
                      help="anti-aliasing sub-samples per pixel and axis [8]")
     gen.add_argument("--store-bands", action="store_true",
                      help="also store frequencies/velocities on the reduced k-grid")
@@ -112,9 +103,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                                      "shard-*.h5) into the single-file E-SSL layout.")
     mrg.add_argument("shards", nargs="+", help="shard files or shard folders")
     mrg.add_argument("--out", required=True, help="merged file (must not exist)")
-    mrg.add_argument("--expect-start", type=_positive_int,
+    mrg.add_argument("--expect-start", type=positive_int,
                      help="with --expect-n: require exactly this index range")
-    mrg.add_argument("--expect-n", type=_positive_int)
+    mrg.add_argument("--expect-n", type=positive_int)
     mrg.set_defaults(func=cmd_merge)
     from essl.photonics.experiment import add_parsers  # essl phc finetune | experiment
     add_parsers(sub)

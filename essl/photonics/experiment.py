@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from essl.cli import positive_int
 from essl.errors import EsslError
 
 #: (preset suffix, label in the table), in the paper's order.
@@ -204,16 +205,6 @@ def run_experiment(family: str, data_root: str | Path, out: str | Path, budget: 
 
 
 # ------------------------------------------------------------------------------------------ command line
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
-
-
 def add_parsers(phc_subparsers: Any) -> None:
     """Add ``finetune`` and ``experiment`` to the ``essl phc`` sub-commands."""
     ft = phc_subparsers.add_parser(
@@ -226,9 +217,9 @@ def add_parsers(phc_subparsers: Any) -> None:
     ft.add_argument("run_dir", nargs="?", type=Path, help="run folder of `essl pretrain phc-...`")
     ft.add_argument("--data-root", help="folder with the labelled h5 files [the run's data_root]")
     ft.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="fine-tuning seeds [1 2 3]")
-    ft.add_argument("--epochs", type=_positive_int, default=100, help="fine-tuning epochs [100]")
-    ft.add_argument("--n-train", type=_positive_int, default=3000, help="labelled cells, drawn once with seed 1 [3000]")
-    ft.add_argument("--batch-size", type=_positive_int, default=64, help="[64]")
+    ft.add_argument("--epochs", type=positive_int, default=100, help="fine-tuning epochs [100]")
+    ft.add_argument("--n-train", type=positive_int, default=3000, help="labelled cells, drawn once with seed 1 [3000]")
+    ft.add_argument("--batch-size", type=positive_int, default=64, help="[64]")
     ft.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate [1e-4]")
     ft.add_argument("--scratch", action="store_true", help="fine-tune a randomly initialised encoder instead")
     ft.add_argument("--family", choices=("gpm", "blob"), help="with --scratch: the dataset family")
@@ -248,9 +239,9 @@ def add_parsers(phc_subparsers: Any) -> None:
     ex.add_argument("--budget", default="small", choices=sorted(BUDGETS),
                     help="small: CPU-sized (see docs/photonics.md); paper: the paper's settings [small]")
     ex.add_argument("--out", type=Path, help="experiment folder [runs/phc-<family>-<budget>]")
-    ex.add_argument("--pretrain-epochs", type=_positive_int, help="override the budget's pretraining epochs")
-    ex.add_argument("--finetune-epochs", type=_positive_int, help="override the budget's fine-tuning epochs")
-    ex.add_argument("--n-train", type=_positive_int, help="override the budget's labelled-set size")
+    ex.add_argument("--pretrain-epochs", type=positive_int, help="override the budget's pretraining epochs")
+    ex.add_argument("--finetune-epochs", type=positive_int, help="override the budget's fine-tuning epochs")
+    ex.add_argument("--n-train", type=positive_int, help="override the budget's labelled-set size")
     ex.add_argument("--seeds", type=int, nargs="+", help="fine-tuning seeds [1 2 3]")
     ex.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                     help="more pretraining overrides for all three presets (e.g. batch_size=64)")

@@ -82,8 +82,8 @@ def default_run_dir(preset: str) -> Path:
     return Path("runs") / f"{Path(preset).stem}-{stamp}"
 
 
-def prepare_run_dir(out: Path, overwrite: bool) -> None:
-    """Create a fresh run folder; an existing non-empty folder is an error unless ``overwrite``."""
+def check_run_dir(out: Path, overwrite: bool) -> None:
+    """Refuse an ``out`` that is a file, or a non-empty folder unless ``overwrite``; changes nothing on disk."""
     if out.exists() and not out.is_dir():
         raise EsslError(f"{out} exists and is not a folder. Choose another --out.")
     if out.is_dir() and any(out.iterdir()):
@@ -92,6 +92,12 @@ def prepare_run_dir(out: Path, overwrite: bool) -> None:
                 if (out / CHECKPOINT).exists() else ""
             raise EsslError(f"Run folder {out} already exists and is not empty.{hint} Choose another --out, or pass "
                             f"--overwrite to replace it.")
+
+
+def prepare_run_dir(out: Path, overwrite: bool) -> None:
+    """Create a fresh run folder; an existing non-empty folder is an error unless ``overwrite`` (then replaced)."""
+    check_run_dir(out, overwrite)
+    if out.is_dir() and any(out.iterdir()):
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -302,9 +308,12 @@ def pretrain(cfg: PretrainConfig, run_dir: Path | str | None = None, resume: boo
     else:
         cfg.validate()
         if main:
-            prepare_run_dir(run_dir, overwrite)
-            (run_dir / CONFIG).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            check_run_dir(run_dir, overwrite)
+    # loads the data and builds the model: a bad dataset or setting fails here, before the folder is touched
     trainer = Pretrainer(cfg, run_dir, progress)
+    if ckpt is None and main:
+        prepare_run_dir(run_dir, overwrite)
+        (run_dir / CONFIG).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     if ckpt is not None:
         trainer.restore(ckpt)
         if trainer.start_epoch >= cfg.epochs:

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from evaluation_helpers import make_image_folder
+from image_folders import make_image_folder
 
 
 def pretrain_tiny(run_dir: Path, data_root: Path, equivariant: bool) -> Path:

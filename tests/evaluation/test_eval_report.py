@@ -10,7 +10,7 @@ from essl.cli import main
 from essl.errors import EsslError
 from essl.evaluation.report import MANIFEST, write_report
 
-from evaluation_helpers import make_image_folder
+from image_folders import make_image_folder
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -5,28 +5,14 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import torch
-from PIL import Image
 
 from essl.training.config import load_config
 from essl.training.model import ESSLModel
 from essl.training.pretrain import Pretrainer, pretrain
+from image_folders import make_image_folder
 
 torch.set_num_threads(1)
-
-
-def write_image_folder(root, n_per_class: int = 16, size: int = 16) -> None:
-    """train/ and test/ folders of small RGB images in two classes (a bright square in different corners)."""
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for label in (0, 1):
-            (root / split / f"c{label}").mkdir(parents=True, exist_ok=True)
-            for i in range(n_per_class):
-                img = rng.integers(0, 80, (size, size, 3), dtype=np.uint8)
-                r = slice(0, size // 2) if label == 0 else slice(size // 2, size)
-                img[r, r] = 230
-                Image.fromarray(img).save(root / split / f"c{label}" / f"{i}.png")
 
 
 TASKS = "[{group: rotation, weight: 0.4, view: crop_only_small, head: small}, " \
@@ -40,7 +26,7 @@ def overrides(root) -> list[str]:
 
 
 def test_two_predicted_groups_train_together_and_both_losses_are_logged(tmp_path):
-    write_image_folder(tmp_path / "data")
+    make_image_folder(tmp_path / "data", {"train": 16, "test": 16})
     cfg = load_config("mnist5k-simclr", overrides(tmp_path / "data"))
     assert [(t.group, t.weight) for t in cfg.equivariance] == [("rotation", 0.4), ("hflip", 0.2)]
     run = pretrain(cfg, tmp_path / "run", progress=False)
@@ -56,7 +42,7 @@ def test_two_predicted_groups_train_together_and_both_losses_are_logged(tmp_path
 
 
 def test_both_heads_get_gradients_with_their_own_class_counts(tmp_path):
-    write_image_folder(tmp_path / "data")
+    make_image_folder(tmp_path / "data", {"train": 16, "test": 16})
     cfg = load_config("mnist5k-simclr", overrides(tmp_path / "data"))
     trainer = Pretrainer(cfg, tmp_path / "unused", progress=False)
     model: ESSLModel = trainer.model

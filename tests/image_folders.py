@@ -1,4 +1,4 @@
-"""Helpers shared by the evaluation tests."""
+"""Small labelled image folders in the `DIR/{train,test}/<class>/` layout, shared by the tests."""
 
 from pathlib import Path
 
