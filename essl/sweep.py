@@ -86,7 +86,7 @@ def plan_runs(transforms: list[str], seeds: list[int]) -> list[SweepRun]:
     return runs
 
 
-def run_config(base, run: SweepRun, weight: float, pred_view: str, head: str):
+def run_config(base, run: SweepRun, weight: float, pred_view: str, head: str, samples: int = 0):
     """The :class:`PretrainConfig` of one run: the base (crop-only views, nothing predicted) plus ``T``."""
     from essl.training.config import EquivarianceTask
 
@@ -94,7 +94,8 @@ def run_config(base, run: SweepRun, weight: float, pred_view: str, head: str):
     if run.mode == "issl":
         cfg.invariances = [run.transform]
     elif run.mode == "essl":
-        cfg.equivariance = [EquivarianceTask(group=run.transform, weight=weight, view=pred_view, head=head)]
+        cfg.equivariance = [EquivarianceTask(group=run.transform, weight=weight, view=pred_view, head=head,
+                                             samples=samples)]
     cfg.validate()
     return cfg
 
@@ -300,11 +301,12 @@ class SweepSpec:
     view: str
     pred_view: str
     head: str
+    samples: int = 0
 
 
 def build_spec(preset: str, overrides: list[str], transforms: list[str] | None, seeds: int, weight: float,
                protocol: str, view: str | None = None, pred_view: str | None = None,
-               head: str | None = None):
+               head: str | None = None, samples: int = 0):
     """Validate the user's choices; returns ``(spec, base config)``. The base config is the preset plus
     overrides with crop-only views, nothing predicted, no invariances and the kNN monitor off."""
     from essl.augmentation import get_recipe
@@ -317,6 +319,8 @@ def build_spec(preset: str, overrides: list[str], transforms: list[str] | None, 
         raise EsslError(f"--seeds must be at least 1, got {seeds}.")
     if weight <= 0:
         raise EsslError(f"--weight (λ) must be positive, got {weight}.")
+    if samples < 0:
+        raise EsslError(f"--pred-samples must be >= 0 (0: every element of the group), got {samples}.")
     transforms = list(PAPER_TRANSFORMS if transforms is None else transforms)
     if not transforms:
         raise EsslError("--transforms is empty; name at least one, e.g. --transforms rotation,hflip.")
@@ -332,7 +336,7 @@ def build_spec(preset: str, overrides: list[str], transforms: list[str] | None, 
     base = dataclasses.replace(base, views=[view, view], invariances=[], equivariance=[], knn_every=0)
     base.validate()
     spec = SweepSpec(preset, list(overrides), transforms, list(range(seeds)), float(weight), protocol, view,
-                     pred_view, head)
+                     pred_view, head, samples)
     return spec, base
 
 
@@ -368,7 +372,7 @@ def run_sweep(spec: SweepSpec, base, out: Path, progress: bool = False, report_o
     k, n = shard
     for i, run in enumerate(runs, 1):
         run_dir = out / run.name
-        cfg = run_config(base, run, spec.weight, spec.pred_view, spec.head)
+        cfg = run_config(base, run, spec.weight, spec.pred_view, spec.head, spec.samples)
         if report_only:
             if read_accuracy(run_dir, spec.protocol) is not None:
                 run_state(run_dir, cfg, spec.protocol)  # refuses results trained with other settings
@@ -396,8 +400,8 @@ def write_report(out: Path, spec: SweepSpec, base, accuracies: dict[str, float],
     summary = summarize(accuracies, transforms, spec.seeds)
     results = {"protocol": spec.protocol, "dataset": base.dataset, "method": base.method, "backbone": base.backbone,
                "epochs": base.epochs, "batch_size": base.batch_size, "weight": spec.weight, "seeds": spec.seeds,
-               "view": spec.view, "pred_view": spec.pred_view, "head": spec.head, "skipped": skipped,
-               "runs": accuracies, "summary": summary}
+               "view": spec.view, "pred_view": spec.pred_view, "head": spec.head, "pred_samples": spec.samples,
+               "skipped": skipped, "runs": accuracies, "summary": summary}
     _write_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
     _write_atomic(out / "results.md", markdown_table(summary, spec.protocol, skipped))
     if plot and any(summary["transforms"][t][m]["delta"]["mean"] is not None
@@ -431,6 +435,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--view", help="SSL view recipe (default crop_only_mnist on mnist5k, else crop_only)")
     p.add_argument("--pred-view", help="prediction-crop recipe (default crop_only_mnist_small / crop_only_small)")
     p.add_argument("--head", help="prediction head (default: small for small_cnn, cifar_simclr/cifar_simsiam else)")
+    p.add_argument("--pred-samples", type=int, default=0, metavar="R",
+                   help="E-SSL runs predict R drawn elements per crop instead of every element (default 0: the "
+                        "whole orbit, as the paper; e.g. 4 makes the 24-element jigsaw as cheap as rotation)")
     p.add_argument("--report", action="store_true", help="train nothing: rebuild the table and chart from the "
                                                           "finished runs")
     p.add_argument("--shard", default="0/1", metavar="I/N",
@@ -456,7 +463,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 def run_sweep_command(args: argparse.Namespace) -> int:
     transforms = [t.strip() for t in args.transforms.split(",") if t.strip()]
     spec, base = build_spec(args.preset, args.overrides, transforms, args.seeds, args.weight, args.protocol,
-                            args.view, args.pred_view, args.head)
+                            args.view, args.pred_view, args.head, args.pred_samples)
     try:
         run_sweep(spec, base, args.out, progress=not args.no_progress, report_only=args.report,
                   shard=parse_shard(args.shard))

@@ -152,6 +152,10 @@ def test_a_run_trained_with_other_settings_is_refused_not_overwritten(tmp_path, 
     with pytest.raises(EsslError, match="trained with other settings.*epochs"):
         run_sweep(spec2, base2, out, log=lambda *_: None)
     assert fingerprint(out / "baseline-seed0" / "checkpoint.pt") == before
+    spec3, base3 = build_spec("mnist5k-simclr", tiny(data_root), ["vflip"], 1, 0.4, "knn", "crop_only_small",
+                              "crop_only_small", samples=1)  # same baseline and I-SSL run; the E-SSL run differs
+    with pytest.raises(EsslError, match="vflip-essl-seed0 was trained with other settings.*samples"):
+        run_sweep(spec3, base3, out, log=lambda *_: None)
     # --report rebuilds the table from finished runs and trains nothing
     lines = []
     results = run_sweep(spec, base, out, report_only=True, log=lines.append)
@@ -185,6 +189,8 @@ def test_bad_inputs_raise_essl_errors(data_root):
         build_spec("mnist5k-simclr", [], ["rotation", "rotation"], 1, 0.4, "knn")
     with pytest.raises(EsslError, match="Unknown view recipe"):
         build_spec("mnist5k-simclr", [], ["rotation"], 1, 0.4, "knn", view="crop_onyl")
+    with pytest.raises(EsslError, match="--pred-samples"):
+        build_spec("mnist5k-simclr", [], ["rotation"], 1, 0.4, "knn", samples=-1)
     assert main(["sweep", "--out", "/nonexistent/x", "--report", "--transforms", "rotation"]) == 2
 
 

@@ -6,7 +6,8 @@ in reference/paper.md):
 - as an **equivariance target**: :meth:`TransformationGroup.orbit` applies *every* element to every image and
   returns the labels, so a head can be trained to predict ``g`` from ``f(g·x)`` (the E-SSL loss);
 - as an **invariance**: :meth:`TransformationGroup.sample` applies one uniformly drawn element per image, used as
-  an extra augmentation of the SSL views (the "I-SSL" baseline of the transformation sweep).
+  an extra augmentation of the SSL views (the "I-SSL" baseline of the transformation sweep). ``sample(x,
+  repeats=r)`` is also the cheaper, sampled form of the prediction target (``r`` drawn elements per image).
 
 Groups act on float image batches ``(N, C, H, W)`` with values in [0, 1]; training applies them *before*
 normalisation, so photometric actions such as colour inversion (``x → 1 − x``) mean what they say.
@@ -85,8 +86,17 @@ class TransformationGroup:
         labels = torch.arange(self.order, device=x.device).repeat_interleave(n)
         return out, labels
 
-    def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One uniformly drawn element per image (the invariance form). Returns ``(g·x, g)``."""
+    def sample(self, x: torch.Tensor, generator: torch.Generator | None = None,
+               repeats: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """One uniformly drawn element per image (the invariance form). Returns ``(g·x, g)``.
+
+        ``repeats = r`` draws ``r`` elements per image independently (with replacement) and returns
+        ``(r*N, C, H, W)`` in draw-major order: the sampled form of the prediction objective, for groups too
+        large to predict on the whole orbit (the 24-element jigsaw; one draw per image as in Understanding-ESSL,
+        Wang et al., NeurIPS 2024).
+        """
+        if repeats > 1:
+            x = x.repeat(repeats, *([1] * (x.dim() - 1)))
         g = torch.randint(self.order, (x.shape[0],), generator=generator, device="cpu").to(x.device)
         return self.act(x, g), g
 

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from essl.errors import EsslError
+from essl.groups import make_group
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 METHODS = ("simclr", "simsiam", "barlow_twins")
@@ -21,12 +22,15 @@ METHODS = ("simclr", "simsiam", "barlow_twins")
 
 @dataclass
 class EquivarianceTask:
-    """One predicted group: ``weight`` is λ, ``view`` the prediction-branch recipe, ``head`` the head kind."""
+    """One predicted group: ``weight`` is λ, ``view`` the prediction-branch recipe, ``head`` the head kind;
+    ``samples`` 0 predicts every element on every crop (the paper's orbit), ``r`` > 0 predicts ``r`` uniformly
+    drawn elements per crop (cheaper for large groups such as the 24-element jigsaw)."""
 
     group: str = "rotation"
     weight: float = 0.4
     view: str = "cifar_small"
     head: str = "cifar_simclr"
+    samples: int = 0
 
 
 @dataclass
@@ -104,6 +108,13 @@ class PretrainConfig:
         names = [t.group for t in self.equivariance]
         if len(set(names)) != len(names):
             raise EsslError(f"each predicted group may appear once in equivariance, got {names}.")
+        for t in self.equivariance:
+            make_group(t.group)  # an unknown name raises with the list of known groups
+            if t.weight <= 0:
+                raise EsslError(f"the weight (λ) of the predicted group {t.group!r} must be positive, got {t.weight}.")
+            if t.samples < 0:
+                raise EsslError(f"samples of the predicted group {t.group!r} must be >= 0 (0: every element), got "
+                                f"{t.samples}.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -112,7 +123,7 @@ class PretrainConfig:
 def _coerce(name: str, value: Any, default: Any, annotation: str) -> Any:
     if name == "equivariance":
         if not isinstance(value, list):
-            raise EsslError("equivariance must be a list of {group, weight, view, head} entries (or []).")
+            raise EsslError("equivariance must be a list of {group, weight, view, head[, samples]} entries (or []).")
         tasks = []
         for entry in value:
             if isinstance(entry, EquivarianceTask):
@@ -120,10 +131,13 @@ def _coerce(name: str, value: Any, default: Any, annotation: str) -> Any:
                 continue
             if not isinstance(entry, dict):
                 raise EsslError(f"equivariance entry {entry!r} must be a mapping with group, weight, view, head.")
-            unknown = set(entry) - {f.name for f in dataclasses.fields(EquivarianceTask)}
+            defaults = EquivarianceTask()
+            unknown = set(entry) - set(dataclasses.asdict(defaults))
             if unknown:
-                raise EsslError(f"unknown equivariance key(s) {sorted(unknown)}; use group, weight, view, head.")
-            tasks.append(EquivarianceTask(**entry))
+                raise EsslError(f"unknown equivariance key(s) {sorted(unknown)}; use group, weight, view, head, "
+                                f"samples.")
+            tasks.append(EquivarianceTask(**{k: _coerce(f"equivariance {k}", v, getattr(defaults, k), "")
+                                             for k, v in entry.items()}))
         return tasks
     if value is None:
         if "None" in annotation:

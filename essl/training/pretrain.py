@@ -167,7 +167,7 @@ class Pretrainer:
         self.normalize = Normalize(mean, std).to(self.device)
         self.views = [build_view(view_recipe(v), channels).to(self.device) for v in cfg.views]
         self.invariances = [make_group(g) for g in cfg.invariances]
-        self.tasks = [(make_group(t.group), build_view(view_recipe(t.view), channels).to(self.device))
+        self.tasks = [(make_group(t.group), build_view(view_recipe(t.view), channels).to(self.device), t.samples)
                       for t in cfg.equivariance]
 
         self.model = ESSLModel(cfg, channels).to(self.device)
@@ -222,8 +222,9 @@ class Pretrainer:
                 v = group.sample(v)[0]
             views.append(self.normalize(v).contiguous(memory_format=fmt))
         predictions = []
-        for group, aug in self.tasks:
-            xg, g = group.orbit(aug(x))
+        for group, aug, samples in self.tasks:
+            crops = aug(x)
+            xg, g = group.sample(crops, repeats=samples) if samples else group.orbit(crops)
             predictions.append((self.normalize(xg).contiguous(memory_format=fmt), g))
         return views[0], views[1], predictions
 

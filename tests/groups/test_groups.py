@@ -266,6 +266,21 @@ def test_sample_draws_elements_uniformly(name):
     assert torch.equal(labels, labels2) and torch.equal(y, y2), "a fixed generator must reproduce the draw"
 
 
+@pytest.mark.parametrize("name", ["jigsaw", "rotation*hflip"])
+def test_repeated_draws_are_independent_elements_of_each_image(name):
+    """sample(x, repeats=r): r blocks of N rows, block j row i is some element applied to x[i], drawn uniformly
+    and independently across blocks (the sampled form of the prediction objective)."""
+    g = make_group(name)
+    x = generic(n=24 * 50, size=8, seed=2)
+    y, labels = g.sample(x, generator=torch.Generator().manual_seed(7), repeats=3)
+    assert y.shape == (3 * x.shape[0], *x.shape[1:]) and labels.shape == (3 * x.shape[0],)
+    found = np.concatenate([identify_elements(g, x, block) for block in y.chunk(3)])
+    assert np.array_equal(found, labels.numpy())
+    assert chi_square_uniform_pvalue(np.bincount(found, minlength=g.order)) > 1e-3
+    first, second = labels.chunk(3)[:2]
+    assert (first != second).float().mean() > 0.5  # not the same draw repeated
+
+
 def test_uniformity_check_rejects_a_biased_sampler():
     """The chi-square check above has power: a sampler that favours element 0 by 10% fails it."""
     rng = np.random.default_rng(0)

@@ -56,3 +56,19 @@ def test_both_heads_get_gradients_with_their_own_class_counts(tmp_path):
     out["loss"].backward()
     for head in model.heads.values():
         assert head[0].weight.grad is not None and head[0].weight.grad.abs().sum() > 0
+
+
+def test_sampled_prediction_draws_r_elements_per_crop(tmp_path):
+    """samples: r predicts r drawn elements per crop instead of the whole orbit (24 for the jigsaw)."""
+    make_image_folder(tmp_path / "data", {"train": 16, "test": 16})
+    tasks = "[{group: jigsaw, weight: 0.4, view: crop_only_small, head: small, samples: 2}, " \
+            "{group: rotation, weight: 0.4, view: crop_only_small, head: small}]"
+    cfg = load_config("mnist5k-simclr", overrides(tmp_path / "data") + [f"equivariance={tasks}"])
+    assert [t.samples for t in cfg.equivariance] == [2, 0]
+    trainer = Pretrainer(cfg, tmp_path / "unused", progress=False)
+    _, _, predictions = trainer.make_inputs(trainer.train.images[:16])
+    assert [p[0].shape[0] for p in predictions] == [2 * 16, 4 * 16]
+    assert int(predictions[0][1].max()) < 24 and len(set(predictions[0][1].tolist())) > 4
+    run = pretrain(cfg, tmp_path / "run", progress=False)
+    row = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert math.isfinite(row["pred_loss/jigsaw"]) and 0.0 <= row["pred_acc/jigsaw"] <= 1.0
