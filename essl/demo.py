@@ -40,8 +40,8 @@ def run_demo(args: argparse.Namespace) -> int:
     check_run_dir(out, args.overwrite)
     overrides = [f"epochs={args.epochs}", f"seed={args.seed}", f"subset={args.subset}",
                  f"knn_every={max(1, args.epochs // 5)}", f"warmup_epochs={min(2, args.epochs)}"]
-    for _, preset in DEMO_RUNS:  # bad settings are refused before anything is written or replaced
-        load_config(preset, overrides).validate()
+    for _, preset in DEMO_RUNS:  # load_config validates: bad settings are refused before anything is written
+        load_config(preset, overrides)
     if args.overwrite:
         prepare_run_dir(out, overwrite=True)  # otherwise the first run creates the folder once its data loaded
     results, t_start = [], time.perf_counter()

@@ -124,14 +124,13 @@ def _coerce(name: str, value: Any, default: Any, annotation: str) -> Any:
     if name == "equivariance":
         if not isinstance(value, list):
             raise EsslError("equivariance must be a list of {group, weight, view, head[, samples]} entries (or []).")
-        tasks = []
+        tasks, defaults = [], EquivarianceTask()
         for entry in value:
             if isinstance(entry, EquivarianceTask):
                 tasks.append(entry)
                 continue
             if not isinstance(entry, dict):
                 raise EsslError(f"equivariance entry {entry!r} must be a mapping with group, weight, view, head.")
-            defaults = EquivarianceTask()
             unknown = set(entry) - set(dataclasses.asdict(defaults))
             if unknown:
                 raise EsslError(f"unknown equivariance key(s) {sorted(unknown)}; use group, weight, view, head, "
