@@ -17,7 +17,10 @@ from torch import nn
 
 from essl.data import load_dataset, load_image_folder
 from essl.data.image_folder import decode_image
-from essl.data.imagenet import ImageFolderBatches, decode_square, split_folder, stratified_subset
+from essl.augmentation import ViewRecipe, build_view
+from essl.augmentation.crops import PaddedImages, sample_crop_boxes
+from essl.data.imagenet import (ImageFolderBatches, box_size, decode_padded, decode_resized, decode_square,
+                                split_folder, stratified_subset)
 from essl.errors import EsslError
 from essl.training.batches import TensorBatches
 from essl.training.checkpoint import load_checkpoint
@@ -176,23 +179,79 @@ def test_split_folder_layout(imagenet, tmp_path):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_streamed_batches_are_exact_and_sharded(imagenet, workers):
     """Every rank decodes only its slice; the slices put together are the global batches of one process, and
-    those are the batches of the in-memory TensorBatches over the same decoded images (same order)."""
+    those are the batches of the in-memory TensorBatches over the same decoded boxes (same order)."""
     size, batch = 24, 8
     root = imagenet / "train"
-    decoded = torch.stack([torch.from_numpy(decode_square(f, size))
-                           for f in ImageFolderBatches(root, batch, seed=5, image_size=size, workers=0).files])
-    reference = TensorBatches(decoded, batch, seed=5)
+    files = ImageFolderBatches(root, batch, seed=5, image_size=size, workers=0).files
+    decoded = [decode_padded(f, size) for f in files]
+    reference = TensorBatches(torch.stack([torch.from_numpy(b) for b, _ in decoded]), batch, seed=5)
+    valid = torch.tensor([v for _, v in decoded])
     shards = [ImageFolderBatches(root, batch, seed=5, rank=r, world_size=2, image_size=size, workers=workers)
               for r in range(2)]
     assert len(reference) == len(shards[0]) == 3 * PER_CLASS // batch
     for epoch in (0, 1):
         parts = [list(s.epoch(epoch)) for s in shards]
+        order = reference.order(epoch)
         for step, full in enumerate(reference.epoch(epoch)):
-            assert parts[0][step].shape == (batch // 2, 3, size, size) and parts[0][step].dtype == torch.uint8
-            assert torch.equal(torch.cat([p[step] for p in parts]), full)
+            assert isinstance(parts[0][step], PaddedImages) and parts[0][step].images.dtype == torch.uint8
+            assert parts[0][step].shape == (batch // 2, 3, box_size(size), box_size(size))
+            assert torch.equal(torch.cat([p[step].images for p in parts]), full)
+            assert torch.equal(torch.cat([p[step].sizes for p in parts]),
+                               valid[order[step * batch:(step + 1) * batch]])
     resumed = list(shards[1].epoch(1, start_step=2))
-    assert len(resumed) == len(shards[1]) - 2 and torch.equal(resumed[0], list(shards[1].epoch(1))[2])
+    assert len(resumed) == len(shards[1]) - 2 and torch.equal(resumed[0].images, list(shards[1].epoch(1))[2].images)
     assert shards[0].fingerprint() == shards[1].fingerprint()
+
+
+def test_padded_decoding_keeps_the_whole_4_3_image(tmp_path):
+    """Shorter side to the working size, aspect kept, top-left in an L = round(S·4/3) box; wider images are cut
+    to L, centred; the valid size says where the image ends."""
+    rng = np.random.default_rng(1)
+    for (w, h), valid in (((400, 300), (24, 32)), ((300, 400), (32, 24)), ((640, 300), (24, 32)), ((30, 30), (24, 24))):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp_path / "a.JPEG", quality=90)
+        box, size = decode_padded(tmp_path / "a.JPEG", 24)
+        assert box.shape == (3, 32, 32) and size == valid, (w, h)
+        assert not box[:, size[0]:, :].any() and not box[:, :, size[1]:].any()  # zero padding outside
+    assert decode_resized(tmp_path / "a.JPEG", 24).shape == (3, 24, 24)
+
+
+def test_crops_reach_both_edges_of_a_4_3_image(tmp_path):
+    """A 4:3 JPEG with a red band on its left eighth and a blue band on its right eighth (the parts a central
+    square never shows): random-resized crops of the streamed pipeline see both bands, and never the padding."""
+    arr = np.full((300, 400, 3), 128, dtype=np.uint8)
+    arr[:, :50] = (255, 0, 0)
+    arr[:, -50:] = (0, 0, 255)
+    Image.fromarray(arr).save(tmp_path / "wide.JPEG", quality=95)
+    box, valid = decode_padded(tmp_path / "wide.JPEG", 48)
+    assert valid == (48, 64)
+    batch = PaddedImages(torch.from_numpy(box)[None].repeat(256, 1, 1, 1), torch.tensor([valid] * 256))
+    torch.manual_seed(0)
+    boxes = sample_crop_boxes(batch.sizes, (0.08, 1.0), (3 / 4, 4 / 3))
+    x0, y0, bw, bh = boxes.T
+    assert (x0 >= 0).all() and (y0 >= 0).all() and (x0 + bw <= 64).all() and (y0 + bh <= 48).all()
+    assert (x0 == 0).any() and (x0 + bw == 64).any()
+    view = build_view(ViewRecipe(size=16, scale=(0.08, 1.0), hflip=0.0, jitter_p=0.0, grayscale_p=0.0), 3)
+    torch.manual_seed(0)
+    crops = view(batch)
+    red = ((crops[:, 0] > 0.8) & (crops[:, 2] < 0.2)).flatten(1).any(1)
+    blue = ((crops[:, 2] > 0.8) & (crops[:, 0] < 0.2)).flatten(1).any(1)
+    black = (crops.amax(1) < 0.1).flatten(1).any(1)  # the zero padding below/right of the image
+    assert red.any() and blue.any() and not black.any()
+    # the old central square: no crop of it ever shows a band
+    square = torch.from_numpy(decode_square(tmp_path / "wide.JPEG", 48))
+    assert not ((square[0] > 200) & (square[2] < 50)).any() and not ((square[2] > 200) & (square[0] < 50)).any()
+
+
+def test_crop_boxes_follow_torchvision_get_params():
+    """Area fraction within scale and aspect within ratio when a draw fits; the central clamped crop when none can."""
+    torch.manual_seed(0)
+    sizes = torch.tensor([[300, 400]] * 2000)
+    x0, y0, bw, bh = sample_crop_boxes(sizes, (0.2, 0.6), (3 / 4, 4 / 3)).T.double()
+    frac = bw * bh / (300 * 400)
+    assert frac.min() > 0.19 and frac.max() < 0.61 and (bw / bh).min() > 0.74 and (bw / bh).max() < 1.34
+    # an extreme image where no draw fits (ratio range far from its aspect): central crop, aspect clamped
+    wide = sample_crop_boxes(torch.tensor([[10, 400]]), (0.9, 1.0), (1.0, 1.0))
+    assert wide.tolist() == [[195, 0, 10, 10]]
 
 
 def test_subset_matches_the_in_memory_draw(imagenet):

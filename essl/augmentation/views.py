@@ -25,6 +25,7 @@ import kornia.augmentation as K
 import torch
 from torch import nn
 
+from essl.augmentation.crops import PaddedImages, crop_resize, sample_crop_boxes
 from essl.errors import EsslError
 
 
@@ -69,20 +70,13 @@ def get_recipe(name: str, size: int | None = None) -> ViewRecipe:
     return replace(recipe, size=size) if size else recipe
 
 
-class _ToFloat(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
-
-
 def build_view(recipe: ViewRecipe, channels: int, mean: tuple[float, ...] | None = None,
-               std: tuple[float, ...] | None = None) -> nn.Module:
+               std: tuple[float, ...] | None = None) -> "View":
     """Module: uint8 or [0, 1] float batch ``(N, C, H, W)`` → augmented float batch, in [0, 1], or normalised
     when ``mean``/``std`` are given. (Training normalises after any group action, so that photometric groups
-    such as colour inversion act on [0, 1] images.)"""
-    ops: list[nn.Module] = [_ToFloat()]
-    if recipe.crop:
-        ops.append(K.RandomResizedCrop((recipe.size, recipe.size), scale=recipe.scale, ratio=recipe.ratio,
-                                       resample=recipe.resample.upper()))
+    such as colour inversion act on [0, 1] images.) A :class:`~essl.augmentation.crops.PaddedImages` batch (a
+    streamed image folder) is cropped inside each image's valid region."""
+    ops: list[nn.Module] = []
     if recipe.hflip > 0:
         ops.append(K.RandomHorizontalFlip(p=recipe.hflip))
     b, c, s, h = recipe.jitter
@@ -99,7 +93,37 @@ def build_view(recipe: ViewRecipe, channels: int, mean: tuple[float, ...] | None
         ops.append(K.RandomSolarize(thresholds=0.0, additions=0.0, p=recipe.solarize_p))
     if mean is not None and std is not None:
         ops.append(Normalize(mean, std))
-    return nn.Sequential(*ops)
+    return View(recipe, nn.Sequential(*ops))
+
+
+def _to_float(x: torch.Tensor) -> torch.Tensor:
+    return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+
+
+class View(nn.Module):
+    """A recipe's RandomResizedCrop followed by its other operations (``rest``), per sample."""
+
+    def __init__(self, recipe: ViewRecipe, rest: nn.Sequential):
+        super().__init__()
+        self.recipe = recipe
+        self.crop = (K.RandomResizedCrop((recipe.size, recipe.size), scale=recipe.scale, ratio=recipe.ratio,
+                                         resample=recipe.resample.upper()) if recipe.crop else None)
+        self.rest = rest
+
+    def forward(self, x: "torch.Tensor | PaddedImages") -> torch.Tensor:
+        if isinstance(x, PaddedImages):
+            if self.crop is None:
+                raise EsslError("A view without RandomResizedCrop cannot take padded images of varied sizes; use a "
+                                "recipe with a crop for streamed image folders.")
+            boxes = sample_crop_boxes(x.sizes, self.recipe.scale, self.recipe.ratio)
+            v = crop_resize(_to_float(x.images), boxes, self.recipe.size, self.recipe.resample)
+            if self.recipe.resample == "bicubic":
+                v = v.clamp_(0, 1)  # as the 8-bit result of a PIL bicubic resize
+        else:
+            v = _to_float(x)
+            if self.crop is not None:
+                v = self.crop(v)
+        return self.rest(v)
 
 
 class Normalize(nn.Module):

@@ -6,23 +6,21 @@ Layout (as ImageNet after the usual ``valprep`` step)::
     data_root/val/<class>/<image>        (or test/) used by evaluation
 
 **Where the random-resized crop happens.** Workers only *decode*: each file is opened with Pillow, its shorter
-side is resized to the working size ``image_size`` (JPEGs are first decoded at a reduced DCT scale when that is
-still at least ``image_size``, which is what makes decoding cheap) and the central ``image_size`` square is kept.
-The workers send these uint8 ``(3, S, S)`` squares; every random operation, the RandomResizedCrop of the two SSL
-views (224 px, scale 0.08-1) and of the rotation crops (96 px, scale 0.05-0.14) included, runs afterwards on the
-training device with the kornia recipes of :mod:`essl.augmentation.views`, per sample, from the same square.
-This keeps the workers deterministic (no random state to seed or to resume), keeps one batch tensor per step
-for all views, and makes the ImageNet path the same code path as MNIST/CIFAR.
+side is resized to the working size ``S = image_size`` with its aspect ratio kept (JPEGs are first decoded at a
+reduced DCT scale when that is still at least ``S``, which is what makes decoding cheap), and the result is put in
+the top-left corner of a fixed ``(L, L)`` box, ``L = round(S·4/3)``, together with its valid ``(h, w)``
+(:class:`~essl.augmentation.crops.PaddedImages`). A 4:3 image fits whole; a longer side beyond ``L`` (images wider
+than 4:3) is cut to ``L``, centred. Every random operation, the RandomResizedCrop of the two SSL views (224 px,
+scale 0.08-1) and of the rotation crops (96 px, scale 0.05-0.14) included, runs afterwards on the training device,
+per sample: the crop boxes are drawn inside each image's valid region as torchvision's ``RandomResizedCrop`` draws
+them on the whole image (:mod:`essl.augmentation.crops`). This keeps the workers deterministic (no random state to
+seed or to resume) and keeps one batch tensor per step for all views.
 
-What it changes compared with torchvision's RandomResizedCrop on the full-resolution file:
-
-- crops are drawn from the central square (ImageNet images are ~4:3, so ~1/8 of the width on each side is
-  never seen), with the recipe's aspect-ratio range inside that square;
-- a crop is resampled from the ``S``-pixel square, not from the original pixels: with ``S = 256`` a full-scale
-  224-px view is a mild downscale, while the smallest crops (scale 0.08 of the SSL views: ~72 px of the square;
-  scale 0.05 of the rotation crops: ~57 px) are upscaled and a little softer than the originals. A larger
-  ``image_size`` (e.g. 320) brings crops closer to full-resolution ones at more worker CPU and host-to-device
-  traffic (``3·S²`` bytes per image).
+What still differs from torchvision's RandomResizedCrop on the full-resolution file: a crop is resampled from the
+image at working size ``S``, not from the original pixels. With ``S = 256`` a full-scale 224-px view is a mild
+downscale, while the smallest crops (scale 0.08 of the SSL views, scale 0.05 of the rotation crops) are upscaled
+and a little softer than the originals. A larger ``image_size`` brings crops closer to full-resolution ones at more
+worker CPU and host-to-device traffic (``3·L²`` bytes per image: 349 kB at ``S = 256``).
 
 **Exact epochs.** :class:`ImageFolderBatches` uses the same permutation and per-rank slicing as
 :class:`essl.training.batches.TensorBatches` (:class:`~essl.training.batches.ShardedOrder`): the global batches
@@ -38,6 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from essl.augmentation.crops import PaddedImages
 from essl.data.image_folder import IMAGENET_MEAN, IMAGENET_STD, scan_image_folder
 from essl.errors import EsslError
 from essl.training.batches import ShardedOrder
@@ -59,8 +58,17 @@ def split_folder(root: str | Path | None, split: str) -> Path:
                     f"{base}/train/<class>/<image> and {base}/val/<class>/<image>.")
 
 
-def decode_square(path: str | Path, size: int, channels: int = 3) -> np.ndarray:
-    """Decode one file: shorter side to ``size`` (bicubic), central square crop → uint8 ``(C, size, size)``."""
+MAX_ASPECT = 4 / 3  # the padded box is round(S·4/3) square: ImageNet's typical 4:3 images fit whole
+
+
+def box_size(size: int) -> int:
+    """Side of the padded box for working size ``size``: ``round(size · 4/3)``."""
+    return round(size * MAX_ASPECT)
+
+
+def decode_resized(path: str | Path, size: int, channels: int = 3, max_long: int | None = None) -> np.ndarray:
+    """Decode one file with its shorter side resized to ``size`` (bicubic) and its aspect ratio kept → uint8
+    ``(C, h, w)`` with ``min(h, w) == size``; a longer side above ``max_long`` is cut to it, centred."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -71,14 +79,32 @@ def decode_square(path: str | Path, size: int, channels: int = 3) -> np.ndarray:
             im = im.convert(mode)
             w, h = im.size
             scale = size / min(w, h)
-            if (w, h) != (size, size):
-                im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
-            w, h = im.size
-            left, top = (w - size) // 2, (h - size) // 2
-            arr = np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
+            tw, th = max(size, round(w * scale)), max(size, round(h * scale))
+            if (w, h) != (tw, th):
+                im = im.resize((tw, th), Image.BICUBIC)
+            cw, ch = min(tw, max_long or tw), min(th, max_long or th)
+            if (cw, ch) != (tw, th):
+                left, top = (tw - cw) // 2, (th - ch) // 2
+                im = im.crop((left, top, left + cw, top + ch))
+            arr = np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise EsslError(f"Cannot read image {path}: {exc}. Remove or replace the file.") from None
     return arr[None].copy() if arr.ndim == 2 else arr.transpose(2, 0, 1).copy()
+
+
+def decode_square(path: str | Path, size: int, channels: int = 3) -> np.ndarray:
+    """Decode one file: shorter side to ``size`` (bicubic), central square crop → uint8 ``(C, size, size)``."""
+    return decode_resized(path, size, channels, max_long=size)
+
+
+def decode_padded(path: str | Path, size: int, channels: int = 3) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode one file with its shorter side at ``size`` (aspect kept, longer side at most ``box_size(size)``),
+    placed top-left in a zero ``(C, L, L)`` box; returns the box and the valid ``(h, w)``."""
+    arr = decode_resized(path, size, channels, max_long=box_size(size))
+    side = box_size(size)
+    box = np.zeros((arr.shape[0], side, side), dtype=np.uint8)
+    box[:, :arr.shape[1], :arr.shape[2]] = arr
+    return box, (arr.shape[1], arr.shape[2])
 
 
 def stratified_subset(labels: torch.Tensor | None, n_total: int, n: int, seed: int) -> torch.Tensor:
@@ -102,7 +128,7 @@ def stratified_subset(labels: torch.Tensor | None, n_total: int, n: int, seed: i
 
 
 class DecodedFiles(Dataset):
-    """``dataset[i]`` is file ``i`` decoded by :func:`decode_square` as a uint8 tensor."""
+    """``dataset[i]`` is file ``i`` decoded by :func:`decode_padded`: ``(uint8 box, valid (h, w))``."""
 
     def __init__(self, files: list[Path], size: int, channels: int = 3):
         # One numpy buffer of UTF-8 paths rather than a list of 1.28 M Python strings: forked workers share it
@@ -113,13 +139,14 @@ class DecodedFiles(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        path = self.paths[index].decode()
-        return torch.from_numpy(decode_square(path, self.size, self.channels))
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        box, valid = decode_padded(self.paths[index].decode(), self.size, self.channels)
+        return torch.from_numpy(box), torch.tensor(valid)
 
 
 class ImageFolderBatches(ShardedOrder):
-    """This rank's uint8 batches ``(global_batch / world_size, C, S, S)`` of an image folder, decoded by
+    """This rank's :class:`~essl.augmentation.crops.PaddedImages` batches (``global_batch / world_size`` images in
+    ``(C, L, L)`` boxes, ``L = box_size(S)``, with their valid sizes) of an image folder, decoded by
     ``workers`` DataLoader worker processes (0: in this process), in the exact order of
     :class:`~essl.training.batches.TensorBatches`."""
 
@@ -151,4 +178,5 @@ class ImageFolderBatches(ShardedOrder):
             kw.update(prefetch_factor=self.prefetch, persistent_workers=False)
         # A new loader (and new workers) per epoch: simple, and negligible next to an ImageNet epoch.
         loader = DataLoader(self.dataset, batch_size=self.local_batch, sampler=indices, shuffle=False, **kw)
-        yield from loader
+        for images, sizes in loader:
+            yield PaddedImages(images, sizes)
