@@ -108,6 +108,8 @@ def transform_problem(name: str, channels: int, view_size: int, pred_size: int) 
     from essl.groups import make_group
 
     group = make_group(name)
+    if not group.finite:
+        return f"{name!r} is a continuous transformation: it cannot be predicted"
     for what, size in (("SSL views", view_size), ("prediction crops", pred_size)):
         try:
             group.check_shape((1, channels, size, size))

@@ -152,14 +152,14 @@ class ImageFolderBatches(ShardedOrder):
 
     def __init__(self, root: str | Path, global_batch: int, seed: int, rank: int = 0, world_size: int = 1,
                  image_size: int = 256, workers: int = 4, channels: int = 3, pin_memory: bool = False,
-                 subset: int = 0, prefetch: int = 2):
+                 subset: int = 0, prefetch: int = 2, shuffle: bool = True):
         files, labels, classes = scan_image_folder(root)
         label_tensor = None if labels is None else torch.tensor(labels)
         keep = stratified_subset(label_tensor, len(files), subset, seed).tolist()
         self.files = [files[i] for i in keep]
         self.labels = None if labels is None else torch.tensor([labels[i] for i in keep])
         self.classes = classes
-        super().__init__(len(self.files), global_batch, seed, rank, world_size)
+        super().__init__(len(self.files), global_batch, seed, rank, world_size, shuffle)
         self.root, self.image_size, self.channels = Path(root).expanduser(), image_size, channels
         self.workers, self.pin_memory, self.prefetch = workers, pin_memory, prefetch
         self.mean, self.std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.5,))

@@ -12,6 +12,9 @@
 | ``jigsaw``    | 24    | permutations of the 2×2 quadrants (``itertools.permutations``)   | yes        |
 | ``blur``      | 4     | Gaussian σ = 0, 1, 2, 3 px per 32 px of image side               | no         |
 | ``translation`` | 4   | periodic roll by (0,0), (0,W/2), (H/2,0), (H/2,W/2)              | yes        |
+
+Photonic unit cells also have ``roll``, ``flip`` and ``eps_scale`` (a continuous random permittivity scaling,
+an invariance only); see :mod:`essl.groups.periodic`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from essl.errors import EsslError
 from essl.groups.base import Involution, ProductGroup, TransformationGroup
 from essl.groups.geometric import HalfTranslation, HorizontalFlip, Jigsaw2x2, Rotation4, VerticalFlip
 from essl.groups.photometric import ColourInversion, GaussianBlur4, Grayscale
-from essl.groups.periodic import FlipOrNone, PeriodicTranslation
+from essl.groups.periodic import EpsilonScale, FlipOrNone, PeriodicTranslation
 
 GROUPS: dict[str, type[TransformationGroup]] = {
     "rotation": Rotation4,
@@ -32,6 +35,7 @@ GROUPS: dict[str, type[TransformationGroup]] = {
     "blur": GaussianBlur4,
     "translation": HalfTranslation,
     "roll": PeriodicTranslation, "flip": FlipOrNone,  # photonic unit cells (essl/groups/periodic.py)
+    "eps_scale": EpsilonScale,
 }
 
 

@@ -37,6 +37,8 @@ class TransformationGroup:
 
     name: str = "group"
     order: int = 1
+    #: False for a continuous random transformation (usable as an invariance only; nothing to predict).
+    finite: bool = True
 
     def apply(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """Apply element ``k`` to every image of ``x`` (N, C, H, W)."""

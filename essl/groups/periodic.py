@@ -20,7 +20,16 @@ The E-SSL photonics code (rdangovs/essl ``photonics/symop_utils.py``; reference/
   under composition (h∘v is a rotation), so ``flip`` is a transformation *set*: :meth:`compose` raises;
   each element is its own inverse.
 
-Both act on float batches ``(N, C, H, W)``; like every group here they are applied before normalisation.
+- ``eps_scale`` is the official ``scale_tensor`` (``--scale``, off in the paper's runs): it multiplies the whole
+  permittivity map of a cell by one random factor ``s``. The official code draws ``s`` uniformly from (0, 2] and
+  redraws until the scaled cell lies strictly inside (1, 20), the permittivity range of the data; that is ``s``
+  uniform on ``(1/ε_min, min(2, 20/ε_max))``, which essl draws directly (:class:`EpsilonScale`). A cell for which
+  this interval is empty (one spanning the whole range, e.g. ε from 1 to 20) keeps ``s = 1``; the official loop
+  never ends on such a cell. The DOS target is invariant under the scaling: ε → sε scales every frequency by
+  1/√s and √ε_avg by √s, so ``ω̃ = ω·√ε_avg`` and ``DOS/√ε_avg`` do not change. It is a continuous family, not a
+  finite group: an invariance, never a predicted group.
+
+All act on float batches ``(N, C, H, W)``; like every group here they are applied before normalisation.
 """
 
 from __future__ import annotations
@@ -100,3 +109,44 @@ class FlipOrNone(TransformationGroup):
 
     def inverse(self, k: int) -> int:
         return int(k)
+
+
+#: Permittivity range of the photonics data, and the official largest scale factor (``scale_tensor``).
+EPS_MIN, EPS_MAX, MAX_SCALE = 1.0, 20.0, 2.0
+
+
+class EpsilonScale(TransformationGroup):
+    """Scale each cell's permittivity by a random factor keeping it inside (1, 20) (official ``--scale``).
+
+    Acts on ``x = (ε − 1)/19``: ``x' = (s·ε − 1)/19`` with ``s ~ U(1/ε_min, min(2, 20/ε_max))`` per cell
+    (module docstring). Only :meth:`sample` is defined (it returns the factors as its second value).
+    """
+
+    name = "eps_scale"
+    finite = False
+
+    def apply(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        raise EsslError("eps_scale is a continuous random scaling; it is drawn with sample(), not by element.")
+
+    def orbit(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise EsslError("eps_scale is a continuous transformation: use it as an invariance, not a predicted group.")
+
+    @staticmethod
+    def factor_range(eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per cell ``(low, high)`` of the factors that keep ``eps`` (N, ...) inside (1, 20)."""
+        flat = eps.reshape(eps.shape[0], -1)
+        low = EPS_MIN / flat.min(1).values.clamp_min(1e-6)
+        high = (EPS_MAX / flat.max(1).values.clamp_min(1e-6)).clamp_max(MAX_SCALE)
+        return low, high
+
+    def sample(self, x: torch.Tensor, generator: torch.Generator | None = None,
+               repeats: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        self.check_shape(x.shape)
+        if repeats > 1:
+            x = x.repeat(repeats, *([1] * (x.dim() - 1)))
+        eps = x * (EPS_MAX - EPS_MIN) + EPS_MIN
+        low, high = self.factor_range(eps)
+        u = torch.rand(x.shape[0], generator=generator, device="cpu").to(x.device, x.dtype)
+        s = torch.where(high > low, low + (high - low) * u, torch.ones_like(u))
+        out = (eps * s.view(-1, *([1] * (x.dim() - 1))) - EPS_MIN) / (EPS_MAX - EPS_MIN)
+        return out, s

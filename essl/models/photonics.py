@@ -82,3 +82,41 @@ def dos_head(in_dim: int = 1024, widths: tuple[int, ...] = (1024, 1024, 512), ou
         layers += [nn.Linear(a, b), nn.ReLU(inplace=True)]
     layers.append(nn.Linear(dims[-1], out_dim))
     return nn.Sequential(*layers)
+
+
+#: Key prefixes of the official photonics encoder (rdangovs/essl ``photonics/phc_models.py``: ``Enc.enc`` is an
+#: ``Encoder`` with ``enc_block2d`` and ``fcpart``) and of :class:`PhotonicsEncoder`; the layer indices agree.
+OFFICIAL_PREFIXES = {"enc.enc_block2d.": "features.", "enc.fcpart.": "fc."}
+
+
+def official_encoder_state(state: dict) -> dict | None:
+    """The official photonics encoder's weights renamed to :class:`PhotonicsEncoder` keys, or None if ``state`` has
+    none (``enc.enc_block2d.*``, ``enc.fcpart.*``).
+
+    Accepts the inner dict of a pretraining file (``{'model_state_dict': Encmodel.encoder.state_dict(),
+    'ptepoch': E}``, as ``pretrain_model`` saves ``EP100``/``EP200``), the state of the fine-tuning ``Net``
+    (``enc.*`` and ``predictor.*``; the DOS head is ignored) and of a whole ``SimCLR``/``SimCLRwEE`` model
+    (``encoder.enc.*``), with or without a DataParallel ``module.`` prefix.
+    """
+    out = {}
+    for key, value in state.items():
+        for strip in ("module.", "encoder."):
+            key = key.removeprefix(strip)
+        for official, ours in OFFICIAL_PREFIXES.items():
+            if key.startswith(official):
+                out[ours + key[len(official):]] = value
+    return out or None
+
+
+def encoder_for_state(state: dict) -> PhotonicsEncoder:
+    """A :class:`PhotonicsEncoder` whose widths fit ``state`` (``features.*``/``fc.*`` keys): the paper's
+    ``phc_cnn`` (64, 256, 256), ``phc_cnn_small`` or any other widths."""
+    try:
+        convs = [state[f"features.{i}.weight"] for i in (0, 4, 8)]
+        fc1, fc2 = state["fc.0.weight"], state["fc.2.weight"]
+    except KeyError as exc:
+        raise EsslError(f"The photonics encoder weights lack {exc.args[0]!r} (expected the three convolutions "
+                        f"features.0/4/8 and the layers fc.0/fc.2).") from None
+    widths = tuple(int(c.shape[0]) for c in convs)
+    return PhotonicsEncoder(int(convs[0].shape[1]), widths, int(fc1.shape[0]), int(fc2.shape[0]),
+                            int(convs[0].shape[-1]))

@@ -97,8 +97,8 @@ def ensure_pretrained(preset: str, overrides: list[str], run_dir: Path, progress
 # ------------------------------------------------------------------------------------------ fine-tuning
 def _protocol_matches(payload: dict[str, Any], settings: Any) -> bool:
     proto = payload.get("protocol", {})
-    keys = ("epochs", "batch_size", "lr", "weight_decay", "n_train", "subset_seed")
-    return (all(proto.get(k) == getattr(settings, k) for k in keys)
+    keys = ("epochs", "batch_size", "lr", "weight_decay", "n_train", "subset_seed", "freeze_encoder")
+    return (all(proto.get(k, False if k == "freeze_encoder" else None) == getattr(settings, k) for k in keys)
             and payload.get("seeds", {}).get("finetune") == list(settings.seeds))
 
 
@@ -221,10 +221,18 @@ def add_parsers(phc_subparsers: Any) -> None:
     ft.add_argument("--n-train", type=positive_int, default=3000, help="labelled cells, drawn once with seed 1 [3000]")
     ft.add_argument("--batch-size", type=positive_int, default=64, help="[64]")
     ft.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate [1e-4]")
+    ft.add_argument("--freeze-encoder", action="store_true",
+                    help="train the DOS head only (official --freeze_enc_ft; BatchNorm statistics still update)")
     ft.add_argument("--scratch", action="store_true", help="fine-tune a randomly initialised encoder instead")
-    ft.add_argument("--family", choices=("gpm", "blob"), help="with --scratch: the dataset family")
+    ft.add_argument("--backbone-file", type=Path, metavar="PATH",
+                    help="fine-tune an encoder file instead: an official photonics checkpoint (EP100/EP200 of "
+                         "rdangovs/essl photonics/main.py, keys enc.enc_block2d.*) or an essl encoder state dict")
+    ft.add_argument("--family", choices=("gpm", "blob"), help="with --scratch / --backbone-file: the dataset family")
     ft.add_argument("--backbone", default="phc_cnn", help="with --scratch: phc_cnn or phc_cnn_small [phc_cnn]")
-    ft.add_argument("--out", type=Path, help="with --scratch: folder for the result")
+    ft.add_argument("--invariances", nargs="+", metavar="GROUP",
+                    help="with --scratch / --backbone-file: fine-tuning augmentations [the family's: gpm roll flip, "
+                         "blob flip rotation]")
+    ft.add_argument("--out", type=Path, help="with --scratch / --backbone-file: folder for the result")
     ft.add_argument("--overwrite", action="store_true", help="replace an existing result of the same name")
     ft.add_argument("--verbose", action="store_true", help="print the test error of every epoch")
     ft.set_defaults(func=cmd_finetune)
@@ -246,30 +254,39 @@ def add_parsers(phc_subparsers: Any) -> None:
     ex.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                     help="more pretraining overrides for all three presets (e.g. batch_size=64)")
     ex.add_argument("--scratch", action="store_true", help="also fine-tune a randomly initialised encoder")
+    ex.add_argument("--freeze-encoder", action="store_true",
+                    help="fine-tune the DOS head only (official --freeze_enc_ft)")
     ex.add_argument("--no-progress", action="store_true", help="no progress bars")
     ex.set_defaults(func=cmd_experiment)
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from essl.photonics.finetune import FinetuneSettings, encoder_from_run, encoder_from_scratch, finetune
+    from essl.photonics.finetune import (FinetuneSettings, encoder_from_file, encoder_from_run, encoder_from_scratch,
+                                         finetune)
 
     settings = FinetuneSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, n_train=args.n_train,
-                                seeds=list(args.seeds))
+                                seeds=list(args.seeds), freeze_encoder=args.freeze_encoder)
     settings.validate()
-    if args.scratch:
-        if args.run_dir is not None:
-            raise EsslError("Give either RUN_DIR (a pretrained encoder) or --scratch (a random one), not both.")
+    sources = [name for name, given in (("RUN_DIR", args.run_dir is not None), ("--scratch", args.scratch),
+                                        ("--backbone-file", args.backbone_file is not None)) if given]
+    if len(sources) > 1:
+        raise EsslError(f"Give one encoder: RUN_DIR (a pretrained run), --scratch (a random one) or --backbone-file "
+                        f"PATH; got {' and '.join(sources)}.")
+    if args.scratch or args.backbone_file is not None:
+        what = "--scratch" if args.scratch else "--backbone-file"
         if not args.family or not args.out or not args.data_root:
-            raise EsslError("--scratch needs --family gpm|blob, --data-root DIR and --out DIR (where the result "
-                            "goes).")
-        src = encoder_from_scratch(args.family, args.out, args.backbone)  # the result creates OUT/eval
+            raise EsslError(f"{what} needs --family gpm|blob, --data-root DIR and --out DIR (where the result goes).")
+        if args.scratch:  # the result creates OUT/eval
+            src = encoder_from_scratch(args.family, args.out, args.backbone, args.invariances)
+        else:
+            src = encoder_from_file(args.backbone_file, args.family, args.out, args.invariances)
     else:
         if args.run_dir is None:
             raise EsslError("Name the run folder to fine-tune, e.g. `essl phc finetune runs/phc-gpm-esimclr "
                             "--data-root data/phc`, or pass --scratch for a random encoder.")
-        if args.family or args.out:
-            raise EsslError("--family and --out go with --scratch; a run folder knows its family and holds its "
-                            "results.")
+        if args.family or args.out or args.invariances:
+            raise EsslError("--family, --out and --invariances go with --scratch or --backbone-file; a run folder "
+                            "knows its family and invariances and holds its results.")
         src = encoder_from_run(args.run_dir)
     finetune(src, args.data_root, settings, overwrite=args.overwrite, verbose=args.verbose)
     return 0
@@ -283,6 +300,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         ft["n_train"] = args.n_train
     if args.seeds:
         ft["seeds"] = list(args.seeds)
+    if args.freeze_encoder:
+        ft["freeze_encoder"] = True
     out = args.out or Path("runs") / f"phc-{args.family}-{args.budget}"
     run_experiment(args.family, args.data_root, out, args.budget, args.pretrain_epochs, args.set, ft,
                    args.scratch, progress=not args.no_progress)

@@ -11,6 +11,10 @@ Official code: rdangovs/essl ``photonics/main.py`` (``finetune_model``, ``evalua
 - **Optimiser**: Adam, lr 1e-4, weight decay 1e-5 (Adam's L2 form), batch 64, reshuffled every epoch, last
   partial batch kept; every training batch gets the run's invariance augmentations (its ``invariances`` groups,
   one random element per cell and group, in order), as the official code reuses its pretraining flags.
+- **Frozen encoder** (``freeze_encoder``, official ``--freeze_enc_ft``): the encoder's parameters get no
+  gradient and only the head is trained. As in the official code only ``requires_grad`` is switched off: the
+  model stays in training mode, so the encoder's BatchNorm running statistics still follow the fine-tuning
+  batches.
 - **Metric**: the relative L1 DOS error ``mean_n Σ_{i≥100} |ŷ_i − y_i| / Σ_{i≥100} |y_i|`` on the *full test set*
   (:func:`essl.photonics.dos.relative_l1`), model in eval mode, at the start of every epoch and once more after
   the last one (the official loop evaluates at the start of epochs 1..E only).
@@ -58,6 +62,7 @@ class FinetuneSettings:
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     eval_batch: int = 512
     device: str = "auto"
+    freeze_encoder: bool = False
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "n_train", "eval_batch"):
@@ -71,8 +76,8 @@ class FinetuneSettings:
             raise EsslError(f"Fine-tuning needs lr > 0 and weight decay >= 0, got {self.lr} and {self.weight_decay}.")
 
     def result_name(self) -> str:
-        """``RUN_DIR/eval/<name>.json``: one file per (labelled-set size, epochs)."""
-        return f"{RESULT_PREFIX}-n{self.n_train}-e{self.epochs}"
+        """``RUN_DIR/eval/<name>.json``: one file per (labelled-set size, epochs, frozen or not)."""
+        return f"{RESULT_PREFIX}-n{self.n_train}-e{self.epochs}{'-frozen' if self.freeze_encoder else ''}"
 
 
 class DOSRegressor(nn.Module):
@@ -106,24 +111,36 @@ def augment(x: torch.Tensor, groups: list) -> torch.Tensor:
     return x
 
 
+def regressor(encoder: nn.Module, settings: FinetuneSettings,
+              device: torch.device | str = "cpu") -> tuple[DOSRegressor, torch.optim.Optimizer]:
+    """A copy of ``encoder`` with a fresh DOS head, and its Adam optimiser over the trainable parameters (the
+    head only with ``freeze_encoder``)."""
+    import copy
+
+    from essl.models.photonics import dos_head
+
+    model = DOSRegressor(copy.deepcopy(encoder), dos_head(encoder.feature_dim)).to(device)
+    if settings.freeze_encoder:
+        model.encoder.requires_grad_(False)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=settings.lr,
+                           weight_decay=settings.weight_decay)
+    return model, opt
+
+
 def finetune_seed(encoder: nn.Module, splits: LabelledSplits, invariances: list[str], settings: FinetuneSettings,
                   seed: int, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Fine-tune a copy of ``encoder`` (with a fresh head) for one seed; returns its test-error curve.
 
     ``curve[0]`` is the error before any training, ``curve[e]`` after ``e`` epochs (``e = 1..epochs``).
     """
-    import copy
-
     from essl.groups import make_group
-    from essl.models.photonics import dos_head
     from essl.training.pretrain import resolve_device
 
     device = resolve_device(settings.device)
     torch.manual_seed(seed)
     np.random.seed(seed)
-    model = DOSRegressor(copy.deepcopy(encoder), dos_head(encoder.feature_dim)).to(device)
+    model, opt = regressor(encoder, settings, device)
     groups = [make_group(g) for g in invariances]
-    opt = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     train, test = splits.train, splits.test
     n = len(train)
     curve, losses = [], []
@@ -200,6 +217,46 @@ def encoder_from_run(run_dir: Path | str) -> EncoderSource:
     return EncoderSource(backbone, family, list(cfg.invariances), out_dir, source, checkpoint, cfg.data_root)
 
 
+def encoder_from_file(path: Path | str, family: str, out_dir: Path | str,
+                      invariances: list[str] | None = None) -> EncoderSource:
+    """A photonics encoder saved by the official code (``EP100``/``EP200`` files of ``pretrain_model``, keys
+    ``enc.enc_block2d.*``, ``enc.fcpart.*``; :func:`essl.models.photonics.official_encoder_state`) or an essl
+    encoder state dict (``features.*``, ``fc.*``); the family's default invariances unless given."""
+    from essl.evaluation.loading import file_digest
+    from essl.models.photonics import encoder_for_state, official_encoder_state
+    from essl.training.checkpoint import load_checkpoint
+
+    if family not in FAMILIES:
+        raise EsslError(f"--backbone-file needs --family gpm or --family blob, got {family!r}.")
+    path = Path(path)
+    ckpt = load_checkpoint(path)
+    if isinstance(ckpt, dict) and "config" in ckpt and "model" in ckpt:
+        raise EsslError(f"{path} is an essl run checkpoint; fine-tune its run folder (essl phc finetune RUN_DIR).")
+    inner = ckpt.get("model_state_dict", ckpt.get("state_dict", ckpt)) if isinstance(ckpt, dict) else None
+    if not isinstance(inner, dict):
+        raise EsslError(f"{path} holds a {type(ckpt).__name__}, not a state dict of a photonics encoder.")
+    state, layout = official_encoder_state(inner), "official (enc.enc_block2d.*, enc.fcpart.*)"
+    if state is None:
+        state = {k.removeprefix("module."): v for k, v in inner.items()
+                 if k.removeprefix("module.").startswith(("features.", "fc."))}
+        layout = "essl (features.*, fc.*)"
+    if not state:
+        raise EsslError(f"{path} holds no photonics encoder weights: expected the official keys "
+                        f"enc.enc_block2d.* / enc.fcpart.* (photonics/phc_models.py) or essl's features.* / fc.* "
+                        f"(top-level keys: {', '.join(list(inner)[:6])}).")
+    encoder = encoder_for_state(state)
+    try:
+        encoder.load_state_dict(state)
+    except RuntimeError as exc:
+        raise EsslError(f"{path} does not fit the photonics encoder: {str(exc).splitlines()[0]}") from None
+    inv = list(DEFAULT_INVARIANCES[family] if invariances is None else invariances)
+    source = {"kind": "file", "file": str(path), "layout": layout, "ptepoch": ckpt.get("ptepoch"),
+              "widths": [m.out_channels for m in encoder.features if isinstance(m, nn.Conv2d)],
+              "invariances": inv, "family": family}
+    checkpoint = {"path": str(path), "epoch": ckpt.get("ptepoch"), "sha256": file_digest(path)}
+    return EncoderSource(encoder, family, inv, Path(out_dir), source, checkpoint, None)
+
+
 def encoder_from_scratch(family: str, out_dir: Path | str, backbone: str = "phc_cnn",
                          invariances: list[str] | None = None, seed: int = 1) -> EncoderSource:
     """A randomly initialised encoder (the supervised-from-scratch baseline)."""
@@ -250,8 +307,10 @@ def finetune(src: EncoderSource, data_root: str | Path | None, settings: Finetun
     payload = {
         "protocol": {
             "name": "phc-dos-finetune",
-            "description": "encoder + MLP 1024-1024-1024-512-400 (ReLU) fine-tuned end to end with MSE on y - EL; "
-                           "Adam; the run's invariance augmentations on every training batch",
+            "description": "encoder + MLP 1024-1024-1024-512-400 (ReLU) "
+                           + ("with the encoder frozen (head trained only)" if settings.freeze_encoder
+                              else "fine-tuned end to end")
+                           + " with MSE on y - EL; Adam; the run's invariance augmentations on every training batch",
             "metric": "relative L1 DOS error: mean over test cells of sum_{i>=100} |y_hat_i - y_i| / "
                       "sum_{i>=100} |y_i|, y = DOS[:400]/sqrt(epsavg), y_hat = output + EL",
             "selection": "minimum over epochs of the full-test-set error, evaluated before every epoch and after "

@@ -32,8 +32,12 @@ class BatchSource(Protocol):
         """This rank's uint8 slice of every global batch of ``epoch``, from ``start_step`` on."""
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The permutation of ``n`` items used for ``epoch`` (the same on every rank and in every process count)."""
+def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> torch.Tensor:
+    """The permutation of ``n`` items used for ``epoch`` (the same on every rank and in every process count);
+    without ``shuffle`` the items in their stored order every epoch (the official photonics loader's
+    ``DataLoader(..., shuffle=False)``)."""
+    if not shuffle:
+        return torch.arange(n)
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     return torch.randperm(n, generator=g)
 
@@ -41,21 +45,22 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 class ShardedOrder:
     """Index arithmetic shared by both sources: which items this rank loads at each step of an epoch."""
 
-    def __init__(self, n: int, global_batch: int, seed: int, rank: int = 0, world_size: int = 1):
+    def __init__(self, n: int, global_batch: int, seed: int, rank: int = 0, world_size: int = 1,
+                 shuffle: bool = True):
         if global_batch % world_size:
             raise EsslError(f"batch_size {global_batch} must be divisible by the number of processes "
                             f"({world_size}).")
         if n < global_batch:
             raise EsslError(f"The dataset has {n} images, fewer than batch_size={global_batch}; lower batch_size.")
         self.n, self.global_batch, self.seed = n, global_batch, seed
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
         self.local_batch = global_batch // world_size
 
     def __len__(self) -> int:
         return self.n // self.global_batch
 
     def order(self, epoch: int) -> torch.Tensor:
-        return epoch_order(self.n, self.seed, epoch)
+        return epoch_order(self.n, self.seed, epoch, self.shuffle)
 
     def step_indices(self, order: torch.Tensor, step: int) -> torch.Tensor:
         start = step * self.global_batch + self.rank * self.local_batch
@@ -73,8 +78,9 @@ class ShardedOrder:
 class TensorBatches(ShardedOrder):
     """Batches sliced from an in-memory uint8 tensor ``(N, C, H, W)``."""
 
-    def __init__(self, images: torch.Tensor, global_batch: int, seed: int, rank: int = 0, world_size: int = 1):
-        super().__init__(len(images), global_batch, seed, rank, world_size)
+    def __init__(self, images: torch.Tensor, global_batch: int, seed: int, rank: int = 0, world_size: int = 1,
+                 shuffle: bool = True):
+        super().__init__(len(images), global_batch, seed, rank, world_size, shuffle)
         self.images = images
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[torch.Tensor]:

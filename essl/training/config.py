@@ -15,6 +15,7 @@ import yaml
 
 from essl.errors import EsslError
 from essl.groups import make_group
+from essl.objectives.equivariance import PREDICTION_LOSSES
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 METHODS = ("simclr", "simsiam", "barlow_twins")
@@ -24,13 +25,21 @@ METHODS = ("simclr", "simsiam", "barlow_twins")
 class EquivarianceTask:
     """One predicted group: ``weight`` is λ, ``view`` the prediction-branch recipe, ``head`` the head kind;
     ``samples`` 0 predicts every element on every crop (the paper's orbit), ``r`` > 0 predicts ``r`` uniformly
-    drawn elements per crop (cheaper for large groups such as the 24-element jigsaw)."""
+    drawn elements per crop (cheaper for large groups such as the 24-element jigsaw).
+
+    Options of the official photonics ``SimCLRwEE`` (rdangovs/essl ``photonics/ssl_mode.py``):
+    ``relative: true`` predicts the element relating two transformed copies of a crop from their two embeddings
+    concatenated (``relative_ee``; :mod:`essl.objectives.equivariance`); ``loss`` is ``xent`` (cross-entropy over
+    the elements, the paper's), or ``l1`` / ``mse``, which regress the element's index with a one-output head
+    (``eeloss``)."""
 
     group: str = "rotation"
     weight: float = 0.4
     view: str = "cifar_small"
     head: str = "cifar_simclr"
     samples: int = 0
+    relative: bool = False
+    loss: str = "xent"
 
 
 @dataclass
@@ -55,6 +64,7 @@ class PretrainConfig:
     # optimisation
     epochs: int = 10
     batch_size: int = 256                 # global batch (all processes together)
+    shuffle: bool = True                  # reshuffle the training set every epoch (false: file order, every epoch)
     optimizer: str = "sgd"                # sgd | lars
     lr: float = 0.06                      # base lr; the lr used is lr * batch_size / 256
     final_lr_ratio: float = 0.0           # cosine decays to lr * final_lr_ratio
@@ -109,12 +119,17 @@ class PretrainConfig:
         if len(set(names)) != len(names):
             raise EsslError(f"each predicted group may appear once in equivariance, got {names}.")
         for t in self.equivariance:
-            make_group(t.group)  # an unknown name raises with the list of known groups
+            if not make_group(t.group).finite:  # an unknown name raises with the list of known groups
+                raise EsslError(f"{t.group!r} is a continuous transformation: it can be an invariance but not a "
+                                f"predicted group (equivariance needs finitely many elements to predict).")
             if t.weight <= 0:
                 raise EsslError(f"the weight (λ) of the predicted group {t.group!r} must be positive, got {t.weight}.")
             if t.samples < 0:
                 raise EsslError(f"samples of the predicted group {t.group!r} must be >= 0 (0: every element), got "
                                 f"{t.samples}.")
+            if t.loss not in PREDICTION_LOSSES:
+                raise EsslError(f"loss of the predicted group {t.group!r} must be one of {', '.join(PREDICTION_LOSSES)}"
+                                f", got {t.loss!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -13,6 +13,7 @@ from torch import nn
 from essl.groups import make_group
 from essl.models import make_backbone, prediction_head, projector, projector_dim, simsiam_predictor
 from essl.objectives import barlow_twins_loss, info_nce, nt_xent, prediction_loss, simsiam_loss
+from essl.objectives.equivariance import head_outputs, relative_features
 from essl.training.config import PretrainConfig
 
 
@@ -26,10 +27,12 @@ class ESSLModel(nn.Module):
         self.projector = projector(cfg.projector, dim)
         self.predictor = (simsiam_predictor(projector_dim(self.projector), cfg.predictor_hidden)
                           if cfg.method == "simsiam" else None)
-        self.task_names = [t.group for t in cfg.equivariance]
-        self.weights = [t.weight for t in cfg.equivariance]
-        self.heads = nn.ModuleDict({
-            t.group.replace("*", "x"): prediction_head(t.head, dim, make_group(t.group).order) for t in cfg.equivariance
+        self.tasks = list(cfg.equivariance)
+        self.orders = [make_group(t.group).order for t in self.tasks]
+        self.heads = nn.ModuleDict({  # a relative task's head sees two embeddings side by side
+            t.group.replace("*", "x"): prediction_head(t.head, dim * (2 if t.relative else 1),
+                                                       head_outputs(t.loss, order))
+            for t, order in zip(self.tasks, self.orders)
         })
 
     def ssl_loss(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
@@ -47,13 +50,17 @@ class ESSLModel(nn.Module):
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor,
                 predictions: list[tuple[torch.Tensor, torch.Tensor]] = ()) -> dict[str, torch.Tensor]:
-        """``predictions[i]`` is ``(orbit images, element labels)`` for the i-th predicted group."""
+        """``predictions[i]`` is ``(orbit images, element labels)`` for the i-th predicted group; for a relative task
+        the images are the references followed by the transformed copies (:func:`relative_features`)."""
         ssl = self.ssl_loss(x1, x2)
         out = {"ssl_loss": ssl}
         total = ssl
-        for name, weight, head, (xg, g) in zip(self.task_names, self.weights, self.heads.values(), predictions):
-            loss, acc = prediction_loss(head(self.backbone(xg)), g)
-            out[f"pred_loss/{name}"], out[f"pred_acc/{name}"] = loss, acc
-            total = total + weight * loss
+        for task, order, head, (xg, g) in zip(self.tasks, self.orders, self.heads.values(), predictions):
+            z = self.backbone(xg)
+            if task.relative:
+                z = relative_features(z, g.shape[0])
+            loss, acc = prediction_loss(head(z), g, task.loss, order)
+            out[f"pred_loss/{task.group}"], out[f"pred_acc/{task.group}"] = loss, acc
+            total = total + task.weight * loss
         out["loss"] = total
         return out

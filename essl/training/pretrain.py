@@ -146,7 +146,7 @@ class Pretrainer:
             self.batches = ImageFolderBatches(split_folder(cfg.data_root, "train"), cfg.batch_size, cfg.seed,
                                               self.denv.rank, self.denv.world_size, image_size=cfg.image_size,
                                               workers=cfg.workers, pin_memory=self.device.type == "cuda",
-                                              subset=cfg.subset)
+                                              subset=cfg.subset, shuffle=cfg.shuffle)
             check_same_on_all_ranks("training files", self.batches.fingerprint(), self.device)
             channels, mean, std = self.batches.channels, self.batches.mean, self.batches.std
             if cfg.knn_every > 0 and self.denv.is_main:
@@ -162,12 +162,12 @@ class Pretrainer:
                 except EsslError:
                     self.test = None  # no labelled test split: the kNN monitor is skipped (said in the log)
             self.batches = TensorBatches(self.train.images, cfg.batch_size, cfg.seed, self.denv.rank,
-                                         self.denv.world_size)
+                                         self.denv.world_size, shuffle=cfg.shuffle)
             channels, mean, std = self.train.channels, self.train.mean, self.train.std
         self.normalize = Normalize(mean, std).to(self.device)
         self.views = [build_view(view_recipe(v), channels).to(self.device) for v in cfg.views]
         self.invariances = [make_group(g) for g in cfg.invariances]
-        self.tasks = [(make_group(t.group), build_view(view_recipe(t.view), channels).to(self.device), t.samples)
+        self.tasks = [(make_group(t.group), build_view(view_recipe(t.view), channels).to(self.device), t)
                       for t in cfg.equivariance]
 
         self.model = ESSLModel(cfg, channels).to(self.device)
@@ -222,9 +222,13 @@ class Pretrainer:
                 v = group.sample(v)[0]
             views.append(self.normalize(v).contiguous(memory_format=fmt))
         predictions = []
-        for group, aug, samples in self.tasks:
+        for group, aug, task in self.tasks:
             crops = aug(x)
-            xg, g = group.sample(crops, repeats=samples) if samples else group.orbit(crops)
+            if task.relative:  # the reference a·x, then g·(a·x) for the elements g predicted (relative_ee)
+                crops = group.sample(crops)[0]
+            xg, g = group.sample(crops, repeats=task.samples) if task.samples else group.orbit(crops)
+            if task.relative:
+                xg = torch.cat([crops, xg])
             predictions.append((self.normalize(xg).contiguous(memory_format=fmt), g))
         return views[0], views[1], predictions
 

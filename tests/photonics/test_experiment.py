@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 
-import h5py
 import numpy as np
 import pytest
 import torch
@@ -30,53 +29,8 @@ torch.set_num_threads(1)
 
 W = np.linspace(0, 1.2, 500)
 EL = 2 * np.pi * W[:400]
-N_UL, N_POOL, N_TEST = 16, 24, 8
+N_UL, N_POOL, N_TEST = 16, 24, 8  # sizes of the `root` fixture's files (conftest.py)
 FAST = ["backbone=phc_cnn_small", "batch_size=8", "epochs=1", "precision=fp32"]
-
-
-def _cells(rng: np.random.Generator, n: int) -> list[np.ndarray]:
-    """Two-tone 32×32 permittivity images in [1, 20] (a random blob of eps_in in eps_out)."""
-    out = []
-    yy, xx = np.mgrid[0:32, 0:32]
-    for _ in range(n):
-        cy, cx, r = rng.uniform(0, 32), rng.uniform(0, 32), rng.uniform(4, 12)
-        eps_in, eps_out = rng.uniform(1, 20, size=2)
-        out.append(np.where((yy - cy) ** 2 + (xx - cx) ** 2 < r * r, eps_in, eps_out).astype(np.float32))
-    return out
-
-
-def write_h5(path, indices, labelled: bool, seed: int, size: int = 32, skip_key: str | None = None) -> dict:
-    """Write cells at ``indices`` in the E-SSL layout; returns {index: (image, epsavg, dos)}."""
-    rng = np.random.default_rng(seed)
-    data = {}
-    with h5py.File(path, "w") as f:
-        for i, img in zip(indices, _cells(rng, len(indices))):
-            if size != 32:
-                img = img[:size, :size]
-            eps = float(img.mean())
-            dos = (2 * np.pi * W * np.sqrt(eps) * rng.uniform(0.5, 1.5) + rng.uniform(0, 1, 500)).astype(np.float32)
-            entries = {"unitcell/mpbepsimage": img, "unitcell/epsavg": np.float32(eps)}
-            if labelled:
-                entries["mpbcal/DOS"] = dos
-            for key, value in entries.items():
-                if key != skip_key:
-                    f[f"{key}/{i}"] = value
-            data[i] = (img, eps, dos)
-    return data
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    """A data folder with all five original file names (gpm test cells at 7801.., as in mf1-sg3-tm.h5)."""
-    d = tmp_path_factory.mktemp("phc")
-    files = {
-        "ul_gpm": write_h5(d / "mf1-sg3-25k-ul-s99-tm.h5", range(1, N_UL + 1), False, 1),
-        "ul_blob": write_h5(d / "sq-blob-ul-15k-tm.h5", range(1, N_UL + 1), False, 2),
-        "gpm": write_h5(d / "mf1-sg3-tm.h5", list(range(1, N_POOL + 1)) + list(range(7801, 7801 + N_TEST)), True, 3),
-        "blob": write_h5(d / "sq-blob-v3-tm.h5", range(1, N_POOL + 1), True, 4),
-        "blob_test": write_h5(d / "sq-blob-test2k-tm.h5", range(1, N_TEST + 1), True, 5),
-    }
-    return d, files
 
 
 # --------------------------------------------------------------------------------------------- models
@@ -292,7 +246,8 @@ def test_experiment_writes_the_table_and_resumes(root, tmp_path):
 
 
 # --------------------------------------------------------------------------------------------- bad input
-def test_bad_inputs_raise_essl_errors(root, tmp_path):
+def test_bad_inputs_raise_essl_errors(root, tmp_path, h5_writer):
+    write_h5 = h5_writer
     d, _ = root
     with pytest.raises(EsslError, match="does not exist"):
         load_dataset("phc-gpm", "train", str(tmp_path))  # missing file
