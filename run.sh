@@ -24,15 +24,17 @@ else
   PY="$(command -v "$PYTHON")"
 fi
 
+# The tests need the photonics and TensorBoard extras as well as the dev tools.
+extras="dev,phc,tensorboard"
 stamp=".venv/.essl-installed"
-want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+want="$( (cat pyproject.toml; echo "$extras") | sha256sum | cut -d' ' -f1)"
 if [ "${ESSL_VENV:-1}" != "1" ] || [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   if ! "$PY" -c "import torch" 2>/dev/null; then
     echo "[setup] installing torch 2.13.0 (CPU wheel)" >&2
     "$PY" -m pip install -q torch==2.13.0
   fi
   echo "[setup] installing essl and its dependencies" >&2
-  "$PY" -m pip install -q -e ".[dev]"
+  "$PY" -m pip install -q -e ".[$extras]"
   [ "${ESSL_VENV:-1}" = "1" ] && echo "$want" > "$stamp"
 fi
 

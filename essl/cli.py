@@ -14,6 +14,7 @@ import sys
 
 from essl import __version__
 from essl.errors import EsslError
+from essl.extras import MissingExtra
 
 COMMAND_MODULES = [
     "essl.training.commands",     # pretrain, presets
@@ -22,6 +23,9 @@ COMMAND_MODULES = [
     "essl.photonics.cli",         # phc generate | label
     "essl.sweep",                 # sweep
 ]
+#: command families behind an optional extra: module -> its command, still listed (with an error naming the
+#: extra to install) when the extra is missing
+OPTIONAL_COMMANDS = {"essl.photonics.cli": "phc"}
 
 
 def positive_int(text: str) -> int:
@@ -46,8 +50,25 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name == name:
                 continue  # a command family not present in this build
             raise
+        except MissingExtra as exc:  # an optional extra is not installed (essl.extras.require_extra)
+            if name not in OPTIONAL_COMMANDS:
+                raise
+            _register_unavailable(sub, OPTIONAL_COMMANDS[name], exc)
+            continue
         module.register(sub)
     return parser
+
+
+def _register_unavailable(sub: argparse._SubParsersAction, command: str, exc: MissingExtra) -> None:
+    """List ``command`` anyway; running it (with any arguments) prints ``exc``, which names the extra."""
+    p = sub.add_parser(command, help=f"(not installed: pip install 'essl[{exc.extra}]')", add_help=False,
+                       prefix_chars="\x00")  # every argument, --help too, reaches the error below
+    p.add_argument("args", nargs=argparse.REMAINDER)
+
+    def unavailable(args: argparse.Namespace) -> int:
+        raise exc
+
+    p.set_defaults(func=unavailable)
 
 
 def main(argv: list[str] | None = None) -> int:
