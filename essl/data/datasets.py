@@ -7,18 +7,23 @@ from pathlib import Path
 from essl.data.cifar import load_cifar
 from essl.data.image_folder import load_image_folder
 from essl.data.mnist5k import load_mnist5k
+from essl.data.npy import load_npy
 from essl.data.types import ImageData
 from essl.errors import EsslError
 
-DATASETS = ("mnist5k", "cifar10", "cifar100", "folder", "imagenet", "phc-gpm", "phc-blob")
+DATASETS = ("mnist5k", "cifar10", "cifar100", "folder", "npy", "imagenet", "phc-gpm", "phc-blob")
+CHANNEL_DATASETS = ("folder", "imagenet")  # decoded from image files: `channels` picks greyscale (1) or RGB (3)
 IN_MEMORY_LIMIT_BYTES = 16 * 2**30  # decoding more than this into memory is refused (imagenet)
 
 
-def load_dataset(name: str, split: str = "train", root: str | None = None, image_size: int = 32) -> ImageData:
+def load_dataset(name: str, split: str = "train", root: str | None = None, image_size: int = 32,
+                 channels: int = 0) -> ImageData:
     """Load ``name`` (one of :data:`DATASETS`). ``root`` is required for everything but ``mnist5k``.
 
     For ``folder``, ``root`` is a folder holding ``train/`` and ``test/`` image folders (or a single
-    image folder, used for ``train`` only).
+    image folder, used for ``train`` only); every image is decoded to ``channels`` (1: greyscale, 3 or 0: RGB),
+    its shorter side resized to ``image_size`` and the centre square kept. For ``npy``, ``root`` holds
+    ``train/images.npy`` and ``test/images.npy`` with optional ``labels.npy`` (:mod:`essl.data.npy`).
 
     ``imagenet`` (``root/train``, ``root/val``) is streamed from disk for pretraining
     (:class:`essl.data.imagenet.ImageFolderBatches`); here it is decoded into memory, which evaluation of a small
@@ -35,23 +40,28 @@ def load_dataset(name: str, split: str = "train", root: str | None = None, image
     if not root:
         raise EsslError(f"Dataset {name!r} is read from disk: set its location with data_root=PATH "
                         f"(e.g. `essl pretrain cifar10-esimclr data_root=~/data`).")
+    if channels not in (0, 1, 3):
+        raise EsslError(f"channels must be 1 (greyscale) or 3 (RGB), got {channels}.")
     if name in ("cifar10", "cifar100"):
         return load_cifar(name, root, split)
+    if name == "npy":
+        return load_npy(root, split)
+    channels = channels or 3
     if name == "imagenet":
         from essl.data.image_folder import scan_image_folder
         from essl.data.imagenet import split_folder
 
         folder = split_folder(root, split)
-        need = len(scan_image_folder(folder)[0]) * 3 * image_size ** 2
+        need = len(scan_image_folder(folder)[0]) * channels * image_size ** 2
         if need > IN_MEMORY_LIMIT_BYTES:
             raise EsslError(f"Decoding {folder} at {image_size} px would take {need / 2**30:.0f} GiB of memory. "
                             f"Only pretraining streams ImageNet from disk; evaluate on a smaller folder "
                             f"(dataset=folder) or a subset.")
-        return load_image_folder(folder, image_size)
+        return load_image_folder(folder, image_size, channels)
     base = Path(root).expanduser()
     if (base / split).is_dir():
-        return load_image_folder(base / split, image_size)
+        return load_image_folder(base / split, image_size, channels)
     if split == "train" and base.is_dir() and not (base / "test").is_dir():
-        return load_image_folder(base, image_size)
+        return load_image_folder(base, image_size, channels)
     raise EsslError(f"Image folder {base} has no '{split}' subfolder. Lay it out as {base}/train/<class>/... and "
                     f"{base}/test/<class>/....")
