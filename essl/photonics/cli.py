@@ -79,7 +79,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     gen.add_argument("--supersample", type=positive_int, default=8,
                      help="anti-aliasing sub-samples per pixel and axis [8]")
     gen.add_argument("--store-bands", action="store_true",
-                     help="also store frequencies/velocities on the reduced k-grid")
+                     help="also store the band structures in the official layout (mpbcal/efreq, emptylattice, "
+                          "eldiff: 625 k-points x bands) for `essl phc finetune --target bands`")
     gen.add_argument("--out-dir", default=".", help="output folder [.]")
     gen.add_argument("--out-file", help="output file name [preset's original name]")
     gen.add_argument("--shard-size", type=int, default=1000,

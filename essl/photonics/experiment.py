@@ -97,8 +97,10 @@ def ensure_pretrained(preset: str, overrides: list[str], run_dir: Path, progress
 # ------------------------------------------------------------------------------------------ fine-tuning
 def _protocol_matches(payload: dict[str, Any], settings: Any) -> bool:
     proto = payload.get("protocol", {})
-    keys = ("epochs", "batch_size", "lr", "weight_decay", "n_train", "subset_seed", "freeze_encoder")
-    return (all(proto.get(k, False if k == "freeze_encoder" else None) == getattr(settings, k) for k in keys)
+    keys = ("epochs", "batch_size", "lr", "weight_decay", "n_train", "subset_seed", "freeze_encoder", "target",
+            "nbands")
+    older = {"freeze_encoder": False, "target": "dos", "nbands": 10}  # results written before these settings
+    return (all(proto.get(k, older.get(k)) == getattr(settings, k) for k in keys)
             and payload.get("seeds", {}).get("finetune") == list(settings.seeds))
 
 
@@ -223,6 +225,10 @@ def add_parsers(phc_subparsers: Any) -> None:
     ft.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate [1e-4]")
     ft.add_argument("--freeze-encoder", action="store_true",
                     help="train the DOS head only (official --freeze_enc_ft; BatchNorm statistics still update)")
+    ft.add_argument("--target", choices=("dos", "bands"), default="dos",
+                    help="regress the DOS (the paper's) or the band structures (official predict='bandstructures'; "
+                         "needs files generated with --store-bands; metric: the official calpercloss) [dos]")
+    ft.add_argument("--nbands", type=positive_int, default=10, help="with --target bands: bands predicted [10]")
     ft.add_argument("--scratch", action="store_true", help="fine-tune a randomly initialised encoder instead")
     ft.add_argument("--backbone-file", type=Path, metavar="PATH",
                     help="fine-tune an encoder file instead: an official photonics checkpoint (EP100/EP200 of "
@@ -265,7 +271,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                                          finetune)
 
     settings = FinetuneSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, n_train=args.n_train,
-                                seeds=list(args.seeds), freeze_encoder=args.freeze_encoder)
+                                seeds=list(args.seeds), freeze_encoder=args.freeze_encoder, target=args.target,
+                                nbands=args.nbands)
     settings.validate()
     sources = [name for name, given in (("RUN_DIR", args.run_dir is not None), ("--scratch", args.scratch),
                                         ("--backbone-file", args.backbone_file is not None)) if given]

@@ -27,6 +27,11 @@ Official code: rdangovs/essl ``photonics/main.py`` (``finetune_model``, ``evalua
 
 The official scripts also take the minimum over the EP100 and EP200 pretraining checkpoints; here one checkpoint
 (the run's last) is fine-tuned.
+
+**Band-structure target** (``target='bands'``, the official loader's ``predict='bandstructures'``): the head
+regresses ``efreq − emptylattice`` of the first ``nbands`` bands at the 625 k-points (flattened, 6,250 outputs
+for 10 bands; :mod:`essl.photonics.bands`) with the same MSE, and the metric is the official ``calpercloss``
+(:func:`essl.photonics.bands.fractional_error`), the mean relative error of the predicted frequencies.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ from essl.errors import EsslError
 from essl.photonics.splits import FAMILIES, LabelledSplits, load_labelled_splits
 
 RESULT_PREFIX = "phc-finetune"
+#: Regression targets: the density of states (the paper's) or the band structures (official ``predict``).
+TARGETS = ("dos", "bands")
 #: Invariances of the supervised-from-scratch baseline: the family's base augmentations (the SimCLR presets').
 DEFAULT_INVARIANCES = {"gpm": ["roll", "flip"], "blob": ["flip", "rotation"]}
 
@@ -63,6 +70,8 @@ class FinetuneSettings:
     eval_batch: int = 512
     device: str = "auto"
     freeze_encoder: bool = False
+    target: str = "dos"
+    nbands: int = 10
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "n_train", "eval_batch"):
@@ -72,12 +81,17 @@ class FinetuneSettings:
             raise EsslError("Give at least one fine-tuning seed (e.g. --seeds 1 2 3).")
         if len(set(self.seeds)) != len(self.seeds):
             raise EsslError(f"Fine-tuning seeds must be distinct, got {self.seeds}.")
+        if self.target not in TARGETS:
+            raise EsslError(f"The fine-tuning target must be {' or '.join(TARGETS)}, got {self.target!r}.")
+        if self.nbands < 1:
+            raise EsslError(f"--nbands must be at least 1, got {self.nbands}.")
         if self.lr <= 0 or self.weight_decay < 0:
             raise EsslError(f"Fine-tuning needs lr > 0 and weight decay >= 0, got {self.lr} and {self.weight_decay}.")
 
     def result_name(self) -> str:
         """``RUN_DIR/eval/<name>.json``: one file per (labelled-set size, epochs, frozen or not)."""
-        return f"{RESULT_PREFIX}-n{self.n_train}-e{self.epochs}{'-frozen' if self.freeze_encoder else ''}"
+        target = f"-bands{self.nbands}" if self.target == "bands" else ""
+        return f"{RESULT_PREFIX}-n{self.n_train}-e{self.epochs}{'-frozen' if self.freeze_encoder else ''}{target}"
 
 
 class DOSRegressor(nn.Module):
@@ -92,8 +106,11 @@ class DOSRegressor(nn.Module):
 
 
 @torch.no_grad()
-def dos_error(model: nn.Module, x: torch.Tensor, y: torch.Tensor, el: torch.Tensor, batch: int = 512) -> float:
-    """Relative L1 DOS error of ``model(x) + EL`` against ``y`` over the whole set (eval mode)."""
+def dos_error(model: nn.Module, x: torch.Tensor, y: torch.Tensor, el: torch.Tensor, batch: int = 512,
+              target: str = "dos") -> float:
+    """The test error of ``model(x) + EL`` against ``y`` over the whole set (eval mode): the relative L1 DOS error,
+    or for ``target='bands'`` the official band-structure metric."""
+    from essl.photonics.bands import fractional_error
     from essl.photonics.dos import relative_l1
 
     was_training = model.training
@@ -101,7 +118,7 @@ def dos_error(model: nn.Module, x: torch.Tensor, y: torch.Tensor, el: torch.Tens
     device = next(model.parameters()).device
     pred = torch.cat([model(x[i:i + batch].to(device)).float().cpu() for i in range(0, len(x), batch)])
     model.train(was_training)
-    return float(relative_l1(pred + el, y))
+    return float((fractional_error if target == "bands" else relative_l1)(pred + el, y))
 
 
 def augment(x: torch.Tensor, groups: list) -> torch.Tensor:
@@ -111,15 +128,15 @@ def augment(x: torch.Tensor, groups: list) -> torch.Tensor:
     return x
 
 
-def regressor(encoder: nn.Module, settings: FinetuneSettings,
-              device: torch.device | str = "cpu") -> tuple[DOSRegressor, torch.optim.Optimizer]:
-    """A copy of ``encoder`` with a fresh DOS head, and its Adam optimiser over the trainable parameters (the
-    head only with ``freeze_encoder``)."""
+def regressor(encoder: nn.Module, settings: FinetuneSettings, device: torch.device | str = "cpu",
+              outputs: int = 400) -> tuple[DOSRegressor, torch.optim.Optimizer]:
+    """A copy of ``encoder`` with a fresh head of ``outputs`` values, and its Adam optimiser over the trainable
+    parameters (the head only with ``freeze_encoder``)."""
     import copy
 
     from essl.models.photonics import dos_head
 
-    model = DOSRegressor(copy.deepcopy(encoder), dos_head(encoder.feature_dim)).to(device)
+    model = DOSRegressor(copy.deepcopy(encoder), dos_head(encoder.feature_dim, out_dim=outputs)).to(device)
     if settings.freeze_encoder:
         model.encoder.requires_grad_(False)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=settings.lr,
@@ -139,14 +156,14 @@ def finetune_seed(encoder: nn.Module, splits: LabelledSplits, invariances: list[
     device = resolve_device(settings.device)
     torch.manual_seed(seed)
     np.random.seed(seed)
-    model, opt = regressor(encoder, settings, device)
-    groups = [make_group(g) for g in invariances]
     train, test = splits.train, splits.test
+    model, opt = regressor(encoder, settings, device, train.y.shape[1])
+    groups = [make_group(g) for g in invariances]
     n = len(train)
     curve, losses = [], []
     t0 = time.perf_counter()
     for epoch in range(settings.epochs):
-        curve.append(dos_error(model, test.x, test.y, test.el, settings.eval_batch))
+        curve.append(dos_error(model, test.x, test.y, test.el, settings.eval_batch, settings.target))
         model.train()
         total = 0.0
         order = torch.randperm(n)
@@ -165,7 +182,7 @@ def finetune_seed(encoder: nn.Module, splits: LabelledSplits, invariances: list[
         if log:
             log(f"  seed {seed} epoch {epoch + 1}/{settings.epochs}: test error at start {curve[-1]:.4f}, "
                 f"train MSE {losses[-1]:.4f}")
-    curve.append(dos_error(model, test.x, test.y, test.el, settings.eval_batch))
+    curve.append(dos_error(model, test.x, test.y, test.el, settings.eval_batch, settings.target))
     best = int(np.argmin(curve))
     return {"seed": seed, "min_error": curve[best], "min_after_epochs": best, "final_error": curve[-1],
             "curve": curve, "train_mse": losses, "wall_time_s": time.perf_counter() - t0}
@@ -291,7 +308,8 @@ def finetune(src: EncoderSource, data_root: str | Path | None, settings: Finetun
         from essl.groups import make_group
 
         make_group(g)
-    splits = load_labelled_splits(src.family, root, settings.n_train, settings.subset_seed)
+    splits = load_labelled_splits(src.family, root, settings.n_train, settings.subset_seed, settings.target,
+                                  settings.nbands)
     if src.encoder.feature_dim != 1024 and log:
         log(f"note: the encoder gives {src.encoder.feature_dim}-d features; the DOS head adapts its input width.")
     per_seed = []
@@ -307,12 +325,15 @@ def finetune(src: EncoderSource, data_root: str | Path | None, settings: Finetun
     payload = {
         "protocol": {
             "name": "phc-dos-finetune",
-            "description": "encoder + MLP 1024-1024-1024-512-400 (ReLU) "
+            "description": f"encoder + MLP 1024-1024-1024-512-{splits.train.y.shape[1]} (ReLU) "
                            + ("with the encoder frozen (head trained only)" if settings.freeze_encoder
                               else "fine-tuned end to end")
                            + " with MSE on y - EL; Adam; the run's invariance augmentations on every training batch",
-            "metric": "relative L1 DOS error: mean over test cells of sum_{i>=100} |y_hat_i - y_i| / "
-                      "sum_{i>=100} |y_i|, y = DOS[:400]/sqrt(epsavg), y_hat = output + EL",
+            "metric": ("fractional band error (official calpercloss): mean over test cells, k-points and bands "
+                       "of |y_hat - y| / y (0 where y = 0), y = efreq[:, :nbands], y_hat = output + emptylattice"
+                       if settings.target == "bands" else
+                       "relative L1 DOS error: mean over test cells of sum_{i>=100} |y_hat_i - y_i| / "
+                       "sum_{i>=100} |y_i|, y = DOS[:400]/sqrt(epsavg), y_hat = output + EL"),
             "selection": "minimum over epochs of the full-test-set error, evaluated before every epoch and after "
                          "the last one: the paper's protocol, which selects the epoch on the test set (optimistic; "
                          "final_mean is the error after the last epoch)",
@@ -330,7 +351,8 @@ def finetune(src: EncoderSource, data_root: str | Path | None, settings: Finetun
     }
     out = write_result(src.out_dir, settings.result_name(), payload)
     if log:
-        log(f"{src.family}: relative DOS error {summary['mean']:.4f} ± {summary['std']:.4f} (min over epochs, "
+        what = "fractional band error" if settings.target == "bands" else "relative DOS error"
+        log(f"{src.family}: {what} {summary['mean']:.4f} ± {summary['std']:.4f} (min over epochs, "
             f"selected on the test set), after the last epoch {summary['final_mean']:.4f} ± "
             f"{summary['final_std']:.4f}; written to {out}")
     return out, payload

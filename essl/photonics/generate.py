@@ -63,7 +63,7 @@ class GenerationSpec:
         labels: compute ``mpbcal/DOS`` (and the extras) or write images only.
         res, supersample, eps_range, fill_range, max_order: passed to
             :func:`essl.photonics.cells.make_cell`.
-        store_bands: also store the reduced-grid band data (``mpbcal/{kpoints,...}``).
+        store_bands: also store the band structures (:func:`band_extras`).
         label: labelling settings.
     """
 
@@ -96,6 +96,25 @@ class GenerationSpec:
         }
 
 
+def band_extras(bands: Any, epsavg: float) -> dict[str, np.ndarray]:
+    """``--store-bands``: the official band-structure keys on the full grid (``mpbcal/efreq``, ``emptylattice``,
+    ``eldiff``, :mod:`essl.photonics.bands`) and the solver's data on the reduced grid (``mpbcal/wedge/*``:
+    k-points, orbit sizes, frequencies, group velocities), enough to relabel the DOS without solving again."""
+    from essl.photonics.bands import empty_lattice, full_grid_freqs, official_kgrid
+
+    efreq = full_grid_freqs(bands)
+    empty = empty_lattice(official_kgrid(bands.nk), epsavg, efreq.shape[1])
+    return {
+        "mpbcal/efreq": efreq.astype(np.float32),
+        "mpbcal/emptylattice": empty.astype(np.float32),
+        "mpbcal/eldiff": (efreq - empty).astype(np.float32),
+        "mpbcal/wedge/kpoints": bands.kpoints.astype(np.float32),
+        "mpbcal/wedge/kweights": bands.weights.astype(np.float32),
+        "mpbcal/wedge/efreq": bands.freqs.astype(np.float32),
+        "mpbcal/wedge/grpvel": bands.vels.astype(np.float32),
+    }
+
+
 def make_sample(spec: GenerationSpec, index: int) -> dict[str, Any]:
     """Cell ``index`` and (if ``spec.labels``) its label, as arrays ready for :func:`write_sample`.
 
@@ -117,12 +136,7 @@ def make_sample(spec: GenerationSpec, index: int) -> dict[str, Any]:
         lab = label_image(cell.image, spec.label)
         dos = lab.dos
         if spec.store_bands:
-            extras.update({
-                "mpbcal/kpoints": lab.bands.kpoints.astype(np.float32),
-                "mpbcal/kweights": lab.bands.weights.astype(np.float32),
-                "mpbcal/efreq": lab.bands.freqs.astype(np.float32),
-                "mpbcal/grpvel": lab.bands.vels.astype(np.float32),
-            })
+            extras.update(band_extras(lab.bands, lab.epsavg))
     return {"index": index, "image": cell.image, "epsavg": cell.epsavg, "dos": dos,
             "extras": extras}
 

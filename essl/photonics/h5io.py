@@ -15,9 +15,16 @@ key                                value                    notes
 ``unitcell/{epsin,epsout}/{i}``    float64                  the two permittivities
 ``unitcell/{filling,uclevel}/{i}`` float64                  area fraction of eps_out, level
 ``unitcell/uccoefs/{i}``           complex128 (2F+1, 2F+1)  symmetrised Fourier coefficients
-``mpbcal/{kpoints,kweights,        float32                  optional band data on the reduced
-efreq,grpvel}/{i}``                                         grid (``--store-bands``)
+``mpbcal/efreq/{i}``               (625, 10) float32        ``--store-bands``: frequencies on the
+                                                            full 25x25 grid, official k order
+``mpbcal/emptylattice/{i}``        (625, 10) float32        ``--store-bands``: homogeneous crystal
+``mpbcal/eldiff/{i}``              (625, 10) float32        ``efreq - emptylattice``
+``mpbcal/wedge/{kpoints,kweights,  float32                  ``--store-bands``: solver data on the
+efreq,grpvel}/{i}``                                         reduced grid
 =================================  =======================  ==================================
+
+The band-structure keys are those the official loader reads with ``predict='bandstructures'``
+(:mod:`essl.photonics.bands`).
 
 File attributes hold the generation metadata (family, seed, label settings, planned index range
 and ``complete``).  ``w = linspace(0, 1.2, 500)``.
@@ -54,6 +61,10 @@ __all__ = [
 IMAGE_KEY = "unitcell/mpbepsimage"
 EPSAVG_KEY = "unitcell/epsavg"
 DOS_KEY = "mpbcal/DOS"
+#: Band-structure keys (``predict='bandstructures'`` of the official loader): target, empty lattice, difference.
+BAND_KEYS = ("mpbcal/efreq", "mpbcal/emptylattice", "mpbcal/eldiff")
+#: Regression targets: the DOS (the paper's) or the band structures; the key a labelled sample must have.
+TARGET_KEYS = {"dos": DOS_KEY, "bands": BAND_KEYS[0]}
 
 
 @dataclass(frozen=True)
@@ -143,13 +154,18 @@ def write_sample(h5: Any, index: int, image: np.ndarray, epsavg: float,
         h5.create_dataset(key, data=value)
 
 
-def present_indices(h5: Any, labels: bool) -> set[int]:
-    """Indices whose required keys are all present (image, epsavg and, if ``labels``, DOS)."""
+def present_indices(h5: Any, labels: bool, target: str = "dos") -> set[int]:
+    """Indices whose required keys are all present (image, epsavg and, if ``labels``, the ``target``'s label:
+    DOS, or band structures)."""
     def keys(group: str) -> set[int]:
         return {int(k) for k in h5[group].keys()} if group in h5 else set()
 
     have = keys(IMAGE_KEY) & keys(EPSAVG_KEY)
-    return have & keys(DOS_KEY) if labels else have
+    if not labels:
+        return have
+    for key in (DOS_KEY,) if target == "dos" else BAND_KEYS:
+        have &= keys(key)
+    return have
 
 
 def read_file_attrs(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -169,8 +185,9 @@ class PhCData:
 
     Attributes:
         x: ``(n, 1, 32, 32)`` float32 tensor, ``(eps - 1) / 19``.
-        y: ``(n, 400)`` float32 tensor ``DOS[:400] / sqrt(epsavg)`` (``None`` if unlabelled).
-        el: ``(400,)`` float32 tensor ``2 pi w``.
+        y: ``(n, 400)`` float32 tensor ``DOS[:400] / sqrt(epsavg)`` (``None`` if unlabelled); for the
+            ``bands`` target the ``(n, k-points * bands)`` frequencies.
+        el: ``(400,)`` float32 tensor ``2 pi w``; for ``bands`` the ``(n, k-points * bands)`` empty lattice.
         eldiff: ``y - el`` (``None`` if unlabelled); the default E-SSL regression target.
         epsavg: ``(n,)`` float32 tensor.
         indices: the h5 indices read, in order.
@@ -196,14 +213,18 @@ def _read_scalar_or_array(h5: Any, key: str, path: Path) -> np.ndarray:
 
 
 def load_phc(path: str | os.PathLike[str], indices: Any = None, labelled: bool = True,
-             ldos: int = 0, udos: int = TARGET_POINTS) -> PhCData:
+             ldos: int = 0, udos: int = TARGET_POINTS, target: str = "dos", nbands: int = 10) -> PhCData:
     """Read samples of an E-SSL photonics file into torch tensors (the ``PhC2D`` recipe).
 
     Args:
         path: the ``.h5`` file.
         indices: 1-based indices to read; default all present, in increasing order.
-        labelled: read ``mpbcal/DOS`` and build ``y`` (``False`` for unlabelled files).
+        labelled: read the labels and build ``y`` (``False`` for unlabelled files).
         ldos, udos: slice of the DOS used as the target (``0:400`` in E-SSL).
+        target: ``dos`` (the paper's) or ``bands``: ``y = efreq[:, :nbands]``, ``el = emptylattice[:, :nbands]``,
+            ``eldiff = eldiff[:, :nbands]`` (``predict='bandstructures'``), each flattened to one row per sample
+            (``el`` is then per sample).
+        nbands: bands of the ``bands`` target.
 
     Raises:
         EsslError: missing or unreadable file, a missing key, or a wrong shape; the message
@@ -222,10 +243,10 @@ def load_phc(path: str | os.PathLike[str], indices: Any = None, labelled: bool =
                         f"incomplete: delete it and {_generate_hint(path)}") from None
     with h5:
         if indices is None:
-            indices = sorted(present_indices(h5, labels=labelled))
+            indices = sorted(present_indices(h5, labels=labelled, target=target))
             if not indices:
                 raise EsslError(f"{path} holds no complete samples (expected '{IMAGE_KEY}/i', "
-                                f"'{EPSAVG_KEY}/i'{', ' + DOS_KEY + '/i' if labelled else ''}); "
+                                f"'{EPSAVG_KEY}/i'{', ' + TARGET_KEYS[target] + '/i' if labelled else ''}); "
                                 f"{_generate_hint(path)}")
         idx = np.asarray(list(indices), dtype=np.int64)
         images, eps, dos = [], [], []
@@ -236,7 +257,9 @@ def load_phc(path: str | os.PathLike[str], indices: Any = None, labelled: bool =
                                 f"square image such as (32, 32)")
             images.append(img)
             eps.append(float(_read_scalar_or_array(h5, f"{EPSAVG_KEY}/{i}", path)))
-            if labelled:
+            if labelled and target == "bands":
+                dos.append([_read_bands(h5, f"{key}/{i}", path, nbands) for key in BAND_KEYS])
+            elif labelled:
                 d = _read_scalar_or_array(h5, f"{DOS_KEY}/{i}", path)
                 if d.ndim != 1 or d.shape[0] < udos:
                     raise EsslError(f"{path}: '{DOS_KEY}/{i}' has shape {d.shape}, expected "
@@ -246,13 +269,27 @@ def load_phc(path: str | os.PathLike[str], indices: Any = None, labelled: bool =
     x = ((np.stack(images).astype(np.float32) - 1) / 19)[:, None]
     el = (2 * np.pi * label_frequencies()[ldos:udos]).astype(np.float32)
     y = eldiff = None
-    if labelled:
+    if labelled and target == "bands":
+        y_np, el, ed = (np.stack([d[j] for d in dos]).astype(np.float32) for j in range(3))
+        y, eldiff = torch.from_numpy(y_np), torch.from_numpy(ed)
+    elif labelled:
         y_np = (np.stack(dos) / np.sqrt(epsavg)[:, None]).astype(np.float32)
         y = torch.from_numpy(y_np)
         eldiff = torch.from_numpy((y_np - el).astype(np.float32))
     return PhCData(x=torch.from_numpy(np.ascontiguousarray(x)), y=y, el=torch.from_numpy(el),
                    eldiff=eldiff, epsavg=torch.from_numpy(epsavg.astype(np.float32)),
                    indices=idx)
+
+
+def _read_bands(h5: Any, key: str, path: Path, nbands: int) -> np.ndarray:
+    """``key`` (``(nk*nk, bands)``) restricted to the first ``nbands`` bands and flattened."""
+    if key not in h5:
+        raise EsslError(f"{path}: '{key}' is missing; the band-structure target needs files generated with "
+                        f"`essl phc generate ... --store-bands`.")
+    value = np.asarray(h5[key][()])
+    if value.ndim != 2 or value.shape[1] < nbands:
+        raise EsslError(f"{path}: '{key}' has shape {value.shape}, expected (k-points, >= {nbands} bands).")
+    return value[:, :nbands].reshape(-1)
 
 
 def essl_indices(dataset: str, split: str, nsam: int = 3000, seed: int = 1) -> np.ndarray:

@@ -58,7 +58,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg as sla
 
-from essl.photonics.symmetry import PointGroup, detect_point_group, kgrid, reduce_kgrid
+from essl.photonics.symmetry import PointGroup, detect_point_group, kgrid, kgrid_orbits
 
 __all__ = [
     "Bands",
@@ -369,6 +369,8 @@ class Bands:
         group: name of the verified point group used for the reduction.
         n_dense: k-points solved densely (see :class:`KSolution`).
         max_error_estimate: see :class:`KSolution`.
+        orbit: ``(nk*nk,)`` row of the reduced arrays that holds each point of the full
+            :func:`~.symmetry.kgrid` (:func:`~.symmetry.kgrid_orbits`).
     """
 
     kpoints: np.ndarray
@@ -379,6 +381,7 @@ class Bands:
     group: str
     n_dense: int = 0
     max_error_estimate: float = 0.0
+    orbit: np.ndarray | None = None
 
 
 def band_structure(image: np.ndarray, nbands: int = 10, cutoff: float = 10.0, nk: int = 25,
@@ -404,10 +407,10 @@ def band_structure(image: np.ndarray, nbands: int = 10, cutoff: float = 10.0, nk
     else:
         raise ValueError(f"symmetry must be 'auto', 'time-reversal' or 'none', got {symmetry!r}")
     if symmetry == "none":
-        kpts, weights = kgrid(nk), np.ones(nk * nk)
+        kpts, weights, orbit = kgrid(nk), np.ones(nk * nk), np.arange(nk * nk)
     else:
-        kpts, weights = reduce_kgrid(pg.ops, nk)
+        kpts, weights, orbit = kgrid_orbits(pg.ops, nk)
     op = crystal_operator(image, cutoff, pg.inversion_centre)
     sol = solve_kpoints(op, kpts, nbands, method=method)
     return Bands(kpts, weights, sol.freqs, sol.vels, nk, pg.name, sol.n_dense,
-                 sol.max_error_estimate)
+                 sol.max_error_estimate, orbit)

@@ -34,6 +34,7 @@ __all__ = [
     "apply_op",
     "detect_point_group",
     "kgrid",
+    "kgrid_orbits",
     "reduce_kgrid",
 ]
 
@@ -179,6 +180,15 @@ def reduce_kgrid(ops: tuple[np.ndarray, ...] | list[np.ndarray], nk: int = 25,
     Returns:
         ``(kpoints, weights)``: ``(m, 2)`` float array and ``(m,)`` float array.
     """
+    kpoints, weights, _ = kgrid_orbits(ops, nk, time_reversal)
+    return kpoints, weights
+
+
+def kgrid_orbits(ops: tuple[np.ndarray, ...] | list[np.ndarray], nk: int = 25,
+                 time_reversal: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`reduce_kgrid` plus, for every point of the full :func:`kgrid`, the row of its orbit's
+    representative in the reduced arrays (``(nk*nk,)`` ints): frequencies are the same on a whole
+    orbit, so ``freqs_reduced[orbit]`` are the frequencies on the full grid."""
     group = [np.asarray(op, dtype=np.int64) for op in ops]
     if time_reversal:
         group = group + [-op for op in group]
@@ -192,5 +202,5 @@ def reduce_kgrid(ops: tuple[np.ndarray, ...] | list[np.ndarray], nk: int = 25,
     for n, vec in enumerate(u):
         images = [to_index[tuple(int(c) for c in op @ vec)] for op in group]
         rep[n] = min(images)
-    reps, counts = np.unique(rep, return_counts=True)
-    return kgrid(nk)[reps], counts.astype(np.float64)
+    reps, orbit, counts = np.unique(rep, return_inverse=True, return_counts=True)
+    return kgrid(nk)[reps], counts.astype(np.float64), orbit
