@@ -13,7 +13,7 @@ import os
 import sys
 
 from essl import __version__
-from essl.errors import EsslError
+from essl.errors import EsslError, Interrupted, os_failure, os_reason
 from essl.extras import MissingExtra
 
 COMMAND_MODULES = [
@@ -85,10 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `essl report ... | head`: the reader went away, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python exits
         return 0
-    except KeyboardInterrupt:
-        print("essl: interrupted; the last completed epoch's checkpoint is intact (resume with --resume).",
-              file=sys.stderr)
+    except KeyboardInterrupt as exc:  # Interrupted says what was kept; a bare Ctrl-C left no half-written file
+        note = str(exc) if isinstance(exc, Interrupted) and str(exc) else getattr(args, "interrupted", "")
+        print(f"essl: interrupted{'; ' + note if note else '.'}", file=sys.stderr)
         return 130
+    except OSError as exc:  # an OS failure no command turned into a message of its own
+        err = os_failure(exc)
+        where = f" {err.filename}" if err is not None and err.filename else ""
+        print(f"essl: error: operating-system failure on{where or ' a file'}: {os_reason(exc)}. Fix the cause "
+              f"(free space, permissions, a writable folder) and run the command again.", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

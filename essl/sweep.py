@@ -44,6 +44,7 @@ PROTOCOLS = ("knn", "linear_lbfgs")
 #: Settings that may differ between the stored config of a run and the sweep's without changing the result.
 ENGINEERING_KEYS = frozenset({"data_root", "num_threads", "device", "workers", "notes", "precision", "channels_last",
                               "compile"})
+SWEEP_FILE = "sweep.json"
 #: Files ``essl pretrain`` writes into a run folder before its first checkpoint (safe to clear for a restart).
 PRE_CHECKPOINT_FILES = frozenset({"config.yaml", "metrics.jsonl"})
 
@@ -123,9 +124,10 @@ def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in cfg.items() if k not in ENGINEERING_KEYS}
 
 
-def _differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+def _differences(stored: dict[str, Any], wanted: dict[str, Any],
+                 names: tuple[str, str] = ("stored", "this sweep")) -> list[str]:
     a, b = _comparable(stored), _comparable(wanted)
-    return [f"{k}: {a.get(k)!r} (stored) vs {b.get(k)!r} (this sweep)" for k in sorted(set(a) | set(b))
+    return [f"{k}: {a.get(k)!r} ({names[0]}) vs {b.get(k)!r} ({names[1]})" for k in sorted(set(a) | set(b))
             if a.get(k) != b.get(k)]
 
 
@@ -136,11 +138,31 @@ def run_state(run_dir: Path, cfg, protocol: str) -> str:
     Raises :class:`EsslError` if the folder holds something else, or a run trained with other settings.
     """
     from essl.training.checkpoint import load_checkpoint
+    from essl.training.pretrain import CHECKPOINT
+
+    if not check_run_settings(run_dir, cfg):
+        return "fresh"
+    if (run_dir / "eval" / f"{protocol}.json").is_file():
+        return "done"
+    if not (run_dir / CHECKPOINT).is_file():
+        extra = [p.name for p in run_dir.iterdir() if p.name not in PRE_CHECKPOINT_FILES
+                 and not p.name.startswith(".") and not (p.is_dir() and not any(p.iterdir()))]
+        if extra:
+            raise EsslError(f"{run_dir} has no checkpoint but holds {', '.join(sorted(extra))}; delete the folder "
+                            f"to rerun it.")
+        return "restart"
+    epoch = int(load_checkpoint(run_dir / CHECKPOINT).get("epoch", 0))
+    return "evaluate" if epoch >= cfg.epochs else "resume"
+
+
+def check_run_settings(run_dir: Path, cfg) -> bool:
+    """False for an absent or empty run folder; True for one started with ``cfg``'s settings; otherwise an
+    :class:`EsslError` (a folder that is no run, or a run trained with other settings). Reads only config.yaml."""
     from essl.training.config import config_from_dict
-    from essl.training.pretrain import CHECKPOINT, CONFIG
+    from essl.training.pretrain import CONFIG
 
     if not run_dir.exists() or (run_dir.is_dir() and not any(run_dir.iterdir())):
-        return "fresh"
+        return False
     if not (run_dir / CONFIG).is_file():
         raise EsslError(f"{run_dir} exists but is not an essl run folder (no {CONFIG}); move it away or choose "
                         f"another sweep folder with --out.")
@@ -153,17 +175,7 @@ def run_state(run_dir: Path, cfg, protocol: str) -> str:
     if diff:
         raise EsslError(f"{run_dir} was trained with other settings ({'; '.join(diff[:4])}). Rerun with the "
                         f"settings it was started with, choose a new sweep folder with --out, or delete {run_dir}.")
-    if (run_dir / "eval" / f"{protocol}.json").is_file():
-        return "done"
-    if not (run_dir / CHECKPOINT).is_file():
-        extra = [p.name for p in run_dir.iterdir() if p.name not in PRE_CHECKPOINT_FILES
-                 and not p.name.startswith(".") and not (p.is_dir() and not any(p.iterdir()))]
-        if extra:
-            raise EsslError(f"{run_dir} has no checkpoint but holds {', '.join(sorted(extra))}; delete the folder "
-                            f"to rerun it.")
-        return "restart"
-    epoch = int(load_checkpoint(run_dir / CHECKPOINT).get("epoch", 0))
-    return "evaluate" if epoch >= cfg.epochs else "resume"
+    return True
 
 
 def evaluate_run(run_dir: Path, protocol: str) -> float:
@@ -283,6 +295,44 @@ def plot_summary(summary: dict[str, Any], path: Path, title: str) -> Path:
     return path
 
 
+def _create_exclusive(path: Path, text: str) -> bool:
+    """Write ``path`` only if it does not exist (atomically: a complete file or none); False if it existed."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    try:
+        os.link(tmp, path)  # fails if another process (or an earlier run) created it
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
+
+
+def check_sweep_settings(out: Path, spec: SweepSpec, base) -> None:
+    """Refuse a command whose settings differ from the sweep started in ``out`` (its ``sweep.json``), so that
+    shards or reruns with other settings (e.g. other epochs) never mix into one table. Changes nothing."""
+    from essl.training.config import config_from_dict
+
+    path = Path(out) / SWEEP_FILE
+    if not path.is_file():
+        return
+    try:
+        stored = json.loads(path.read_text())
+        stored_spec, stored_base = dict(stored["spec"]), config_from_dict(dict(stored["base_config"])).to_dict()
+    except (ValueError, KeyError, TypeError, EsslError) as exc:
+        raise EsslError(f"{path} cannot be read as a sweep plan ({type(exc).__name__}: {exc}); it is left "
+                        f"untouched. Choose another --out, or delete {path} if the sweep is yours to restart.") \
+            from None
+    # the preset name and the override list count through the base config (where data_root etc. may differ)
+    wanted = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("preset", "overrides")}
+    stored_spec = {k: stored_spec.get(k, SWEEP_SPEC_DEFAULTS[k]) for k in wanted}
+    names = ("sweep.json", "this command")
+    diff = _differences(stored_spec, wanted, names) + _differences(stored_base, base.to_dict(), names)
+    if diff:
+        raise EsslError(f"The sweep in {out} was started with other settings: {'; '.join(diff[:5])}. Nothing was "
+                        f"written. Give this command the settings recorded in {path}, or choose another --out.")
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # per process: shards may write at the same time
     tmp.write_text(text)
@@ -304,6 +354,9 @@ class SweepSpec:
     pred_view: str
     head: str
     samples: int = 0
+
+
+SWEEP_SPEC_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SweepSpec)}
 
 
 def build_spec(preset: str, overrides: list[str], transforms: list[str] | None, seeds: int, weight: float,
@@ -357,6 +410,7 @@ def run_sweep(spec: SweepSpec, base, out: Path, progress: bool = False, report_o
         raise EsslError(f"{out} exists and is not a folder; choose another --out.")
     if report_only and not out.is_dir():
         raise EsslError(f"No sweep folder at {out}; --report rebuilds the table of an existing sweep.")
+    check_sweep_settings(out, spec, base)  # a shard with other settings changes nothing in the folder
     train = load_dataset(base.dataset, "train", base.data_root, base.image_size)
     channels = train.channels
     view_size, pred_size = get_recipe(spec.view).size, get_recipe(spec.pred_view).size
@@ -366,15 +420,19 @@ def run_sweep(spec: SweepSpec, base, out: Path, progress: bool = False, report_o
         log(f"skipping {t}: {why}")
     transforms = [t for t in spec.transforms if t not in skipped]
     runs = plan_runs(transforms, spec.seeds)
+    configs = {run.name: run_config(base, run, spec.weight, spec.pred_view, spec.head, spec.samples) for run in runs}
+    for run in runs:  # every run of the plan (all shards share the table): refused before anything is written
+        check_run_settings(out / run.name, configs[run.name])
     out.mkdir(parents=True, exist_ok=True)
     if not report_only:
-        _write_atomic(out / "sweep.json", json.dumps({"spec": dataclasses.asdict(spec), "base_config":
-                                                      base.to_dict(), "skipped": skipped}, indent=2) + "\n")
+        plan = json.dumps({"spec": dataclasses.asdict(spec), "base_config": base.to_dict(), "skipped": skipped},
+                          indent=2) + "\n"
+        if not _create_exclusive(out / SWEEP_FILE, plan):  # written once; later shards and reruns compare
+            check_sweep_settings(out, spec, base)
     t_start = time.perf_counter()
     k, n = shard
     for i, run in enumerate(runs, 1):
-        run_dir = out / run.name
-        cfg = run_config(base, run, spec.weight, spec.pred_view, spec.head, spec.samples)
+        run_dir, cfg = out / run.name, configs[run.name]
         if report_only:
             if read_accuracy(run_dir, spec.protocol) is not None:
                 run_state(run_dir, cfg, spec.protocol)  # refuses results trained with other settings

@@ -14,8 +14,8 @@ import yaml
 import essl.training.pretrain as pretrain_module
 from essl.cli import main
 from essl.errors import EsslError
-from essl.sweep import (PAPER_TRANSFORMS, SweepRun, build_spec, markdown_table, parse_shard, plan_runs, run_state,
-                        run_sweep, summarize, transform_problem)
+from essl.sweep import (PAPER_TRANSFORMS, SweepRun, build_spec, markdown_table, parse_shard, plan_runs, run_config,
+                        run_state, run_sweep, summarize, transform_problem)
 from essl.training.checkpoint import load_checkpoint, save_checkpoint
 from image_folders import make_image_folder
 
@@ -141,26 +141,62 @@ def test_stopped_sweep_resumes_without_redoing_finished_runs(tmp_path, data_root
     assert s["n"] == 2 and s["std"] is not None and s["delta"]["n"] == 2
 
 
+def tree(path) -> dict:
+    """Every file under ``path`` with its content hash (a refused command must leave this unchanged)."""
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
 def test_a_run_trained_with_other_settings_is_refused_not_overwritten(tmp_path, data_root):
     out = tmp_path / "sweep"
     spec, base = build_spec("mnist5k-simclr", tiny(data_root), ["vflip"], 1, 0.4, "knn", "crop_only_small",
                             "crop_only_small")
     run_sweep(spec, base, out, log=lambda *_: None)
-    before = fingerprint(out / "baseline-seed0" / "checkpoint.pt")
+    before = tree(out)
     spec2, base2 = build_spec("mnist5k-simclr", tiny(data_root, epochs=3), ["vflip"], 1, 0.4, "knn",
                               "crop_only_small", "crop_only_small")
-    with pytest.raises(EsslError, match="trained with other settings.*epochs"):
+    # a shard or rerun with other settings is refused before anything is written (sweep.json included)
+    with pytest.raises(EsslError, match=r"started with other settings: epochs: 1 \(sweep.json\) vs 3"):
         run_sweep(spec2, base2, out, log=lambda *_: None)
-    assert fingerprint(out / "baseline-seed0" / "checkpoint.pt") == before
+    with pytest.raises(EsslError, match="started with other settings"):
+        run_sweep(spec2, base2, out, report_only=True, log=lambda *_: None)
     spec3, base3 = build_spec("mnist5k-simclr", tiny(data_root), ["vflip"], 1, 0.4, "knn", "crop_only_small",
                               "crop_only_small", samples=1)  # same baseline and I-SSL run; the E-SSL run differs
-    with pytest.raises(EsslError, match="vflip-essl-seed0 was trained with other settings.*samples"):
+    with pytest.raises(EsslError, match=r"samples: 0 \(sweep.json\) vs 1"):
         run_sweep(spec3, base3, out, log=lambda *_: None)
+    assert tree(out) == before
+    # engineering settings may differ between shards (another data_root spelling, threads)
+    spec4, base4 = build_spec("mnist5k-simclr", tiny(data_root) + ["num_threads=2"], ["vflip"], 1, 0.4, "knn",
+                              "crop_only_small", "crop_only_small")
+    run_sweep(spec4, base4, out, report_only=True, log=lambda *_: None)
+    # without sweep.json (a folder of an older essl) every run folder still refuses other settings, before
+    # anything is written
+    plan = (out / "sweep.json").read_bytes()
+    (out / "sweep.json").unlink()
+    with pytest.raises(EsslError, match="trained with other settings.*epochs"):
+        run_sweep(spec2, base2, out, log=lambda *_: None)
+    assert not (out / "sweep.json").exists()
+    (out / "sweep.json").write_bytes(plan)
+    with pytest.raises(EsslError, match="vflip-essl-seed0 was trained with other settings.*samples"):
+        run_state(out / "vflip-essl-seed0", run_config(base3, SweepRun("vflip", "essl", 0), 0.4, "crop_only_small",
+                                                       spec3.head, 1), "knn")
     # --report rebuilds the table from finished runs and trains nothing
     lines = []
     results = run_sweep(spec, base, out, report_only=True, log=lines.append)
     assert set(results["runs"]) == {"baseline-seed0", "vflip-issl-seed0", "vflip-essl-seed0"}
-    assert fingerprint(out / "baseline-seed0" / "checkpoint.pt") == before
+    assert {k: v for k, v in tree(out).items() if k.startswith("baseline")} == \
+        {k: v for k, v in before.items() if k.startswith("baseline")}
+
+
+def test_a_corrupt_sweep_plan_is_refused(tmp_path, data_root):
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "sweep.json").write_text("{not json")
+    spec, base = build_spec("mnist5k-simclr", tiny(data_root), ["vflip"], 1, 0.4, "knn", "crop_only_small",
+                            "crop_only_small")
+    with pytest.raises(EsslError, match="sweep.json cannot be read as a sweep plan"):
+        run_sweep(spec, base, out, log=lambda *_: None)
+    assert tree(out) == {"sweep.json": hashlib.sha256(b"{not json").hexdigest()}
 
 
 # ---------------------------------------------------------------------------------------------- planning

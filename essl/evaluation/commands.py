@@ -17,8 +17,8 @@ from typing import Any, Callable
 import torch
 
 from essl.errors import EsslError
-from essl.evaluation.evaluate import (PRECISIONS, evaluate_diagnostics, evaluate_knn, evaluate_linear_lbfgs,
-                                      evaluate_protocol, frozen_features)
+from essl.evaluation.evaluate import (DIAGNOSTICS_MAX_TRAIN, LBFGS_WEIGHT_DECAY, PRECISIONS, evaluate_diagnostics,
+                                      evaluate_knn, evaluate_linear_lbfgs, evaluate_protocol, frozen_features)
 from essl.evaluation.loading import RELEASED_ARCHS, EvalTarget, load_target
 from essl.evaluation.protocols import FINETUNE_PROTOCOLS, PROTOCOLS
 from essl.evaluation.report import accuracy_text, departures
@@ -28,6 +28,7 @@ __all__ = ["register", "evaluate_knn", "evaluate_linear_lbfgs", "evaluate_protoc
 
 
 def _target_args(p: argparse.ArgumentParser, precision: str) -> None:
+    p.set_defaults(interrupted="the result being computed was not written (no file is left half-written)")
     p.add_argument("run_dir", type=Path, nargs="?", metavar="RUN_DIR", help="run folder written by `essl pretrain`")
     g = p.add_argument_group("released checkpoints and data")
     g.add_argument("--backbone-file", type=Path, metavar="PATH",
@@ -66,7 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--protocol", default="linear_lbfgs", choices=probes,
                    help="default: linear_lbfgs (fast; not a paper protocol); the paper's CIFAR protocol is cifar")
     _protocol_args(p)
-    p.add_argument("--weight-decay", type=float, default=None, help="linear_lbfgs only: L2 penalty (default 1e-4)")
+    p.add_argument("--weight-decay", type=float, default=None, help=f"linear_lbfgs only: L2 penalty (default {LBFGS_WEIGHT_DECAY:g}; another value "
+                        f"gets its own result file)")
     p.set_defaults(func=run_probe)
 
     f = sub.add_parser("finetune", help="fine-tune backbone + linear head end to end (optionally on few labels)",
@@ -86,8 +88,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--group", action="append", metavar="NAME",
                    help="group to diagnose (repeatable; e.g. rotation, hflip, vflip, rotation*hflip); "
                         "default: rotation")
-    d.add_argument("--max-train", type=int, default=10000,
-                   help="train images whose orbits fit the classifier of g (seeded subset; default 10000)")
+    d.add_argument("--max-train", type=int, default=DIAGNOSTICS_MAX_TRAIN,
+                   help=f"train images whose orbits fit the classifier of g (seeded subset; default "
+                        f"{DIAGNOSTICS_MAX_TRAIN})")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=run_diagnose)
 
@@ -157,7 +160,7 @@ def run_probe(args: argparse.Namespace) -> int:
             raise EsslError(f"--{given[0].replace('_', '-')} applies to the trained protocols "
                             f"({', '.join(PROTOCOLS)}), not to linear_lbfgs.")
         target = _target(args)
-        wd = 1e-4 if args.weight_decay is None else args.weight_decay
+        wd = LBFGS_WEIGHT_DECAY if args.weight_decay is None else args.weight_decay
         r = evaluate_linear_lbfgs(target, wd, label_fraction=args.label_fraction, seed=args.seed,
                                   device=args.device, precision="fp32" if args.precision == "auto" else args.precision)
         frac = f", {args.label_fraction:g} of the labels" if args.label_fraction else ""

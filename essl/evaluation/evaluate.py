@@ -33,6 +33,8 @@ from essl.evaluation.results import write_result
 from essl.groups import make_group
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+LBFGS_WEIGHT_DECAY = 1e-4          # linear_lbfgs's L2 penalty
+DIAGNOSTICS_MAX_TRAIN = 10000      # train images whose orbits fit the classifier of g
 
 
 def as_target(target: EvalTarget | Path | str, data_root: str | None = None) -> EvalTarget:
@@ -56,6 +58,13 @@ def _data_record(target: EvalTarget, n_train: int, label_fraction: float | None,
             "image_size": target.train.image_size, "channels": target.train.channels,
             "label_fraction": label_fraction, "label_subset": None if label_fraction is None else
             f"stratified: max(1, round({label_fraction}·n_c)) per class, seed {subset_seed}"}
+
+
+def _user_settings(settings: dict[str, tuple[Any, Any]]) -> dict[str, dict[str, Any]]:
+    """``{name: (default, used)}`` → the protocol record's ``overrides`` entry for every setting the user changed
+    (part of the result's file name through :func:`result_name`, so it never replaces the default result)."""
+    return {key: {"protocol": default, "used": used, "why": "user setting"}
+            for key, (default, used) in settings.items() if used != default}
 
 
 def _name(target: EvalTarget, name: str) -> str:
@@ -113,7 +122,7 @@ def evaluate_knn(target: EvalTarget | Path | str, k: int = 200, t: float = 0.1, 
     return result
 
 
-def evaluate_linear_lbfgs(target: EvalTarget | Path | str, weight_decay: float = 1e-4, data_root: str | None = None,
+def evaluate_linear_lbfgs(target: EvalTarget | Path | str, weight_decay: float = LBFGS_WEIGHT_DECAY, data_root: str | None = None,
                           *, label_fraction: float | None = None, seed: int = 0, device: str = "cpu",
                           precision: str = "fp32") -> dict[str, Any]:
     """The fast probe ``linear_lbfgs`` (not the paper's protocol): L-BFGS logistic regression on cached features;
@@ -125,14 +134,17 @@ def evaluate_linear_lbfgs(target: EvalTarget | Path | str, weight_decay: float =
     feats = f["train"] if index is None else f["train"][index]
     labels = target.train.labels if index is None else target.train.labels[index]
     acc = linear_probe_accuracy(feats, labels, f["test"], target.test.labels, target.train.num_classes, weight_decay)
+    # a weight decay other than the default, or another label-subset seed, gives its own result file and row
+    overrides = _user_settings({"weight_decay": (LBFGS_WEIGHT_DECAY, weight_decay),
+                                "seed": (0, seed if frac else 0)})
     protocol = {"name": "linear_lbfgs", "kind": "linear_probe", "source": OTHER_PROTOCOLS["linear_lbfgs"],
                 "solver": "L-BFGS (strong Wolfe), multinomial logistic regression", "augmentation": "none",
-                "standardised": True, "weight_decay": weight_decay, "paper_protocol": False}
+                "standardised": True, "weight_decay": weight_decay, "paper_protocol": False, "overrides": overrides}
     result = _record(target, "linear_probe", protocol, _data_record(target, len(feats), frac, seed if frac else None),
                      {"label_subset": seed} if frac else {}, {**f["runtime"], "runtime_s": time.perf_counter() - t0},
                      {"top1": acc})
-    result["result_file"] = str(write_result(target.out_dir, _name(target, result_name("linear_lbfgs", {}, frac)),
-                                             result))
+    name = _name(target, result_name("linear_lbfgs", {"overrides": overrides}, frac))
+    result["result_file"] = str(write_result(target.out_dir, name, result))
     return result
 
 
@@ -158,6 +170,7 @@ def evaluate_protocol(target: EvalTarget | Path | str, protocol: str = "cifar", 
     t0 = time.perf_counter()
     numbers = run_protocol(target.backbone, train, target.test, used, seed=seed, device=dev, dtype=dtype,
                            channels_last=channels_last, progress=progress)
+    record["overrides"].update(_user_settings({"seed": (0, seed)}))  # another seed: its own file and row
     proto = {**base.to_dict(), "used": used.to_dict(), **record, "paper_protocol": True,
              "departs_from_protocol": bool(record["overrides"])}
     seeds = {"probe_runs": [seed + r for r in range(used.repeats)], **({"label_subset": seed} if frac else {})}
@@ -172,8 +185,9 @@ def evaluate_protocol(target: EvalTarget | Path | str, protocol: str = "cifar", 
 
 
 # ------------------------------------------------------------------------------------------------ diagnostics
-def evaluate_diagnostics(target: EvalTarget | Path | str, group: str = "rotation", *, max_train: int | None = 10000,
-                         weight_decay: float = 1e-4, seed: int = 0, device: str = "cpu",
+def evaluate_diagnostics(target: EvalTarget | Path | str, group: str = "rotation", *,
+                         max_train: int | None = DIAGNOSTICS_MAX_TRAIN,
+                         weight_decay: float = LBFGS_WEIGHT_DECAY, seed: int = 0, device: str = "cpu",
                          precision: str = "fp32") -> dict[str, Any]:
     """Invariance (cosine similarity per element) and equivariance (linear prediction of ``g``) for one group
     (:func:`essl.evaluation.diagnostics.diagnose`). Result ``diagnostics-<group>``."""
@@ -190,10 +204,12 @@ def evaluate_diagnostics(target: EvalTarget | Path | str, group: str = "rotation
                           "accuracy on the test split",
                 "applied_to": "[0, 1] images before normalisation, un-augmented", "weight_decay": weight_decay,
                 "max_train_images": max_train, "predicted_in_pretraining":
-                    any(e["group"] == group for e in target.source.get("equivariance") or [])}
+                    any(e["group"] == group for e in target.source.get("equivariance") or []),
+                "overrides": _user_settings({"max_train": (DIAGNOSTICS_MAX_TRAIN, max_train), "seed": (0, seed),
+                                             "weight_decay": (LBFGS_WEIGHT_DECAY, weight_decay)})}
     result = _record(target, "diagnostics", protocol, _data_record(target, numbers["images"]["train"], None, None),
                      {"train_subset": seed}, {"device": str(dev), "precision": prec,
                                               "runtime_s": time.perf_counter() - t0}, numbers)
-    name = _name(target, f"diagnostics-{group.replace('*', 'x')}")
+    name = _name(target, result_name(f"diagnostics-{group.replace('*', 'x')}", protocol))
     result["result_file"] = str(write_result(target.out_dir, name, result))
     return result

@@ -202,7 +202,8 @@ def result_name(base: str, record: dict[str, Any], label_fraction: float | None 
     few-label run never replaces a full-protocol result (e.g. ``probe-cifar-epochs2-labels1pct``)."""
     parts = [base]
     for key, entry in sorted(record.get("overrides", {}).items()):
-        parts.append(f"{key.replace('_', '')}{entry['used']}")
+        used = entry["used"]
+        parts.append(f"{key.replace('_', '')}{used:g}" if isinstance(used, float) else f"{key.replace('_', '')}{used}")
     if label_fraction is not None and label_fraction < 1:
         parts.append(f"labels{label_fraction * 100:g}pct")
     return "-".join(parts)

@@ -129,10 +129,7 @@ def result_rows(result: dict[str, Any], stem: str = "") -> list[tuple[tuple, str
         n = f" ({summary['n_seeds']} seeds)" if summary.get("n_seeds") else ""
         return [((8, stem), f"{name} · {stem}", f"{summary['mean']:.4g}{std}{n}")]
     if kind == "diagnostics":
-        g = result["protocol"].get("group", result.get("group"))
-        other = (result.get("source") or {}).get("other_data")
-        if other:
-            g = f"{g} · on {other}"
+        g = " · ".join([str(result["protocol"].get("group", result.get("group"))), *departures(result)])
         inv, eq = result["invariance"], result["equivariance"]
         return [((3, g, 0), f"invariance: mean cos(f(x), f(g·x)), g ≠ e · {g}",
                  f"{inv['mean']:.3f} (different images {inv['cross_image_similarity']:.3f})"),

@@ -88,7 +88,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     gen.add_argument("--no-merge", action="store_true",
                      help="only write shards (merge later with `essl phc merge`)")
     _add_label_options(gen)
-    gen.set_defaults(func=cmd_generate)
+    gen.set_defaults(func=cmd_generate, interrupted="finished shards and the cells already in .partial shards "
+                                                    "are kept: run the same command again to continue")
 
     lab = sub.add_parser(
         "label", help="compute DOS labels of an (N,32,32) .npy array of permittivities",
@@ -97,7 +98,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     lab.add_argument("images", help="input .npy file, shape (N, 32, 32)")
     lab.add_argument("out", help="output .npy file (must not exist)")
     _add_label_options(lab)
-    lab.set_defaults(func=cmd_label)
+    lab.set_defaults(func=cmd_label, interrupted="no output file was written")
 
     mrg = sub.add_parser("merge", help="merge shard files into one h5 file",
                          description="Merge complete shards (files, or folders of "
@@ -107,7 +108,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     mrg.add_argument("--expect-start", type=positive_int,
                      help="with --expect-n: require exactly this index range")
     mrg.add_argument("--expect-n", type=positive_int)
-    mrg.set_defaults(func=cmd_merge)
+    mrg.set_defaults(func=cmd_merge, interrupted="the merged file was not written; the shards are unchanged")
     from essl.photonics.experiment import add_parsers  # essl phc finetune | experiment
     add_parsers(sub)
     return phc

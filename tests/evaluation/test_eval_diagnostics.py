@@ -97,7 +97,7 @@ def test_evaluate_diagnostics_writes_result(tmp_path):
     target = EvalTarget(QuadrantMeans(), train, test, tmp_path, {"path": "x", "epoch": 2, "sha256": "0"},
                         {"kind": "run", "dataset": "corners", "equivariance": [{"group": "rotation", "weight": 0.4}]})
     evaluate_diagnostics(target, "rotation", max_train=30, precision="fp32", device="cpu")
-    saved = json.loads((tmp_path / "eval" / "diagnostics-rotation.json").read_text())
+    saved = json.loads((tmp_path / "eval" / "diagnostics-rotation-maxtrain30.json").read_text())  # not the default
     assert saved["evaluation"] == "diagnostics" and saved["protocol"]["predicted_in_pretraining"]
     assert saved["images"] == {"train": 30, "train_available": 40, "test": 20}
     assert len(saved["invariance"]["per_element"]) == 4 and saved["equivariance"]["accuracy"] > 95

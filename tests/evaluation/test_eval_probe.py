@@ -237,7 +237,8 @@ def test_tiny_paper_protocol_writes_its_result(tmp_path):
 
 def test_lbfgs_result_is_named_and_few_label(tmp_path):
     r = evaluate_linear_lbfgs(_target(tmp_path, LevelRBF()), label_fraction=0.1, seed=2)
-    saved = json.loads((tmp_path / "out" / "eval" / "linear_lbfgs-labels10pct.json").read_text())
+    # the label subset's seed (not the default 0) is part of the name: it never replaces the seed-0 result
+    saved = json.loads((tmp_path / "out" / "eval" / "linear_lbfgs-seed2-labels10pct.json").read_text())
     assert saved["protocol"]["name"] == "linear_lbfgs" and saved["protocol"]["paper_protocol"] is False
     assert saved["data"]["train_images_used"] == 10 and saved["seeds"]["label_subset"] == 2
     assert r["top1"] == saved["top1"] > 90
