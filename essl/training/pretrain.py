@@ -25,7 +25,7 @@ from tqdm import tqdm
 from essl.augmentation import Normalize, ViewRecipe, build_view, get_recipe
 from essl.data import load_dataset
 from essl.data.imagenet import STREAMED_DATASETS, ImageFolderBatches, split_folder
-from essl.errors import EsslError
+from essl.errors import EsslError, Interrupted, interrupts_deferred, os_failure, write_error
 from essl.evaluation import extract_features, knn_accuracy
 from essl.evaluation.features import autocast_context
 from essl.groups import make_group
@@ -182,6 +182,7 @@ class Pretrainer:
                                  round(cfg.warmup_epochs * steps))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.start_epoch = 0
+        self.saved_epoch = 0  # the epoch of the checkpoint on disk (0: none yet)
         self.net: torch.nn.Module = self.model
         if self.denv.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -201,7 +202,7 @@ class Pretrainer:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
-        self.start_epoch = int(ckpt["epoch"])
+        self.start_epoch = self.saved_epoch = int(ckpt["epoch"])
         set_rng_state(ckpt["rng"])  # rank 0's stream: a resume with the same process count is exact
         if self.denv.world_size != ckpt.get("world_size", 1):
             self.seed_augmentations(self.start_epoch)
@@ -243,8 +244,13 @@ class Pretrainer:
                             self.cfg.knn_k, self.cfg.knn_t)
 
     def fit(self) -> list[dict[str, Any]]:
+        try:
+            return self._fit()
+        except KeyboardInterrupt:
+            raise Interrupted(f"{self.kept()} To go on, {self.go_on()}.") from None
+
+    def _fit(self) -> list[dict[str, Any]]:
         cfg, steps = self.cfg, len(self.batches)
-        metrics_path = self.run_dir / METRICS
         rows = [r for r in read_metrics(self.run_dir) if r.get("epoch", 0) <= self.start_epoch]
         bar = tqdm(total=cfg.epochs * steps, initial=self.start_epoch * steps, unit="step", dynamic_ncols=True,
                    disable=not (self.progress and self.denv.is_main), desc="pretrain", smoothing=0.1)
@@ -292,11 +298,36 @@ class Pretrainer:
                     bar.write(f"epoch {epoch + 1}: kNN top-1 {acc:.2f}% (k={cfg.knn_k}, t={cfg.knn_t})")
             rows.append(row)
             if self.denv.is_main:
-                _write_metrics(metrics_path, rows)
-                save_checkpoint(self.run_dir / CHECKPOINT, self.state(epoch + 1))
+                self.commit(rows, epoch + 1)
             barrier()
         bar.close()
         return rows
+
+    def commit(self, rows: list[dict[str, Any]], epoch: int) -> None:
+        """Write the metrics and the checkpoint of ``epoch`` (Ctrl-C waits until both are written); a failed
+        write says what happened and which checkpoint is intact."""
+        with interrupts_deferred():
+            for path, write in ((self.run_dir / METRICS, lambda: _write_metrics(self.run_dir / METRICS, rows)),
+                                (self.run_dir / CHECKPOINT,
+                                 lambda: save_checkpoint(self.run_dir / CHECKPOINT, self.state(epoch)))):
+                try:
+                    write()
+                except Exception as exc:
+                    if os_failure(exc) is None:
+                        raise
+                    raise write_error(path, exc, self.kept(), self.go_on()) from None
+            self.saved_epoch = epoch
+
+    def kept(self) -> str:
+        """What a stopped run leaves (for the messages of Ctrl-C and of failed writes)."""
+        if self.saved_epoch:
+            return f"The checkpoint of epoch {self.saved_epoch} in {self.run_dir} is intact."
+        return f"No checkpoint was written yet (the first epoch did not finish), so there is nothing to resume."
+
+    def go_on(self) -> str:
+        if self.saved_epoch:
+            return f"continue with `essl pretrain --resume {self.run_dir}`"
+        return f"start the run again (with --overwrite to replace {self.run_dir})"
 
 
 def pretrain(cfg: PretrainConfig, run_dir: Path | str | None = None, resume: bool = False,

@@ -244,6 +244,20 @@ def test_lbfgs_result_is_named_and_few_label(tmp_path):
     assert r["top1"] == saved["top1"] > 90
 
 
+def test_a_result_with_other_settings_never_replaces_the_default_one(tmp_path):
+    """`essl probe RUN --weight-decay 5` gets its own file and its own report row; the default result stays."""
+    from essl.evaluation.report import protocol_label
+
+    target = _target(tmp_path, LevelRBF())
+    evaluate_linear_lbfgs(target)
+    default = tmp_path / "out" / "eval" / "linear_lbfgs.json"
+    before = default.read_bytes()
+    evaluate_linear_lbfgs(target, weight_decay=5.0)
+    other = json.loads((tmp_path / "out" / "eval" / "linear_lbfgs-weightdecay5.json").read_text())
+    assert default.read_bytes() == before and other["protocol"]["weight_decay"] == 5.0
+    assert protocol_label(other) != protocol_label(json.loads(before)) and "weight decay 5.0" in protocol_label(other)
+
+
 @pytest.mark.parametrize("name", ["cifar", "imagenet_simclr", "imagenet_bt", "imagenet_simsiam", "bt_finetune"])
 def test_every_protocol_runs(name):
     protocol = tiny(name, epochs=2, batch_size=50 if name == "imagenet_simsiam" else 32)
