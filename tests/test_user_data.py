@@ -104,3 +104,29 @@ def test_pretrain_on_npy_arrays(tmp_path):
     run = pretrain(cfg, tmp_path / "run", progress=False)
     assert "knn_top1" in read_metrics(run)[-1]  # the labelled test split was found and used
     assert load_run_backbone(run)[0](torch.zeros(2, 1, 16, 16)).shape[0] == 2
+
+
+def test_evaluators_take_data_in_memory(tmp_path):
+    import json
+
+    from essl.evaluation.evaluate import evaluate_knn, evaluate_linear_lbfgs
+    from essl.evaluation.loading import memory_target
+    from essl.models import SmallCNN
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(40) % 2
+    images = rng.integers(0, 80, (40, 12, 12), dtype=np.uint8)
+    images[labels == 1, :6] += 150  # class 1: a bright top half
+    torch.manual_seed(0)
+    target = memory_target(SmallCNN(in_channels=1), images[:30], images[30:], train_labels=labels[:30],
+                           test_labels=labels[30:], out=tmp_path)
+    assert target.test.mean == target.train.mean and target.train.num_classes == 2
+    knn = evaluate_knn(target, k=5)
+    assert 0 <= knn["top1"] <= 100 and knn["data"]["train_images"] == 30
+    assert json.loads((tmp_path / "eval" / "knn-k5-t0.1.json").read_text())["top1"] == knn["top1"]
+    assert evaluate_linear_lbfgs(target)["top1"] >= 50
+    with pytest.raises(EsslError, match="labels"):
+        memory_target(SmallCNN(in_channels=1), images, images)
+    with pytest.raises(EsslError, match="1-channel"):
+        memory_target(SmallCNN(in_channels=1), np.zeros((4, 3, 8, 8), np.uint8), np.zeros((4, 3, 8, 8), np.uint8),
+                      train_labels=[0, 1, 0, 1], test_labels=[0, 1, 0, 1])

@@ -12,6 +12,7 @@ both splits. Files are read with ``allow_pickle=False``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,7 +42,7 @@ def _read(path: Path) -> np.ndarray:
     return array
 
 
-def _as_nchw(images: np.ndarray, path: Path) -> np.ndarray:
+def _as_nchw(images: np.ndarray, path: str | Path) -> np.ndarray:
     if images.ndim == 3:
         return images[:, None]
     if images.ndim == 4:
@@ -52,32 +53,41 @@ def _as_nchw(images: np.ndarray, path: Path) -> np.ndarray:
     raise EsslError(f"{path} has shape {images.shape}; expected N×H×W (greyscale) or N×C×H×W with C = 1 or 3.")
 
 
-def _images(path: Path) -> torch.Tensor:
-    images = _as_nchw(_read(path), path)
+def image_tensor(images: Any, what: str | Path) -> torch.Tensor:
+    """An array or tensor of images (see the module docstring) as a uint8 or float32 ``(N, C, H, W)`` tensor
+    (a copy); ``what`` names it in errors."""
+    images = _as_nchw(images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images), what)
     if len(images) == 0:
-        raise EsslError(f"{path} holds no images.")
+        raise EsslError(f"{what} holds no images.")
     if images.dtype == np.uint8:
-        return torch.from_numpy(np.array(images, order="C"))  # a writable copy of the memory-mapped file
+        return torch.from_numpy(np.array(images, order="C"))  # writable, also when read memory-mapped
     if images.dtype.kind == "f":
         lo, hi = float(images.min()), float(images.max())
         if lo < 0 or hi > 1 or not np.isfinite([lo, hi]).all():
-            raise EsslError(f"{path} holds floats in [{lo:g}, {hi:g}]; save uint8 images (0-255) or floats in "
+            raise EsslError(f"{what} holds floats in [{lo:g}, {hi:g}]; give uint8 images (0-255) or floats in "
                             f"[0, 1].")
         return torch.from_numpy(np.array(images, dtype=np.float32, order="C"))
-    raise EsslError(f"{path} holds {images.dtype} values; save uint8 images (0-255) or floats in [0, 1].")
+    raise EsslError(f"{what} holds {images.dtype} values; give uint8 images (0-255) or floats in [0, 1].")
+
+
+def label_tensor(labels: Any, count: int, what: str | Path) -> torch.Tensor:
+    """Integer class indices ``(count,)`` as int64."""
+    labels = labels.numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if labels.ndim != 1 or len(labels) != count:
+        raise EsslError(f"{what} has shape {labels.shape}; expected ({count},), one label per image.")
+    if labels.dtype.kind not in "iu":
+        raise EsslError(f"{what} holds {labels.dtype} values; labels must be integer class indices 0..K-1.")
+    if count and labels.min() < 0:
+        raise EsslError(f"{what} holds negative labels; use class indices 0..K-1.")
+    return torch.from_numpy(labels.astype(np.int64))
+
+
+def _images(path: Path) -> torch.Tensor:
+    return image_tensor(_read(path), path)
 
 
 def _labels(path: Path, count: int) -> torch.Tensor | None:
-    if not path.is_file():
-        return None
-    labels = np.asarray(_read(path))
-    if labels.ndim != 1 or len(labels) != count:
-        raise EsslError(f"{path} has shape {labels.shape}; expected ({count},), one label per image.")
-    if labels.dtype.kind not in "iu":
-        raise EsslError(f"{path} holds {labels.dtype} values; labels must be integer class indices 0..K-1.")
-    if count and labels.min() < 0:
-        raise EsslError(f"{path} holds negative labels; use class indices 0..K-1.")
-    return torch.from_numpy(labels.astype(np.int64))
+    return label_tensor(_read(path), count, path) if path.is_file() else None
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -93,6 +103,23 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
     mean = total / n
     std = (squares / n - mean.square()).clamp_min(0).sqrt().clamp_min(1e-3)
     return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def as_image_data(images: Any, labels: Any = None, *, mean: tuple[float, ...] | None = None,
+                  std: tuple[float, ...] | None = None, num_classes: int | None = None,
+                  name: str = "memory") -> ImageData:
+    """Data already in memory as an :class:`ImageData`: ``images`` a numpy array or tensor laid out as for
+    ``images.npy`` (an :class:`ImageData` is returned unchanged), ``labels`` optional class indices. ``mean``/``std``
+    default to the images' own per-channel statistics; for a test split pass the training split's."""
+    if isinstance(images, ImageData):
+        return images
+    tensor = image_tensor(images, f"{name} images")
+    label = None if labels is None else label_tensor(labels, len(tensor), f"{name} labels")
+    if mean is None or std is None:
+        mean, std = channel_stats(tensor)
+    if num_classes is None:
+        num_classes = int(label.max()) + 1 if label is not None and len(label) else 1
+    return ImageData(tensor, label, num_classes, tuple(mean), tuple(std), name)
 
 
 def load_npy(root: Path | str, split: str = "train") -> ImageData:

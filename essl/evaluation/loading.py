@@ -200,3 +200,32 @@ def _in_channels(backbone: nn.Module) -> int:
         if isinstance(m, nn.Conv2d):
             return m.in_channels
     return -1
+
+
+def memory_target(backbone: nn.Module, train: Any, test: Any, *, train_labels: Any = None, test_labels: Any = None,
+                  out: Path | str = "essl-eval", name: str = "memory") -> EvalTarget:
+    """An :class:`EvalTarget` for data already in memory, so that every ``evaluate_*`` function runs on it.
+
+    ``backbone`` is any module mapping images to features (e.g. from :func:`essl.load_backbone`); ``train`` and
+    ``test`` are :class:`ImageData` or image arrays/tensors (uint8 N×H×W or N×C×H×W, or floats in [0, 1]) with
+    ``train_labels``/``test_labels``. Both splits are normalised with the training images' statistics; results
+    go to ``out/eval/``."""
+    from essl.data import as_image_data
+
+    train = as_image_data(train, train_labels, name=f"{name}-train")
+    test = as_image_data(test, test_labels, mean=train.mean, std=train.std, num_classes=train.num_classes,
+                         name=f"{name}-test")
+    if train.labels is None or test.labels is None:
+        raise EsslError("Evaluation needs labels for both splits: pass train_labels= and test_labels=.")
+    expected = _in_channels(backbone)
+    if train.channels != test.channels or expected not in (-1, train.channels):
+        raise EsslError(f"The backbone takes {_in_channels(backbone)}-channel images; the training images have "
+                        f"{train.channels} channel(s) and the test images {test.channels}.")
+    digest = hashlib.sha256()
+    for key, value in backbone.state_dict().items():  # names the exact weights evaluated, as a file digest would
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().float().contiguous().numpy().tobytes())
+    source = {"kind": "memory", "dataset": name, "method": None, "epochs": None,
+              "backbone": type(backbone).__name__}
+    return EvalTarget(backbone.eval(), train, test, Path(out), {"path": None, "epoch": None, "sha256": digest.hexdigest()},
+                      source)
