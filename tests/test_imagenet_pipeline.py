@@ -71,7 +71,8 @@ def test_every_imagenet_preset_loads_and_validates():
         cfg = load_config(name)
         cfg.validate()
         assert cfg.dataset == "imagenet" and cfg.backbone == "resnet50" and cfg.epochs == 100
-        assert cfg.views == ["imagenet1", "imagenet2"] and cfg.knn_every == 0
+        assert cfg.views == ["imagenet1", "imagenet2"] and cfg.knn_every == 5 and cfg.knn_subset == 50
+        assert cfg.online_probe
         with torch.device("meta"):  # builds ResNet-50 + projector + head without allocating them
             model = ESSLModel(cfg, 3)
         assert model.backbone.feature_dim == 2048
@@ -329,6 +330,21 @@ def test_streamed_run_resumes_exactly(imagenet, tmp_path, monkeypatch):
     a = load_checkpoint(straight / "checkpoint.pt")["model"]
     b = load_checkpoint(tmp_path / "killed" / "checkpoint.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_streamed_run_monitors_knn_and_the_online_probe(imagenet, tmp_path):
+    """The kNN monitor on a fixed class-stratified subset of train/ and val/ (decoded in workers) and the online
+    probe on the streamed batches, both in metrics.jsonl."""
+    cfg = _tiny("imagenet-esimclr", imagenet, epochs=2, knn_every=1, knn_subset=2, workers=1)
+    prepare_run_dir(tmp_path / "run", overwrite=False)
+    trainer = Pretrainer(cfg, tmp_path / "run", progress=False)
+    m = trainer.monitor
+    assert m.streamed and torch.bincount(m.bank_labels).tolist() == [2, 2, 2] == torch.bincount(m.query_labels).tolist()
+    assert all("/val/" in p.decode() for p in m.queries.paths) and m.queries[0].shape == (3, 35, 35)
+    rows = trainer.fit()
+    for row in rows:
+        assert {"knn_top1", "online_probe_top1", "online_probe_val_top1"} <= row.keys()
+    assert "online_probe" in load_checkpoint(tmp_path / "run" / "checkpoint.pt")
 
 
 def test_streamed_dataset_smaller_than_a_batch(imagenet, tmp_path):

@@ -180,3 +180,38 @@ class ImageFolderBatches(ShardedOrder):
         loader = DataLoader(self.dataset, batch_size=self.local_batch, sampler=indices, shuffle=False, **kw)
         for images, sizes in loader:
             yield PaddedImages(images, sizes)
+
+
+def center_crop_size(size: int) -> int:
+    """The evaluation crop for working size ``size``: ``round(size·224/256)`` (the ImageNet ``Resize(256)`` +
+    ``CenterCrop(224)`` ratio of rdangovs/essl ``imagenet/*/linear_probe.py``)."""
+    return round(size * 224 / 256)
+
+
+class CenterCropFiles(Dataset):
+    """``dataset[i]``: file ``i`` resized (shorter side ``resize``), then its central ``crop × crop``: torchvision's
+    ``Resize(resize)`` + ``CenterCrop(crop)``, the un-augmented evaluation input, as a uint8 tensor."""
+
+    def __init__(self, files: list[Path], resize: int, crop: int, channels: int = 3):
+        if crop > resize:
+            raise EsslError(f"The evaluation crop ({crop} px) cannot exceed the resize ({resize} px).")
+        self.paths = np.array([str(f).encode() for f in files], dtype=np.bytes_)
+        self.resize, self.crop, self.channels = resize, crop, channels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        arr = decode_square(self.paths[index].decode(), self.resize, self.channels)
+        top = (self.resize - self.crop) // 2
+        return torch.from_numpy(arr[:, top:top + self.crop, top:top + self.crop].copy())
+
+
+def per_class_subset(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
+    """Sorted indices of a seeded draw of ``per_class`` items of every class (all of a smaller class)."""
+    g = torch.Generator().manual_seed(seed)
+    picked = []
+    for c in torch.unique(labels):
+        idx = torch.nonzero(labels == c).flatten()
+        picked.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
+    return torch.cat(picked).sort().values

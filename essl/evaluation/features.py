@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
+from typing import Any
 
+import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from essl.augmentation import Normalize
 
@@ -35,3 +39,68 @@ def extract_features(backbone: nn.Module, images: torch.Tensor, mean: tuple[floa
             out.append(backbone(x).float().cpu())
     backbone.train(was_training)
     return torch.cat(out)
+
+
+@torch.no_grad()
+def extract_dataset_features(backbone: nn.Module, dataset: Dataset, mean: tuple[float, ...],
+                             std: tuple[float, ...], batch_size: int = 256, workers: int = 4,
+                             device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
+                             channels_last: bool = False, out: np.ndarray | None = None) -> torch.Tensor | None:
+    """Features ``(N, D)`` of a map-style dataset of uint8 images (decoded in ``workers`` DataLoader workers).
+
+    Under several processes, rank ``r`` extracts items ``r, r + W, …`` and the features are gathered. Memory is
+    bounded by the batch size and the workers' prefetch: with ``out`` (an ``(N, D)`` array, e.g. a float16
+    memmap), every process writes its rows into it and nothing is returned; else the ``(N, D)`` float32 tensor is
+    returned on every process."""
+    device = torch.device(device)
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() \
+        else (0, 1)
+    mine = list(range(rank, len(dataset), world))
+    kw: dict[str, Any] = dict(num_workers=workers, pin_memory=device.type == "cuda")
+    if workers > 0:
+        kw["prefetch_factor"] = 2
+    loader = DataLoader(Subset(dataset, mine), batch_size=batch_size, shuffle=False, **kw)
+    was_training = backbone.training
+    backbone.eval()
+    norm = Normalize(mean, std).to(device)
+    parts, start = [], 0
+    for x in loader:
+        x = norm(x.to(device, non_blocking=True))
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast_context(device, dtype):
+            f = backbone(x).float().cpu()
+        rows = mine[start:start + len(f)]
+        start += len(f)
+        if out is not None:
+            out[rows[0]:rows[-1] + 1:world] = f.numpy().astype(out.dtype)
+        else:
+            parts.append(f)
+    backbone.train(was_training)
+    if out is not None:
+        if hasattr(out, "flush"):
+            out.flush()
+        if world > 1:
+            dist.barrier()
+        return None
+    local = torch.cat(parts) if parts else torch.zeros(0, 0)
+    if world == 1:
+        return local
+    return _gather_strided(local, len(dataset), rank, world, device)
+
+
+def _gather_strided(local: torch.Tensor, n: int, rank: int, world: int, device: torch.device) -> torch.Tensor:
+    """Put together the rows ``r::W`` held by every rank ``r`` into one ``(n, D)`` tensor, on every rank."""
+    per = -(-n // world)
+    dim = torch.tensor([local.shape[1] if len(local) else 0], device=device)
+    dist.all_reduce(dim, op=dist.ReduceOp.MAX)
+    padded = torch.zeros(per, int(dim), device=device)
+    if len(local):
+        padded[:len(local)] = local.to(device)
+    gathered = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(gathered, padded)
+    full = torch.empty(n, int(dim))
+    for r, g in enumerate(gathered):
+        count = len(range(r, n, world))
+        full[r::world] = g[:count].cpu()
+    return full

@@ -86,6 +86,8 @@ class PretrainConfig:
     knn_every: int = 1                    # kNN monitor every N epochs (0: off)
     knn_k: int = 200
     knn_t: float = 0.1
+    knn_subset: int = 0                   # kNN monitor on this many images per class of train and test/val (0: all)
+    online_probe: bool = True             # online linear probe on detached features (where labels exist)
     notes: str = ""
 
     def validate(self) -> None:
@@ -99,6 +101,8 @@ class PretrainConfig:
             raise EsslError(f"channels_last must be auto, true or false, got {self.channels_last!r}.")
         if self.device not in ("auto", "cpu", "cuda"):
             raise EsslError(f"device must be auto, cpu or cuda, got {self.device!r}.")
+        if self.knn_subset < 0:
+            raise EsslError(f"knn_subset must be >= 0 images per class (0: every image), got {self.knn_subset}.")
         if self.subset < 0:
             raise EsslError(f"subset must be >= 0 (0 means the whole training set), got {self.subset}.")
         for name in ("epochs", "batch_size"):

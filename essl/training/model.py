@@ -35,25 +35,34 @@ class ESSLModel(nn.Module):
             for t, order in zip(self.tasks, self.orders)
         })
 
-    def ssl_loss(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
-        z1, z2 = self.projector(self.backbone(x1)), self.projector(self.backbone(x2))
+    def ssl_loss(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(L_ssl, backbone features of x1)``."""
+        h1 = self.backbone(x1)
+        z1, z2 = self.projector(h1), self.projector(self.backbone(x2))
         if self.method == "simsiam":
             p1, p2 = self.predictor(z1), self.predictor(z2)
         # The loss itself runs in float32 even under autocast (similarities, cross-correlations).
         with torch.autocast(z1.device.type, enabled=False):
             z1, z2 = z1.float(), z2.float()
             if self.method == "simclr":
-                return (nt_xent if self.full_nt_xent else info_nce)(z1, z2, self.temperature)
-            if self.method == "simsiam":
-                return simsiam_loss(p1.float(), p2.float(), z1, z2)
-            return barlow_twins_loss(z1, z2, self.barlow_lambda)
+                loss = (nt_xent if self.full_nt_xent else info_nce)(z1, z2, self.temperature)
+            elif self.method == "simsiam":
+                loss = simsiam_loss(p1.float(), p2.float(), z1, z2)
+            else:
+                loss = barlow_twins_loss(z1, z2, self.barlow_lambda)
+        return loss, h1
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor,
-                predictions: list[tuple[torch.Tensor, torch.Tensor]] = ()) -> dict[str, torch.Tensor]:
+                predictions: list[tuple[torch.Tensor, torch.Tensor]] = (),
+                return_features: bool = False) -> dict[str, torch.Tensor]:
         """``predictions[i]`` is ``(orbit images, element labels)`` for the i-th predicted group; for a relative task
-        the images are the references followed by the transformed copies (:func:`relative_features`)."""
-        ssl = self.ssl_loss(x1, x2)
+        the images are the references followed by the transformed copies (:func:`relative_features`). With
+        ``return_features``, ``out["features"]`` holds the detached backbone features of ``x1`` (for the online
+        probe, :mod:`essl.training.online_probe`)."""
+        ssl, h1 = self.ssl_loss(x1, x2)
         out = {"ssl_loss": ssl}
+        if return_features:
+            out["features"] = h1.detach()
         total = ssl
         for task, order, head, (xg, g) in zip(self.tasks, self.orders, self.heads.values(), predictions):
             z = self.backbone(xg)

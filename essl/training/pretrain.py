@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +25,6 @@ from essl.augmentation import Normalize, ViewRecipe, build_view, get_recipe
 from essl.data import load_dataset
 from essl.data.imagenet import STREAMED_DATASETS, ImageFolderBatches, split_folder
 from essl.errors import EsslError, Interrupted, interrupts_deferred, os_failure, write_error
-from essl.evaluation import extract_features, knn_accuracy
 from essl.evaluation.features import autocast_context
 from essl.groups import make_group
 from essl.training.batches import BatchSource, TensorBatches
@@ -35,6 +33,8 @@ from essl.training.config import PretrainConfig, config_from_dict
 from essl.training.distributed import (DistEnv, all_reduce_mean, barrier, check_same_on_all_ranks, cuda_index,
                                        init_distributed)
 from essl.training.model import ESSLModel
+from essl.training.monitor import KnnMonitor
+from essl.training.online_probe import OnlineProbe, epoch_labels
 from essl.training.optim import build_optimizer
 from essl.training.schedule import warmup_cosine
 
@@ -139,6 +139,7 @@ class Pretrainer:
         self.channels_last = resolve_channels_last(cfg.channels_last)
 
         self.test = None
+        self.monitor: KnnMonitor | None = None
         self.batches: BatchSource
         if cfg.dataset in STREAMED_DATASETS:
             # Decoded from disk in DataLoader workers (essl/data/imagenet.py); same batches as TensorBatches.
@@ -149,9 +150,16 @@ class Pretrainer:
                                               subset=cfg.subset, shuffle=cfg.shuffle)
             check_same_on_all_ranks("training files", self.batches.fingerprint(), self.device)
             channels, mean, std = self.batches.channels, self.batches.mean, self.batches.std
-            if cfg.knn_every > 0 and self.denv.is_main:
-                print(f"essl: the per-epoch kNN monitor is not run on the streamed dataset {cfg.dataset!r} "
-                      f"(knn_every is ignored).", file=sys.stderr)
+            labels, classes = self.batches.labels, len(self.batches.classes)
+            if cfg.knn_every > 0 and labels is not None:
+                try:
+                    val = split_folder(cfg.data_root, "val")
+                except EsslError:
+                    val = None  # no labelled val split: the kNN monitor is skipped
+                if val is not None:
+                    self.monitor = KnnMonitor.streamed_folders(
+                        self.batches.root, val, cfg.image_size, cfg.knn_subset, cfg.seed, mean, std, cfg.knn_k,
+                        cfg.knn_t, cfg.workers, channels)
         else:
             self.train = self.bank = load_dataset(cfg.dataset, "train", cfg.data_root, cfg.image_size)
             if cfg.subset:  # the kNN monitor keeps the whole labelled train split as its memory bank
@@ -164,6 +172,10 @@ class Pretrainer:
             self.batches = TensorBatches(self.train.images, cfg.batch_size, cfg.seed, self.denv.rank,
                                          self.denv.world_size, shuffle=cfg.shuffle)
             channels, mean, std = self.train.channels, self.train.mean, self.train.std
+            labels, classes = self.train.labels, self.train.num_classes
+            if self.test is not None and self.test.labels is not None:
+                self.monitor = KnnMonitor.in_memory(self.bank, self.test, cfg.knn_subset, cfg.seed, cfg.knn_k,
+                                                    cfg.knn_t)
         self.normalize = Normalize(mean, std).to(self.device)
         self.views = [build_view(view_recipe(v), channels).to(self.device) for v in cfg.views]
         self.invariances = [make_group(g) for g in cfg.invariances]
@@ -181,6 +193,9 @@ class Pretrainer:
         self.lrs = warmup_cosine(scaled_lr, scaled_lr * cfg.final_lr_ratio, cfg.epochs * steps,
                                  round(cfg.warmup_epochs * steps))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        self.labels = labels
+        self.probe = (OnlineProbe(self.model.backbone.feature_dim, classes, self.device, cfg.seed)
+                      if cfg.online_probe and labels is not None else None)
         self.start_epoch = 0
         self.saved_epoch = 0  # the epoch of the checkpoint on disk (0: none yet)
         self.net: torch.nn.Module = self.model
@@ -194,7 +209,8 @@ class Pretrainer:
     def state(self, epoch: int) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(), "epoch": epoch, "step": epoch * len(self.batches),
-                "config": self.cfg.to_dict(), "rng": rng_state(), "world_size": self.denv.world_size}
+                "config": self.cfg.to_dict(), "rng": rng_state(), "world_size": self.denv.world_size,
+                **({"online_probe": self.probe.state_dict()} if self.probe else {})}
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         """Continue from a checkpoint, also one written with another number of processes: the model, optimizer,
@@ -202,6 +218,8 @@ class Pretrainer:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
+        if self.probe is not None and "online_probe" in ckpt:
+            self.probe.load_state_dict(ckpt["online_probe"])
         self.start_epoch = self.saved_epoch = int(ckpt["epoch"])
         set_rng_state(ckpt["rng"])  # rank 0's stream: a resume with the same process count is exact
         if self.denv.world_size != ckpt.get("world_size", 1):
@@ -233,15 +251,12 @@ class Pretrainer:
             predictions.append((self.normalize(xg).contiguous(memory_format=fmt), g))
         return views[0], views[1], predictions
 
-    def knn_monitor(self) -> float | None:
-        if self.test is None or not self.denv.is_main:
-            return None
-        kw = dict(mean=self.train.mean, std=self.train.std, device=self.device, dtype=self.dtype,
-                  channels_last=self.channels_last)
-        train_f = extract_features(self.model.backbone, self.bank.images, **kw)
-        test_f = extract_features(self.model.backbone, self.test.images, **kw)
-        return knn_accuracy(train_f, self.bank.labels, test_f, self.test.labels, self.bank.num_classes,
-                            self.cfg.knn_k, self.cfg.knn_t)
+    def knn_monitor(self) -> dict[str, float]:
+        """``knn_top1`` (and ``online_probe_val_top1``) on the monitor's data; {} where there is none."""
+        if self.monitor is None:
+            return {}
+        return self.monitor.measure(self.model.backbone, self.device, self.dtype, self.channels_last,
+                                    self.denv.is_main, self.probe)
 
     def fit(self) -> list[dict[str, Any]]:
         try:
@@ -260,6 +275,7 @@ class Pretrainer:
                 self.seed_augmentations(epoch)
             sums: dict[str, float] = {}
             t0, seen = time.perf_counter(), 0
+            targets = epoch_labels(self.batches, self.labels, epoch) if self.probe else None
             for i, x in enumerate(self.batches.epoch(epoch)):
                 it = epoch * steps + i
                 for group in self.optimizer.param_groups:
@@ -269,7 +285,8 @@ class Pretrainer:
                 x = x.to(self.device, non_blocking=True)
                 x1, x2, predictions = self.make_inputs(x)
                 with autocast_context(self.device, self.dtype):
-                    out = self.net(x1, x2, predictions)
+                    out = self.net(x1, x2, predictions, return_features=self.probe is not None)
+                features = out.pop("features", None)
                 loss = out["loss"]
                 if not torch.isfinite(loss):
                     raise EsslError(f"The loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}. Lower lr "
@@ -279,6 +296,8 @@ class Pretrainer:
                 self.scaler.scale(loss).backward()
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
+                if self.probe is not None:  # detached features of view 1: the backbone's gradients are done
+                    self.probe.step(features, targets[i].to(self.device, non_blocking=True))
                 values = {k: v.item() for k, v in out.items()}
                 for k, v in values.items():
                     sums[k] = sums.get(k, 0.0) + v
@@ -291,11 +310,16 @@ class Pretrainer:
             row: dict[str, Any] = {"epoch": epoch + 1, "step": (epoch + 1) * steps, "lr": float(self.lrs[it])}
             row.update(all_reduce_mean({k: v / steps for k, v in sums.items()}, self.device))
             row.update({"images_per_s": seen / elapsed, "epoch_time_s": elapsed})
+            if self.probe is not None:
+                row["online_probe_top1"] = self.probe.epoch_top1()
             if cfg.knn_every and ((epoch + 1) % cfg.knn_every == 0 or epoch + 1 == cfg.epochs):
-                acc = self.knn_monitor()
-                if acc is not None:
-                    row["knn_top1"] = acc
-                    bar.write(f"epoch {epoch + 1}: kNN top-1 {acc:.2f}% (k={cfg.knn_k}, t={cfg.knn_t})")
+                measured = self.knn_monitor()
+                row.update(measured)
+                if "knn_top1" in measured:
+                    probe = (f", online probe {measured['online_probe_val_top1']:.2f}%"
+                             if "online_probe_val_top1" in measured else "")
+                    bar.write(f"epoch {epoch + 1}: kNN top-1 {measured['knn_top1']:.2f}% (k={cfg.knn_k}, "
+                              f"t={cfg.knn_t}){probe}")
             rows.append(row)
             if self.denv.is_main:
                 self.commit(rows, epoch + 1)
