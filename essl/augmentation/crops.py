@@ -47,16 +47,23 @@ class PaddedImages:
         return len(self.images)
 
 
-def sample_crop_boxes(sizes: torch.Tensor, scale: tuple[float, float], ratio: tuple[float, float]) -> torch.Tensor:
+def sample_crop_boxes(sizes: torch.Tensor, scale: tuple[float, float], ratio: tuple[float, float],
+                      uniforms: torch.Tensor | None = None) -> torch.Tensor:
     """``(N, 4)`` integer crop boxes ``(x0, y0, width, height)`` inside images of valid ``sizes`` ``(N, 2)`` =
-    ``(h, w)``, drawn as torchvision's ``RandomResizedCrop.get_params`` draws them (see the module docstring)."""
+    ``(h, w)``, drawn as torchvision's ``RandomResizedCrop.get_params`` draws them (see the module docstring).
+
+    ``uniforms`` ``(N, 2·ATTEMPTS + 2)`` in [0, 1) replaces the draws from the global generator (evaluation draws
+    them per global batch, so that every process count gets the same crops)."""
     sizes = sizes.to("cpu", torch.float64)
     n = len(sizes)
+    if uniforms is None:
+        uniforms = torch.rand(n, 2 * ATTEMPTS + 2, dtype=torch.float64)
+    uniforms = uniforms.to(torch.float64)
     h, w = sizes[:, :1], sizes[:, 1:]
     area = h * w
-    target = area * (scale[0] + (scale[1] - scale[0]) * torch.rand(n, ATTEMPTS, dtype=torch.float64))
+    target = area * (scale[0] + (scale[1] - scale[0]) * uniforms[:, :ATTEMPTS])
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
-    aspect = torch.exp(log_lo + (log_hi - log_lo) * torch.rand(n, ATTEMPTS, dtype=torch.float64))
+    aspect = torch.exp(log_lo + (log_hi - log_lo) * uniforms[:, ATTEMPTS:2 * ATTEMPTS])
     cw = torch.round(torch.sqrt(target * aspect))
     ch = torch.round(torch.sqrt(target / aspect))
     fits = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
@@ -69,7 +76,7 @@ def sample_crop_boxes(sizes: torch.Tensor, scale: tuple[float, float], ratio: tu
     fh = torch.where(in_ratio < ratio[0], torch.round(w / ratio[0]), h)
     ok = fits.any(1)
     cw, ch = torch.where(ok, cw, fw), torch.where(ok, ch, fh)
-    u = torch.rand(n, 2, dtype=torch.float64)
+    u = uniforms[:, 2 * ATTEMPTS:]
     x0 = torch.where(ok, torch.floor(u[:, 0] * (w - cw + 1)), torch.floor((w - cw) / 2))
     y0 = torch.where(ok, torch.floor(u[:, 1] * (h - ch + 1)), torch.floor((h - ch) / 2))
     return torch.stack([x0, y0, cw, ch], 1).long()

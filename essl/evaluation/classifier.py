@@ -168,16 +168,29 @@ def _train_classifier(backbone, train, test, protocol, seed, device, dtype, chan
             scaler.update()
             total += loss.item()
         loss_curve.append(total / steps)
-        last = epoch + 1 == protocol.epochs
-        if protocol.select == "best" or last:
-            acc = evaluate(model, classifier, test, protocol, device, dtype, channels_last=channels_last)
-            test_curve.append({"epoch": epoch + 1, "top1": acc})
-            if progress:
-                progress(f"epoch {epoch + 1}/{protocol.epochs}: loss {loss_curve[-1]:.4f}, test top-1 {acc:.2f}% "
-                         f"({time.perf_counter() - t0:.0f} s)")
-        elif progress:
-            progress(f"epoch {epoch + 1}/{protocol.epochs}: loss {loss_curve[-1]:.4f} "
+        end_epoch(protocol, epoch, loss_curve, test_curve, t0, progress,
+                  lambda: evaluate(model, classifier, test, protocol, device, dtype, channels_last=channels_last))
+    return run_record(protocol, seed, test_curve, loss_curve, steps, batch, t0)
+
+
+def end_epoch(protocol: EvalProtocol, epoch: int, loss_curve: list[float], test_curve: list[dict],
+              t0: float, progress: Callable[[str], None] | None, measure: Callable[[], float]) -> None:
+    """After an epoch: measure the test set (every epoch when the protocol selects the best one, else after the
+    last) and say where the run is."""
+    if protocol.select == "best" or epoch + 1 == protocol.epochs:
+        acc = measure()
+        test_curve.append({"epoch": epoch + 1, "top1": acc})
+        if progress:
+            progress(f"epoch {epoch + 1}/{protocol.epochs}: loss {loss_curve[-1]:.4f}, test top-1 {acc:.2f}% "
                      f"({time.perf_counter() - t0:.0f} s)")
+    elif progress:
+        progress(f"epoch {epoch + 1}/{protocol.epochs}: loss {loss_curve[-1]:.4f} "
+                 f"({time.perf_counter() - t0:.0f} s)")
+
+
+def run_record(protocol: EvalProtocol, seed: int, test_curve: list[dict], loss_curve: list[float], steps: int,
+               batch: int, t0: float) -> dict[str, Any]:
+    """One run's record: the protocol's selected top-1 (best or final epoch) and the curves."""
     best = max(test_curve, key=lambda r: r["top1"])
     final = test_curve[-1]["top1"]
     return {"seed": seed, "top1": best["top1"] if protocol.select == "best" else final, "top1_final": final,
@@ -188,14 +201,18 @@ def _train_classifier(backbone, train, test, protocol, seed, device, dtype, chan
 
 def run_protocol(backbone: nn.Module, train: ImageData, test: ImageData, protocol: EvalProtocol, *,
                  seed: int = 0, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
-                 channels_last: bool = False, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                 channels_last: bool = False, progress: Callable[[str], None] | None = None,
+                 trainer: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
     """``protocol.repeats`` runs with seeds ``seed, seed+1, …`` on the same encoder: mean ± std (ddof 0, as the
-    official ``np.std``) of each run's selected top-1, plus every run."""
+    official ``np.std``) of each run's selected top-1, plus every run. ``trainer`` is one run
+    (:func:`train_classifier`, or :func:`essl.evaluation.streamed.train_classifier_streamed` for folders read
+    from disk)."""
+    trainer = trainer or train_classifier
     runs = []
     for r in range(protocol.repeats):
         say = (lambda m, r=r: progress(f"[run {r + 1}/{protocol.repeats}] {m}")) if progress else None
-        runs.append(train_classifier(backbone, train, test, protocol, seed=seed + r, device=device, dtype=dtype,
-                                     channels_last=channels_last, progress=say))
+        runs.append(trainer(backbone, train, test, protocol, seed=seed + r, device=device, dtype=dtype,
+                            channels_last=channels_last, progress=say))
     accs = torch.tensor([r["top1"] for r in runs], dtype=torch.float64)
     return {"top1": accs.mean().item(), "top1_std": accs.std(unbiased=False).item() if len(runs) > 1 else 0.0,
             "runs": runs}

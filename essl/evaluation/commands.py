@@ -8,6 +8,7 @@ Each command takes a run folder written by ``essl pretrain`` (``RUN_DIR``) or a 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
@@ -22,6 +23,7 @@ from essl.evaluation.evaluate import (DIAGNOSTICS_MAX_TRAIN, LBFGS_WEIGHT_DECAY,
 from essl.evaluation.loading import RELEASED_ARCHS, EvalTarget, load_target
 from essl.evaluation.protocols import FINETUNE_PROTOCOLS, PROTOCOLS
 from essl.evaluation.report import accuracy_text, departures
+from essl.training.distributed import init_distributed
 
 __all__ = ["register", "evaluate_knn", "evaluate_linear_lbfgs", "evaluate_protocol", "evaluate_diagnostics",
            "frozen_features"]
@@ -38,7 +40,11 @@ def _target_args(p: argparse.ArgumentParser, precision: str) -> None:
     g.add_argument("--dataset", help="evaluate on this dataset (mnist5k, cifar10, cifar100, folder) instead of "
                                      "the run's; required with --backbone-file")
     g.add_argument("--data-root", help="dataset location (if it moved since pretraining, or for --dataset)")
-    g.add_argument("--image-size", type=int, help="decode size of image folders (default: the run's, or 224)")
+    g.add_argument("--image-size", type=int, help="decode size of image folders (default: the run's, or 224); for "
+                                                  "streamed folders (imagenet, or larger than memory) the working "
+                                                  "size: shorter side, default the run's or 256, central crop "
+                                                  "224/256 of it")
+    g.add_argument("--workers", type=int, default=4, help="DataLoader workers decoding streamed folders (default 4)")
     g.add_argument("--out", type=Path, help="folder for the results (default: RUN_DIR, or <file stem>-eval/ "
                                             "next to --backbone-file); results go to OUT/eval/")
     r = p.add_argument_group("runtime")
@@ -110,6 +116,9 @@ def _protocol_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-fraction", type=float, metavar="F",
                    help="train on a stratified seeded subset with this fraction of the labels (e.g. 0.01, 0.1); "
                         "test on the full test split")
+    p.add_argument("--label-list", type=Path, metavar="FILE",
+                   help="train on the images named in FILE, one file name per line (the SimCLR ImageNet subsets "
+                        "1percent.txt / 10percent.txt); image folders only")
     p.add_argument("--seed", type=int, default=0, help="seed of run 1 (run i uses seed+i-1) and of the label subset")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
@@ -119,13 +128,22 @@ def _target(args: argparse.Namespace) -> EvalTarget:
         raise EsslError(f"--threads must be >= 0 (0: torch's default), got {args.threads}.")
     if args.image_size is not None and args.image_size < 8:
         raise EsslError(f"--image-size must be at least 8 pixels, got {args.image_size}.")
+    if args.workers < 0:
+        raise EsslError(f"--workers must be >= 0 (0: decode in the main process), got {args.workers}.")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.backbone_file is None and args.run_dir is None:
         raise EsslError("Name a run folder (e.g. `essl knn runs/x`) or a released backbone with --backbone-file PATH "
                         "--dataset folder --data-root PATH.")
+    # under torchrun: one process group; extraction and the probes are split over the processes
+    denv = init_distributed("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+                            else "cpu")
+    if not denv.is_main:  # only the first process prints (every process computes the same numbers)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        args.quiet = True
     return load_target(args.run_dir, backbone_file=args.backbone_file, dataset=args.dataset,
-                       data_root=args.data_root, image_size=args.image_size, arch=args.arch, out=args.out)
+                       data_root=args.data_root, image_size=args.image_size, arch=args.arch, out=args.out,
+                       workers=args.workers)
 
 
 def _progress(args: argparse.Namespace) -> Callable[[str], None] | None:
@@ -161,9 +179,11 @@ def run_probe(args: argparse.Namespace) -> int:
                             f"({', '.join(PROTOCOLS)}), not to linear_lbfgs.")
         target = _target(args)
         wd = LBFGS_WEIGHT_DECAY if args.weight_decay is None else args.weight_decay
-        r = evaluate_linear_lbfgs(target, wd, label_fraction=args.label_fraction, seed=args.seed,
+        r = evaluate_linear_lbfgs(target, wd, label_fraction=args.label_fraction, label_list=args.label_list,
+                                  seed=args.seed,
                                   device=args.device, precision="fp32" if args.precision == "auto" else args.precision)
-        frac = f", {args.label_fraction:g} of the labels" if args.label_fraction else ""
+        frac = (f", the labels in {args.label_list}" if args.label_list else
+                f", {args.label_fraction:g} of the labels" if args.label_fraction else "")
         print(f"linear probe top-1 [linear_lbfgs: L-BFGS on cached features, wd {wd:g}{frac}; not the paper's "
               f"protocol]: {r['top1']:.2f}%  {_where(target)}")
         return 0
@@ -179,7 +199,8 @@ def run_finetune(args: argparse.Namespace) -> int:
 def _run_trained(args: argparse.Namespace, what: str) -> int:
     target = _target(args)
     r = evaluate_protocol(target, args.protocol, epochs=args.epochs, repeats=args.repeats,
-                          batch_size=args.batch_size, label_fraction=args.label_fraction, seed=args.seed,
+                          batch_size=args.batch_size, label_fraction=args.label_fraction,
+                          label_list=args.label_list, seed=args.seed,
                           device=args.device, precision=args.precision, progress=_progress(args))
     print(f"{what} top-1 [{protocol_summary(r)}]: {accuracy_text(r, '%')}  {_where(target)}")
     return 0

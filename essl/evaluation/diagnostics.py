@@ -17,6 +17,8 @@ Groups act on [0, 1] images *before* normalisation, as in training (:mod:`essl.t
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,18 +30,21 @@ from essl.groups.base import TransformationGroup
 
 
 @torch.no_grad()
-def orbit_features(backbone: nn.Module, images: torch.Tensor, group: TransformationGroup, mean, std,
-                   batch_size: int = 512, device: torch.device | str = "cpu",
+def orbit_features(backbone: nn.Module, images: torch.Tensor | Iterable[torch.Tensor], group: TransformationGroup,
+                   mean, std, batch_size: int = 512, device: torch.device | str = "cpu",
                    dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Features of ``g·x`` for every element: ``(order, N, D)`` float32, row ``[k, i]`` = ``f(apply(x_i, k))``."""
+    """Features of ``g·x`` for every element: ``(order, N, D)`` float32, row ``[k, i]`` = ``f(apply(x_i, k))``.
+    ``images``: a tensor, or an iterable of image batches (e.g. a DataLoader of a streamed folder)."""
     device = torch.device(device)
     was = backbone.training
     backbone.eval()
     norm = Normalize(mean, std).to(device)
     per = max(1, batch_size // group.order)
+    batches = ((images[s:s + per] for s in range(0, len(images), per)) if isinstance(images, torch.Tensor)
+               else images)
     blocks = []
-    for start in range(0, len(images), per):
-        x = images[start:start + per].to(device)
+    for x in batches:
+        x = x.to(device)
         x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
         xg, _ = group.orbit(x)  # element-major: block k is apply(x, k)
         with autocast_context(device, dtype):

@@ -22,7 +22,10 @@ import torch
 from torch import nn
 
 from essl.data import ImageData, load_dataset
+from essl.data.image_folder import scan_image_folder
+from essl.data.imagenet import split_folder
 from essl.errors import EsslError
+from essl.evaluation.streamed import DEFAULT_WORKING_SIZE, StreamedSplit
 from essl.training.checkpoint import load_checkpoint
 from essl.training.config import PretrainConfig, config_from_dict
 
@@ -120,26 +123,36 @@ class EvalTarget:
     """
 
     backbone: nn.Module
-    train: ImageData
-    test: ImageData
+    train: ImageData | StreamedSplit
+    test: ImageData | StreamedSplit
     out_dir: Path
     checkpoint: dict[str, Any]
     source: dict[str, Any]
     seeds: dict[str, Any] = field(default_factory=dict)
+    train_files: list[Path] | None = None    # image folders: the train split's files, in the order of ``train``
 
     @property
     def dataset(self) -> str:
         return self.source["dataset"]
 
+    @property
+    def streamed(self) -> bool:
+        """Read from disk batch by batch (:mod:`essl.evaluation.streamed`) rather than held in memory."""
+        return isinstance(self.train, StreamedSplit)
+
 
 def load_target(run_dir: Path | str | None = None, *, backbone_file: Path | str | None = None,
                 dataset: str | None = None, data_root: str | None = None, image_size: int | None = None,
-                arch: str = "resnet50", out: Path | str | None = None) -> EvalTarget:
+                arch: str = "resnet50", out: Path | str | None = None, workers: int = 4) -> EvalTarget:
     """Resolve the command-line choices into an :class:`EvalTarget`.
 
     Either ``run_dir`` (an ``essl pretrain`` folder; its dataset unless ``dataset``/``data_root`` say otherwise,
     results in ``RUN_DIR/eval``) or ``backbone_file`` with ``dataset`` (results in ``out``, by default
     ``<file stem>-eval/`` next to the file).
+
+    ``dataset=imagenet``, and an image folder whose decoded splits would exceed the in-memory limit, are streamed
+    from disk in ``workers`` DataLoader workers (:class:`~essl.evaluation.streamed.StreamedSplit`); ``image_size``
+    is then the working size (shorter side; the backbone sees its ``224/256`` central crop).
     """
     if (run_dir is None) == (backbone_file is None):
         raise EsslError("Give either a run folder (RUN_DIR) or --backbone-file PATH (a released backbone), not "
@@ -172,8 +185,16 @@ def load_target(run_dir: Path | str | None = None, *, backbone_file: Path | str 
                   "backbone": arch, **info}
         seeds = {}
         out_dir = Path(out) if out else path.with_name(f"{path.stem}-eval")
-    train = load_dataset(name, "train", root, size)
-    test = load_dataset(name, "test", root, size)
+    folders = image_folder_splits(name, root)
+    streamed = folders is not None and (name == "imagenet" or not fits_in_memory(folders, size))
+    if streamed:
+        if run_dir is None and not image_size:
+            size = DEFAULT_WORKING_SIZE
+        train, test = (StreamedSplit.scan(folders[0], size, f"{data_label(name, root)}:train", workers),
+                       StreamedSplit.scan(folders[1], size, f"{data_label(name, root)}:test", workers))
+    else:
+        train = load_dataset(name, "train", root, size)
+        test = load_dataset(name, "test", root, size)
     if train.labels is None or test.labels is None:
         raise EsslError(f"Dataset {name!r} has no labels; evaluation needs labelled train/ and test/ splits "
                         f"(one subfolder per class).")
@@ -181,7 +202,28 @@ def load_target(run_dir: Path | str | None = None, *, backbone_file: Path | str 
         raise EsslError(f"The backbone takes {_in_channels(backbone)}-channel images but {name} has "
                         f"{train.channels} channel(s).")
     checkpoint = {"path": str(ckpt_path), "epoch": meta.get("epoch"), "sha256": file_digest(ckpt_path)}
-    return EvalTarget(backbone, train, test, out_dir, checkpoint, source, seeds)
+    train_files = train.files if streamed else (scan_image_folder(folders[0])[0] if folders else None)
+    return EvalTarget(backbone, train, test, out_dir, checkpoint, source, seeds, train_files)
+
+
+def image_folder_splits(name: str, root: str | None) -> tuple[Path, Path] | None:
+    """``(train folder, test folder)`` of an image-folder dataset (``imagenet``: train/ and val/; ``folder``:
+    train/ and test/), or None for the other datasets or a folder without both splits (then the in-memory loader
+    says what is missing)."""
+    if not root or name not in ("imagenet", "folder"):
+        return None
+    if name == "imagenet":
+        return split_folder(root, "train"), split_folder(root, "test")
+    base = Path(root).expanduser()
+    return (base / "train", base / "test") if (base / "train").is_dir() and (base / "test").is_dir() else None
+
+
+def fits_in_memory(folders: tuple[Path, Path], size: int, channels: int = 3) -> bool:
+    """Whether both splits decoded at ``size`` stay within :data:`essl.data.datasets.IN_MEMORY_LIMIT_BYTES`."""
+    from essl.data import datasets
+
+    n = sum(len(scan_image_folder(f)[0]) for f in folders)
+    return n * channels * size * size <= datasets.IN_MEMORY_LIMIT_BYTES
 
 
 def data_label(dataset: str, root: str | None) -> str:

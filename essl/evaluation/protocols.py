@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -197,13 +198,17 @@ def stratified_subset(labels: torch.Tensor, fraction: float, seed: int = 0) -> t
     return torch.cat(picked).sort().values
 
 
-def result_name(base: str, record: dict[str, Any], label_fraction: float | None = None) -> str:
-    """File stem of a result: ``base`` plus every user override and the label fraction, so that a short or
-    few-label run never replaces a full-protocol result (e.g. ``probe-cifar-epochs2-labels1pct``)."""
+def result_name(base: str, record: dict[str, Any], label_fraction: float | None = None,
+                label_list: Any = None) -> str:
+    """File stem of a result: ``base`` plus every user override and the label fraction (or the label list's file
+    name), so that a short or few-label run never replaces a full-protocol result (e.g.
+    ``probe-cifar-epochs2-labels1pct``, ``probe-imagenet_simclr-labels-1percent``)."""
     parts = [base]
     for key, entry in sorted(record.get("overrides", {}).items()):
         used = entry["used"]
         parts.append(f"{key.replace('_', '')}{used:g}" if isinstance(used, float) else f"{key.replace('_', '')}{used}")
-    if label_fraction is not None and label_fraction < 1:
+    if label_list:
+        parts.append(f"labels-{Path(str(label_list)).stem}")
+    elif label_fraction is not None and label_fraction < 1:
         parts.append(f"labels{label_fraction * 100:g}pct")
     return "-".join(parts)
