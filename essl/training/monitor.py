@@ -48,19 +48,19 @@ class KnnMonitor:
         return cls(bank, bank.labels, test, test.labels, bank.num_classes, bank.mean, bank.std, k, t)
 
     @classmethod
-    def streamed_folders(cls, train_root: Path, val_root: Path, image_size: int, per_class: int, seed: int,
-                         mean: tuple[float, ...], std: tuple[float, ...], k: int, t: float, workers: int,
-                         channels: int = 3) -> "KnnMonitor":
+    def streamed_folders(cls, train_files: list[Path], train_labels: torch.Tensor, num_classes: int,
+                         val_root: Path, image_size: int, per_class: int, seed: int, mean: tuple[float, ...],
+                         std: tuple[float, ...], k: int, t: float, workers: int, channels: int = 3) -> "KnnMonitor":
+        """Bank: ``per_class`` of ``train_files`` (the training source's list, not scanned again); queries:
+        ``per_class`` of the labelled images under ``val_root``."""
         crop = center_crop_size(image_size)
+        val_files, val_labels, _ = scan_image_folder(val_root)
         parts = []
-        for root, s in ((train_root, seed), (val_root, seed + 1)):
-            files, labels, _ = scan_image_folder(root)
-            y = torch.tensor(labels)
+        for files, y, s in ((train_files, train_labels, seed), (val_files, torch.tensor(val_labels), seed + 1)):
             keep = per_class_subset(y, per_class, s) if per_class else torch.arange(len(files))
             parts.append((CenterCropFiles([files[i] for i in keep.tolist()], image_size, crop, channels), y[keep]))
         (bank, bank_y), (queries, query_y) = parts
-        classes = len(scan_image_folder(train_root)[2])
-        return cls(bank, bank_y, queries, query_y, classes, mean, std, k, t, workers)
+        return cls(bank, bank_y, queries, query_y, num_classes, mean, std, k, t, workers)
 
     def features(self, backbone: nn.Module, data: ImageData | CenterCropFiles, device: torch.device,
                  dtype: torch.dtype, channels_last: bool) -> torch.Tensor:

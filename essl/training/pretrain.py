@@ -158,8 +158,8 @@ class Pretrainer:
                     val = None  # no labelled val split: the kNN monitor is skipped
                 if val is not None:
                     self.monitor = KnnMonitor.streamed_folders(
-                        self.batches.root, val, cfg.image_size, cfg.knn_subset, cfg.seed, mean, std, cfg.knn_k,
-                        cfg.knn_t, cfg.workers, channels)
+                        self.batches.files, labels, classes, val, cfg.image_size, cfg.knn_subset, cfg.seed, mean,
+                        std, cfg.knn_k, cfg.knn_t, cfg.workers, channels)
         else:
             self.train = self.bank = load_dataset(cfg.dataset, "train", cfg.data_root, cfg.image_size)
             if cfg.subset:  # the kNN monitor keeps the whole labelled train split as its memory bank
