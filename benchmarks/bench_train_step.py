@@ -34,10 +34,9 @@ from PIL import Image, ImageEnhance
 
 from essl.augmentation import Normalize, build_view, get_recipe
 from essl.data.cifar import CIFAR10_MEAN, CIFAR10_STD
-from essl.evaluation.features import autocast_context
+from essl.runtime import autocast_context, resolve_precision
 from essl.training.config import load_config
 from essl.training.model import ESSLModel
-from essl.training.pretrain import resolve_precision
 
 
 # ------------------------------------------------------------------------------------- baseline: PIL per image

@@ -13,9 +13,11 @@ import time
 from pathlib import Path
 
 from essl.errors import EsslError
+from essl.runs import RESULTS_JSON, RESULTS_MD, check_run_dir, prepare_run_dir, read_metrics, write_atomic
 
 DEMO_RUNS = (("SimCLR", "mnist5k-simclr"), ("E-SimCLR", "mnist5k-esimclr"))
 DEFAULT_EPOCHS = 15
+DEMO_PNG = "demo.png"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_demo(args: argparse.Namespace) -> int:
     from essl.evaluation.commands import evaluate_knn, evaluate_linear_lbfgs
     from essl.training.config import load_config
-    from essl.training.pretrain import check_run_dir, prepare_run_dir, pretrain, read_metrics
+    from essl.training.pretrain import pretrain
 
     if args.epochs < 1:
         raise EsslError("--epochs must be at least 1.")
@@ -61,11 +63,11 @@ def run_demo(args: argparse.Namespace) -> int:
     total = time.perf_counter() - t_start
     table = format_table(results, args, total)
     print("\n" + table)
-    (out / "results.md").write_text(table + "\n")
-    (out / "results.json").write_text(json.dumps({"epochs": args.epochs, "seed": args.seed, "subset": args.subset,
-                                                  "wall_seconds": total, "runs": results}, indent=2) + "\n")
-    plot_path = plot_demo(results, out / "demo.png")
-    print(f"\nwrote {out / 'results.md'}, {out / 'results.json'} and {plot_path}")
+    write_atomic(out / RESULTS_MD, table + "\n")
+    write_atomic(out / RESULTS_JSON, json.dumps({"epochs": args.epochs, "seed": args.seed, "subset": args.subset,
+                                                 "wall_seconds": total, "runs": results}, indent=2) + "\n")
+    plot_path = plot_demo(results, out / DEMO_PNG)
+    print(f"\nwrote {out / RESULTS_MD}, {out / RESULTS_JSON} and {plot_path}")
     return 0
 
 
@@ -119,6 +121,6 @@ def plot_demo(results: list[dict], path: Path) -> Path:
     ax2.legend(fontsize=8)
     ax2.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_atomic(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
     plt.close(fig)
     return path

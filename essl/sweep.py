@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from essl.errors import EsslError
+from essl.runs import (CONFIG, METRICS, RESULTS_JSON, RESULTS_MD, checkpoint_path, has_checkpoint, has_config,
+                       load_checkpoint, read_config, read_result, result_path, write_atomic)
 
 #: The seven transformations of the paper's sweep, in the order of its figure (reference/paper.md §5.3).
 PAPER_TRANSFORMS = ("hflip", "grayscale", "rotation", "vflip", "jigsaw", "blur", "inversion")
@@ -46,7 +46,8 @@ ENGINEERING_KEYS = frozenset({"data_root", "num_threads", "device", "workers", "
                               "compile"})
 SWEEP_FILE = "sweep.json"
 #: Files ``essl pretrain`` writes into a run folder before its first checkpoint (safe to clear for a restart).
-PRE_CHECKPOINT_FILES = frozenset({"config.yaml", "metrics.jsonl"})
+PRE_CHECKPOINT_FILES = frozenset({CONFIG, METRICS})
+SWEEP_PNG = "sweep.png"
 
 
 @dataclass(frozen=True)
@@ -137,38 +138,32 @@ def run_state(run_dir: Path, cfg, protocol: str) -> str:
 
     Raises :class:`EsslError` if the folder holds something else, or a run trained with other settings.
     """
-    from essl.training.checkpoint import load_checkpoint
-    from essl.training.pretrain import CHECKPOINT
-
     if not check_run_settings(run_dir, cfg):
         return "fresh"
-    if (run_dir / "eval" / f"{protocol}.json").is_file():
+    if result_path(run_dir, protocol).is_file():
         return "done"
-    if not (run_dir / CHECKPOINT).is_file():
+    if not has_checkpoint(run_dir):
         extra = [p.name for p in run_dir.iterdir() if p.name not in PRE_CHECKPOINT_FILES
                  and not p.name.startswith(".") and not (p.is_dir() and not any(p.iterdir()))]
         if extra:
             raise EsslError(f"{run_dir} has no checkpoint but holds {', '.join(sorted(extra))}; delete the folder "
                             f"to rerun it.")
         return "restart"
-    epoch = int(load_checkpoint(run_dir / CHECKPOINT).get("epoch", 0))
+    epoch = int(load_checkpoint(checkpoint_path(run_dir)).get("epoch", 0))
     return "evaluate" if epoch >= cfg.epochs else "resume"
 
 
 def check_run_settings(run_dir: Path, cfg) -> bool:
     """False for an absent or empty run folder; True for one started with ``cfg``'s settings; otherwise an
     :class:`EsslError` (a folder that is no run, or a run trained with other settings). Reads only config.yaml."""
-    from essl.training.config import config_from_dict
-    from essl.training.pretrain import CONFIG
-
     if not run_dir.exists() or (run_dir.is_dir() and not any(run_dir.iterdir())):
         return False
-    if not (run_dir / CONFIG).is_file():
+    if not has_config(run_dir):
         raise EsslError(f"{run_dir} exists but is not an essl run folder (no {CONFIG}); move it away or choose "
                         f"another sweep folder with --out.")
     try:  # through the config class, so that settings added to essl since the run compare as their defaults
-        stored = config_from_dict(yaml.safe_load((run_dir / CONFIG).read_text()) or {}).to_dict()
-    except (EsslError, yaml.YAMLError) as exc:
+        stored = read_config(run_dir).to_dict()
+    except EsslError as exc:
         raise EsslError(f"{run_dir / CONFIG} cannot be read as a run config ({exc}); delete {run_dir} to rerun "
                         f"it.") from None
     diff = _differences(stored, cfg.to_dict())
@@ -180,7 +175,7 @@ def check_run_settings(run_dir: Path, cfg) -> bool:
 
 def evaluate_run(run_dir: Path, protocol: str) -> float:
     """Evaluate a trained run with ``protocol``; the result is written to ``run_dir/eval/<protocol>.json``."""
-    from essl.evaluation.commands import evaluate_knn, evaluate_linear_lbfgs
+    from essl.evaluation.evaluate import evaluate_knn, evaluate_linear_lbfgs
 
     result = (evaluate_knn if protocol == "knn" else evaluate_linear_lbfgs)(run_dir)
     return float(result["top1"])
@@ -201,8 +196,8 @@ def execute_run(run_dir: Path, cfg, protocol: str, progress: bool = False) -> tu
 
 
 def read_accuracy(run_dir: Path, protocol: str) -> float | None:
-    path = Path(run_dir) / "eval" / f"{protocol}.json"
-    return float(json.loads(path.read_text())["top1"]) if path.is_file() else None
+    result = read_result(run_dir, protocol)
+    return float(result["top1"]) if result is not None else None
 
 
 # ------------------------------------------------------------------------------------------------ summary
@@ -287,12 +282,9 @@ def plot_summary(summary: dict[str, Any], path: Path, title: str) -> Path:
     ax.legend(fontsize=8, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, format="png")
+    write_atomic(path, lambda fh: fig.savefig(fh, format="png"))
     plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return Path(path)
 
 
 def _create_exclusive(path: Path, text: str) -> bool:
@@ -331,12 +323,6 @@ def check_sweep_settings(out: Path, spec: SweepSpec, base) -> None:
     if diff:
         raise EsslError(f"The sweep in {out} was started with other settings: {'; '.join(diff[:5])}. Nothing was "
                         f"written. Give this command the settings recorded in {path}, or choose another --out.")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # per process: shards may write at the same time
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------------------ the sweep
@@ -462,13 +448,13 @@ def write_report(out: Path, spec: SweepSpec, base, accuracies: dict[str, float],
                "epochs": base.epochs, "batch_size": base.batch_size, "weight": spec.weight, "seeds": spec.seeds,
                "view": spec.view, "pred_view": spec.pred_view, "head": spec.head, "pred_samples": spec.samples,
                "skipped": skipped, "runs": accuracies, "summary": summary}
-    _write_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
-    _write_atomic(out / "results.md", markdown_table(summary, spec.protocol, skipped))
+    write_atomic(out / RESULTS_JSON, json.dumps(results, indent=2) + "\n")
+    write_atomic(out / RESULTS_MD, markdown_table(summary, spec.protocol, skipped))
     if plot and any(summary["transforms"][t][m]["delta"]["mean"] is not None
                     for t in transforms for m in ("issl", "essl")):
         title = (f"{base.method} on {base.dataset}, {base.epochs} epoch(s), {len(spec.seeds)} seed(s), "
                  f"{spec.protocol} top-1, λ={spec.weight:g}")
-        plot_summary(summary, out / "sweep.png", title)
+        plot_summary(summary, out / SWEEP_PNG, title)
     return results
 
 
@@ -532,7 +518,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
               f"Rerun the same command to continue.", flush=True)
         return 130
     print()
-    print((args.out / "results.md").read_text(), end="")
-    shown = [p for p in ("results.md", "results.json", "sweep.png") if (args.out / p).is_file()]
+    print((args.out / RESULTS_MD).read_text(), end="")
+    shown = [p for p in (RESULTS_MD, RESULTS_JSON, SWEEP_PNG) if (args.out / p).is_file()]
     print(f"\nwritten: {', '.join(str(args.out / p) for p in shown)}")
     return 0

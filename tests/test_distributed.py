@@ -25,10 +25,10 @@ from torch import nn
 from essl.errors import EsslError
 from essl.objectives import all_reduce_sum, barlow_twins_loss, gather, info_nce, nt_xent, prediction_loss, simsiam_loss
 from essl.training.batches import TensorBatches
-from essl.training.checkpoint import load_checkpoint, save_checkpoint
+from essl.runs import load_checkpoint, read_metrics, save_checkpoint
 from essl.training.config import config_from_dict, load_config
 from essl.training.distributed import detect_env
-from essl.training.pretrain import pretrain, read_metrics
+from essl.training.pretrain import pretrain
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
                                 reason="torch.distributed with the gloo backend is not available")

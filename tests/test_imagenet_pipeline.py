@@ -23,11 +23,11 @@ from essl.data.imagenet import (ImageFolderBatches, box_size, decode_padded, dec
                                 split_folder, stratified_subset)
 from essl.errors import EsslError
 from essl.training.batches import TensorBatches
-from essl.training.checkpoint import load_checkpoint
+from essl.runs import load_checkpoint, prepare_run_dir, read_metrics
 from essl.training.config import PretrainConfig, config_from_dict, load_config, preset_path, read_yaml
 from essl.training.model import ESSLModel
 from essl.training.optim import LARS, build_optimizer
-from essl.training.pretrain import Pretrainer, prepare_run_dir, pretrain, read_metrics
+from essl.training.pretrain import Pretrainer, pretrain
 
 PRESETS = ["imagenet-simclr", "imagenet-esimclr", "imagenet-simsiam", "imagenet-esimsiam", "imagenet-barlow",
            "imagenet-ebarlow"]

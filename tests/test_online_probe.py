@@ -6,11 +6,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from essl.training.checkpoint import load_checkpoint
+from essl.runs import load_checkpoint, prepare_run_dir, read_metrics
 from essl.training.config import load_config
 from essl.training.model import ESSLModel
 from essl.training.online_probe import OnlineProbe
-from essl.training.pretrain import Pretrainer, prepare_run_dir, pretrain, read_metrics
+from essl.training.pretrain import Pretrainer, pretrain
 
 TINY = ["subset=128", "batch_size=32", "warmup_epochs=0", "num_threads=1", "precision=fp32", "knn_every=1",
         "knn_subset=20"]

@@ -12,7 +12,7 @@ import torch
 
 from essl.errors import EsslError, Interrupted, os_reason, write_error
 from essl.training import pretrain as pretrain_module
-from essl.training.checkpoint import load_checkpoint
+from essl.runs import load_checkpoint
 from essl.training.config import load_config
 from essl.training.pretrain import pretrain, read_metrics
 

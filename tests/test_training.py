@@ -14,9 +14,9 @@ import torch
 
 from essl.errors import EsslError
 from essl.training import pretrain as pretrain_module
-from essl.training.checkpoint import load_checkpoint
+from essl.runs import load_checkpoint, read_metrics
 from essl.training.config import load_config
-from essl.training.pretrain import pretrain, read_metrics
+from essl.training.pretrain import pretrain
 from essl.training.schedule import warmup_cosine
 
 TINY = ["subset=256", "batch_size=64", "knn_every=1", "warmup_epochs=1", "num_threads=1"]

@@ -94,7 +94,8 @@ def test_image_folder_greyscale(tmp_path):
 def test_pretrain_on_npy_arrays(tmp_path):
     from essl.evaluation.loading import load_run_backbone
     from essl.training.config import load_config
-    from essl.training.pretrain import pretrain, read_metrics
+    from essl.runs import read_metrics
+    from essl.training.pretrain import pretrain
 
     write_npy(tmp_path / "data", shape=(64, 16, 16))
     cfg = load_config("mnist5k-esimclr", ["dataset=npy", f"data_root={tmp_path / 'data'}", "epochs=1",

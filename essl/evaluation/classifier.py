@@ -24,7 +24,7 @@ from torch import nn
 
 from essl.augmentation import Normalize, ViewRecipe, build_view
 from essl.data import ImageData
-from essl.evaluation.features import autocast_context
+from essl.runtime import autocast_context
 from essl.evaluation.protocols import EvalProtocol, lr_schedule
 from essl.training.optim import LARS
 

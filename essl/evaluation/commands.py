@@ -18,11 +18,13 @@ from typing import Any, Callable
 import torch
 
 from essl.errors import EsslError
-from essl.evaluation.evaluate import (DIAGNOSTICS_MAX_TRAIN, LBFGS_WEIGHT_DECAY, PRECISIONS, evaluate_diagnostics,
-                                      evaluate_knn, evaluate_linear_lbfgs, evaluate_protocol, frozen_features)
+from essl.evaluation.evaluate import (DIAGNOSTICS_MAX_TRAIN, LBFGS_WEIGHT_DECAY, evaluate_diagnostics, evaluate_knn,
+                                      evaluate_linear_lbfgs, evaluate_protocol, frozen_features)
 from essl.evaluation.loading import RELEASED_ARCHS, EvalTarget, load_target
 from essl.evaluation.protocols import FINETUNE_PROTOCOLS, PROTOCOLS
-from essl.evaluation.report import accuracy_text, departures
+from essl.evaluation.results import accuracy_text, departures
+from essl.runs import CONFIG, EVAL_DIR, METRICS
+from essl.runtime import PRECISIONS
 from essl.training.distributed import init_distributed
 
 __all__ = ["register", "evaluate_knn", "evaluate_linear_lbfgs", "evaluate_protocol", "evaluate_diagnostics",
@@ -101,7 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.set_defaults(func=run_diagnose)
 
     r = sub.add_parser("report", help="side-by-side markdown table and PNG plots of one or more runs",
-                       description="Reads each folder's config.yaml, metrics.jsonl and eval/*.json; prints a "
+                       description=f"Reads each folder's {CONFIG}, {METRICS} and {EVAL_DIR}/*.json; prints a "
                                    "markdown table (one column per run) and writes report.md and PNG plots.")
     r.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
     r.add_argument("--out", type=Path, help="output folder (default: FIRST_RUN_DIR/report); only the report's own "
@@ -161,7 +163,7 @@ def _progress(args: argparse.Namespace) -> Callable[[str], None] | None:
 
 
 def _where(target: EvalTarget) -> str:
-    return f"[{target.checkpoint['path']}; results in {target.out_dir / 'eval'}]"
+    return f"[{target.checkpoint['path']}; results in {target.out_dir / EVAL_DIR}]"
 
 
 def run_knn(args: argparse.Namespace) -> int:
@@ -219,7 +221,7 @@ def run_diagnose(args: argparse.Namespace) -> int:
         print(f"{group}: invariance cos(f(x), f(g·x)) per element [{sims}] (different images: "
               f"{inv['cross_image_similarity']:.3f}); equivariance: g predicted with {eq['accuracy']:.2f}% "
               f"(chance {eq['chance']:.1f}%; per element [{accs}])")
-    print(f"results in {target.out_dir / 'eval'}")
+    print(f"results in {target.out_dir / EVAL_DIR}")
     return 0
 
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from essl.augmentation import Normalize
-from essl.evaluation.features import autocast_context
+from essl.runtime import autocast_context
 from essl.evaluation.linear import fit_logistic_regression, predict_logistic_regression
 from essl.groups.base import TransformationGroup
 

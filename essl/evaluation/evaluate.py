@@ -1,7 +1,7 @@
 """Evaluate an encoder with a named protocol and write the machine-readable result.
 
 Each ``evaluate_*`` function takes an :class:`~essl.evaluation.loading.EvalTarget` (or a run folder), runs one
-evaluation, writes ``<out>/eval/<name>.json`` with :func:`~essl.evaluation.results.write_result` and returns the
+evaluation, writes ``<out>/eval/<name>.json`` with :func:`~essl.runs.write_result` and returns the
 same record. Every record states:
 
 - ``evaluation`` (knn | linear_probe | finetune | diagnostics) and ``protocol`` (its name, source and every
@@ -31,29 +31,18 @@ from essl.evaluation.linear import fit_logistic_regression, linear_probe_accurac
 from essl.evaluation.loading import EvalTarget, load_target
 from essl.evaluation.protocols import (OTHER_PROTOCOLS, adapt_protocol, get_protocol, result_name,
                                        stratified_subset)
-from essl.evaluation.results import write_result
 from essl.evaluation.streamed import (cached_features, diagnose_streamed, dist_info, knn_accuracy_chunked,
                                       label_list_subset, train_classifier_streamed)
 from essl.groups import make_group
+from essl.runs import write_result
+from essl.runtime import resolve_runtime
 
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 LBFGS_WEIGHT_DECAY = 1e-4          # linear_lbfgs's L2 penalty
 DIAGNOSTICS_MAX_TRAIN = 10000      # train images whose orbits fit the classifier of g
 
 
 def as_target(target: EvalTarget | Path | str, data_root: str | None = None) -> EvalTarget:
     return target if isinstance(target, EvalTarget) else load_target(target, data_root=data_root)
-
-
-def resolve_runtime(device: str, precision: str) -> tuple[torch.device, torch.dtype, str]:
-    """``(device, autocast dtype, precision name)``; ``auto`` as in pretraining (bf16 where it is fast)."""
-    from essl.training.pretrain import resolve_device, resolve_precision
-
-    if precision not in PRECISIONS:
-        raise EsslError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
-    dev = resolve_device(device)
-    dtype = resolve_precision(precision, dev)
-    return dev, dtype, {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[dtype]
 
 
 def _data_record(target: EvalTarget, n_train: int, label_fraction: float | None, subset_seed: int | None,

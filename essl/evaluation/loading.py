@@ -1,6 +1,6 @@
 """Load what is evaluated: the backbone of a run folder, or a released backbone file, with its data.
 
-Everything is read with weights-only unpickling (:func:`essl.training.checkpoint.load_checkpoint`).
+Everything is read with weights-only unpickling (:func:`essl.runs.load_checkpoint`).
 
 Released files (reference/paper.md §3.2) come in the layouts of the official ImageNet scripts:
 
@@ -26,7 +26,7 @@ from essl.data.image_folder import scan_image_folder
 from essl.data.imagenet import split_folder
 from essl.errors import EsslError
 from essl.evaluation.streamed import DEFAULT_WORKING_SIZE, StreamedSplit
-from essl.training.checkpoint import load_checkpoint
+from essl.runs import checkpoint_path, load_checkpoint
 from essl.training.config import PretrainConfig, config_from_dict
 
 RELEASED_ARCHS = ("resnet50", "resnet18")
@@ -42,7 +42,7 @@ def _load_run(path: Path | str) -> tuple[nn.Module, PretrainConfig, Path, dict[s
     from essl.training.model import ESSLModel
 
     path = Path(path)
-    ckpt_path = path / "checkpoint.pt" if path.is_dir() else path
+    ckpt_path = checkpoint_path(path)
     ckpt = load_checkpoint(ckpt_path)
     if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
         hint = (" It looks like a released backbone file: pass it with --backbone-file PATH --dataset ... instead."

@@ -19,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from essl.evaluation.report import protocol_label, result_rows
+from essl.evaluation.results import protocol_label, result_rows
 from essl.groups import ProductGroup, make_group
 
 ELEMENT_NAMES = {"rotation": ["0°", "90°", "180°", "270°"], "hflip": ["id", "h-flip"], "vflip": ["id", "v-flip"],

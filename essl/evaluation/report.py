@@ -16,32 +16,29 @@ error before writing anything.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from essl.errors import EsslError
-from essl.evaluation.results import read_results
+from essl.evaluation.results import result_rows
+from essl.runs import CONFIG, EVAL_DIR, has_config, read_config, read_metrics, read_results, write_atomic
 
 MANIFEST = ".essl-report.json"
-KIND_ORDER = {"knn": 0, "linear_probe": 1, "finetune": 2, "diagnostics": 3}
 METHOD_NAMES = {"simclr": "SimCLR", "simsiam": "SimSiam", "barlow_twins": "Barlow Twins"}
 
 
 # ---------------------------------------------------------------------------------------------- collecting
 def collect_run(run_dir: Path | str) -> dict[str, Any]:
     """Config (or None), training metrics and evaluation results of one folder."""
-    from essl.training.pretrain import CONFIG, read_metrics, read_run_config
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise EsslError(f"{run_dir} is not a folder. Pass run folders written by `essl pretrain` (or folders of "
                         f"evaluation results written with --out).")
-    cfg = read_run_config(run_dir) if (run_dir / CONFIG).is_file() else None
+    cfg = read_config(run_dir) if has_config(run_dir) else None
     results = read_results(run_dir)
     metrics = read_metrics(run_dir)
     if cfg is None and not results:
-        raise EsslError(f"{run_dir} has neither config.yaml nor eval/*.json: nothing to report. Run `essl pretrain` "
+        raise EsslError(f"{run_dir} has neither {CONFIG} nor {EVAL_DIR}/*.json: nothing to report. Run `essl pretrain` "
                         f"or an evaluation (`essl knn {run_dir}` ...) first.")
     return {"dir": run_dir, "config": cfg, "metrics": metrics, "results": results}
 
@@ -80,64 +77,6 @@ def method_label(source: dict[str, Any]) -> str:
     if source.get("invariances"):
         label += " + invariance to " + ", ".join(source["invariances"])
     return label
-
-
-def departures(result: dict[str, Any]) -> list[str]:
-    """How a result departs from its protocol: user overrides, a label fraction, other data."""
-    proto = result.get("protocol", {})
-    parts = [f"{key.replace('_', ' ')} {entry['used']} (protocol {entry['protocol']})"
-             for key, entry in sorted(proto.get("overrides", {}).items())]
-    data = result.get("data") or {}
-    if data.get("label_fraction"):
-        parts.append(f"{data['label_fraction'] * 100:g}% labels")
-    other = (result.get("source") or {}).get("other_data")
-    if other:
-        parts.append(f"on {other}")
-    return parts
-
-
-def protocol_label(result: dict[str, Any]) -> str:
-    """Row name of a result: the evaluation, its protocol and every departure (e.g.
-    ``linear probe · cifar · epochs 2 (protocol 100)``)."""
-    proto = result.get("protocol", {})
-    kind = result.get("evaluation", proto.get("kind", "?"))
-    what = {"knn": "kNN top-1", "linear_probe": "linear probe top-1", "finetune": "fine-tuning top-1"}.get(kind, kind)
-    name = proto.get("name", "?")
-    if name == "knn" and not proto.get("overrides"):
-        name = f"knn (k={proto.get('k')}, t={proto.get('t')})"
-    return " · ".join([what, name, *departures(result)])
-
-
-def accuracy_text(result: dict[str, Any], percent: str = "") -> str:
-    """``92.92 ± 0.29 (5 runs)`` for repeated runs, ``92.92`` for one (``percent="%"`` appends a unit)."""
-    runs = result.get("runs") or []
-    if len(runs) > 1:
-        return f"{result['top1']:.2f} ± {result['top1_std']:.2f}{percent} ({len(runs)} runs)"
-    return f"{result['top1']:.2f}{percent}"
-
-
-def result_rows(result: dict[str, Any], stem: str = "") -> list[tuple[tuple, str, str]]:
-    """``(sort key, row name, cell)`` for one result file (``stem``: its file name without ``.json``)."""
-    kind = result.get("evaluation", "?")
-    if "top1" not in result and kind != "diagnostics":
-        # a result of another part of essl (e.g. photonics fine-tuning): its summary mean ± std over seeds
-        summary = result.get("summary") if isinstance(result.get("summary"), dict) else {}
-        name = (result.get("protocol") or {}).get("name", "?")
-        if "mean" not in summary:
-            return [((8, stem), f"{name} · {stem}", "(no summary number)")]
-        std = f" ± {summary['std']:.4g}" if summary.get("std") is not None else ""
-        n = f" ({summary['n_seeds']} seeds)" if summary.get("n_seeds") else ""
-        return [((8, stem), f"{name} · {stem}", f"{summary['mean']:.4g}{std}{n}")]
-    if kind == "diagnostics":
-        g = " · ".join([str(result["protocol"].get("group", result.get("group"))), *departures(result)])
-        inv, eq = result["invariance"], result["equivariance"]
-        return [((3, g, 0), f"invariance: mean cos(f(x), f(g·x)), g ≠ e · {g}",
-                 f"{inv['mean']:.3f} (different images {inv['cross_image_similarity']:.3f})"),
-                ((3, g, 1), f"equivariance: g predicted from f(g·x), test acc. · {g} (chance {eq['chance']:.0f}%)",
-                 f"{eq['accuracy']:.2f}")]
-    proto = result.get("protocol", {})
-    order = (KIND_ORDER.get(kind, 9), 0 if proto.get("name") in ("knn", "linear_lbfgs") else 1, protocol_label(result))
-    return [(order, protocol_label(result), accuracy_text(result))]
 
 
 def build_table(runs: list[dict[str, Any]], names: list[str]) -> tuple[list[str], dict[str, list[str]]]:
@@ -210,12 +149,6 @@ def _read_manifest(folder: Path) -> set[str]:
         return set()
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def write_outputs(folder: Path, files: dict[str, bytes]) -> list[Path]:
     """Write ``{name: bytes}`` into ``folder`` with the manifest rule (see the module docstring)."""
     if folder.exists() and not folder.is_dir():
@@ -229,12 +162,12 @@ def write_outputs(folder: Path, files: dict[str, bytes]) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, data in files.items():
-        _write_bytes(folder / name, data)
+        write_atomic(folder / name, data)
         paths.append(folder / name)
     for stale in owned - set(files):  # our own files from an earlier report that this one does not produce
         if "/" not in stale and (folder / stale).is_file():
             (folder / stale).unlink()
-    _write_bytes(folder / MANIFEST, (json.dumps({"files": sorted(files)}, indent=1) + "\n").encode())
+    write_atomic(folder / MANIFEST, (json.dumps({"files": sorted(files)}, indent=1) + "\n").encode())
     return paths
 
 

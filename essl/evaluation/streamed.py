@@ -48,7 +48,8 @@ from essl.data.image_folder import IMAGENET_MEAN, IMAGENET_STD, scan_image_folde
 from essl.data.imagenet import CenterCropFiles, DecodedFiles, center_crop_size
 from essl.errors import EsslError
 from essl.evaluation.classifier import end_epoch, feature_dim, make_linear, make_optimizer, run_record
-from essl.evaluation.features import autocast_context, extract_dataset_features
+from essl.evaluation.features import extract_dataset_features
+from essl.runtime import autocast_context
 from essl.evaluation.protocols import EvalProtocol, lr_schedule
 
 DEFAULT_WORKING_SIZE = 256

@@ -16,7 +16,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from essl.photonics.cells import FAMILIES
 from essl.photonics.generate import GenerationSpec, generate, merge_shards
 from essl.photonics.h5io import DATASETS
 from essl.photonics.label import LabelConfig, label_images
+from essl.runs import write_atomic
 
 __all__ = ["cmd_generate", "cmd_label", "cmd_merge", "register"]
 
@@ -147,17 +147,6 @@ def _load_images(path: Path) -> np.ndarray:
     return arr
 
 
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    try:
-        with open(tmp, "wb") as fh:
-            np.save(fh, array)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def cmd_label(args: argparse.Namespace) -> int:
     """Handler of ``essl phc label IMAGES.npy OUT.npy``."""
     out = Path(args.out)
@@ -171,7 +160,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     labels = label_images(images, config, workers=args.workers, progress=not args.no_progress)
     if out.exists():
         raise EsslError(f"output {out} appeared while labelling; it is left untouched")
-    _save_atomic(out, labels)
+    write_atomic(out, lambda fh: np.save(fh, labels))
     print(f"wrote {out} ({labels.shape[0]} x {labels.shape[1]} float32)")
     return 0
 

@@ -19,14 +19,13 @@ from its checkpoint, and an existing fine-tuning result with the same protocol i
 A run folder written with *other* settings is never touched (an error says so).
 
 This module also adds ``essl phc finetune`` and ``essl phc experiment`` to the ``essl phc`` command
-(:func:`add_parsers`). It imports torch only when a command runs.
+(:func:`add_parsers`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 
 from essl.cli import positive_int
 from essl.errors import EsslError
+from essl.runs import CONFIG, has_checkpoint, read_config, read_metrics, read_result, result_path, write_atomic
 
 #: (preset suffix, label in the table), in the paper's order.
 METHODS = (("simclr", "SimCLR"), ("simclr-transform", "SimCLR + Transform"), ("esimclr", "E-SimCLR"))
@@ -62,21 +62,15 @@ BUDGETS: dict[str, Budget] = {
 }
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 # ------------------------------------------------------------------------------------------ pretraining
 def ensure_pretrained(preset: str, overrides: list[str], run_dir: Path, progress: bool = True) -> Path:
     """Pretrain ``preset`` + ``overrides`` into ``run_dir``, reusing or continuing a run with the same settings."""
     from essl.training.config import load_config
-    from essl.training.pretrain import CHECKPOINT, CONFIG, pretrain, read_metrics, read_run_config
+    from essl.training.pretrain import pretrain
 
     cfg = load_config(preset, overrides)
-    if (run_dir / CHECKPOINT).exists():
-        stored = read_run_config(run_dir)
+    if has_checkpoint(run_dir):
+        stored = read_config(run_dir)
         if stored.to_dict() != cfg.to_dict():
             diff = sorted(k for k, v in cfg.to_dict().items() if stored.to_dict().get(k) != v)
             raise EsslError(f"{run_dir} holds a run with other settings ({', '.join(diff)}); it is left untouched. "
@@ -108,9 +102,9 @@ def ensure_finetuned(src: Any, data_root: str, settings: Any, log: Any = print) 
     """Fine-tune ``src`` unless its folder already holds a result of the same protocol; returns the payload."""
     from essl.photonics.finetune import finetune
 
-    path = src.out_dir / "eval" / f"{settings.result_name()}.json"
-    if path.exists():
-        payload = json.loads(path.read_text())
+    path = result_path(src.out_dir, settings.result_name())
+    payload = read_result(src.out_dir, settings.result_name())
+    if payload is not None:
         if not _protocol_matches(payload, settings):
             raise EsslError(f"{path} was fine-tuned with another protocol (seeds, lr, batch ...); it is left "
                             f"untouched. Use another --out, or delete it.")
@@ -139,9 +133,7 @@ def results_table(family: str, rows: list[dict[str, Any]]) -> str:
 
 
 def _pretrain_summary(run_dir: Path) -> tuple[str, float, float | None]:
-    from essl.training.pretrain import read_metrics, read_run_config
-
-    cfg = read_run_config(run_dir)
+    cfg = read_config(run_dir)
     rows = read_metrics(run_dir)
     wall = sum(r.get("epoch_time_s", 0.0) for r in rows)
     acc = None
@@ -199,8 +191,8 @@ def run_experiment(family: str, data_root: str | Path, out: str | Path, budget: 
               "selection": "minimum over fine-tuning epochs of the full-test-set error (test-set selection, as in "
                            "the paper); std over fine-tuning seeds with ddof 0",
               "rows": rows, "wall_time_s": time.perf_counter() - t0}
-    _atomic_write(out / f"phc-{family}-results.json", json.dumps(record, indent=2) + "\n")
-    _atomic_write(out / f"phc-{family}-results.md",
+    write_atomic(out / f"phc-{family}-results.json", json.dumps(record, indent=2) + "\n")
+    write_atomic(out / f"phc-{family}-results.md",
                   f"Budget {budget!r}: {spec.note}. Pretraining overrides: {' '.join(overrides)}.\n\n{table}")
     print(table, end="")
     return record

@@ -49,6 +49,8 @@ from torch import nn
 
 from essl.errors import EsslError
 from essl.photonics.splits import FAMILIES, LabelledSplits, load_labelled_splits
+from essl.runs import load_checkpoint, read_metrics, result_path, write_result
+from essl.runtime import resolve_device
 
 RESULT_PREFIX = "phc-finetune"
 #: Regression targets: the density of states (the paper's) or the band structures (official ``predict``).
@@ -152,7 +154,6 @@ def finetune_seed(encoder: nn.Module, splits: LabelledSplits, invariances: list[
     ``curve[0]`` is the error before any training, ``curve[e]`` after ``e`` epochs (``e = 1..epochs``).
     """
     from essl.groups import make_group
-    from essl.training.pretrain import resolve_device
 
     device = resolve_device(settings.device)
     torch.manual_seed(seed)
@@ -213,7 +214,6 @@ class EncoderSource:
 def encoder_from_run(run_dir: Path | str) -> EncoderSource:
     """The backbone of an ``essl pretrain`` run on ``phc-gpm``/``phc-blob`` and the run's invariances."""
     from essl.evaluation.loading import file_digest, load_run_backbone
-    from essl.training.pretrain import read_metrics
 
     run_path = Path(run_dir)
     if not run_path.exists():
@@ -242,7 +242,6 @@ def encoder_from_file(path: Path | str, family: str, out_dir: Path | str,
     encoder state dict (``features.*``, ``fc.*``); the family's default invariances unless given."""
     from essl.evaluation.loading import file_digest
     from essl.models.photonics import encoder_for_state, official_encoder_state
-    from essl.training.checkpoint import load_checkpoint
 
     if family not in FAMILIES:
         raise EsslError(f"--backbone-file needs --family gpm or --family blob, got {family!r}.")
@@ -297,11 +296,10 @@ def finetune(src: EncoderSource, data_root: str | Path | None, settings: Finetun
     An existing result of the same name is an error unless ``overwrite``; it is written only when all seeds
     finished, so an interrupted run leaves nothing half-written.
     """
-    from essl.evaluation.results import write_result
 
     settings.validate()
     root = data_root or src.data_root
-    path = src.out_dir / "eval" / f"{settings.result_name()}.json"
+    path = result_path(src.out_dir, settings.result_name())
     if path.exists() and not overwrite:
         raise EsslError(f"{path} already exists (a fine-tuning result with the same --n-train and --epochs); pass "
                         f"--overwrite to replace it.")

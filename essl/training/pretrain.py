@@ -8,16 +8,11 @@ written ``checkpoint.pt`` from which ``--resume`` continues exactly.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -25,10 +20,12 @@ from essl.augmentation import Normalize, ViewRecipe, build_view, get_recipe
 from essl.data import load_dataset
 from essl.data.imagenet import STREAMED_DATASETS, ImageFolderBatches, split_folder
 from essl.errors import EsslError, Interrupted, interrupts_deferred, os_failure, write_error
-from essl.evaluation.features import autocast_context
 from essl.groups import make_group
+from essl.runs import (CHECKPOINT, CONFIG, METRICS, check_run_dir, default_run_dir, load_checkpoint,
+                       prepare_run_dir, read_metrics, save_checkpoint, write_config, write_metrics)
+from essl.runtime import autocast_context, resolve_channels_last, resolve_device, resolve_precision
 from essl.training.batches import BatchSource, TensorBatches
-from essl.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from essl.training.checkpoint import rng_state, set_rng_state
 from essl.training.config import PretrainConfig, config_from_dict
 from essl.training.distributed import (DistEnv, all_reduce_mean, barrier, check_same_on_all_ranks, cuda_index,
                                        init_distributed)
@@ -38,88 +35,14 @@ from essl.training.online_probe import OnlineProbe, epoch_labels
 from essl.training.optim import build_optimizer
 from essl.training.schedule import warmup_cosine
 
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.jsonl"
-CONFIG = "config.yaml"
-
 
 # ----------------------------------------------------------------------------------------------- setup helpers
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise EsslError("device=cuda was asked for but CUDA is not available; use device=cpu or device=auto.")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
-def resolve_precision(name: str, device: torch.device) -> torch.dtype:
-    """auto: bf16 where the hardware runs it fast (CUDA with bf16, CPUs with AVX512-BF16/AMX), fp16 on older
-    CUDA GPUs, fp32 otherwise."""
-    if name == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
-    if name == "fp16" and device.type != "cuda":
-        raise EsslError("precision=fp16 needs a CUDA device; on a CPU use bf16 or fp32.")
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
-
-
-def resolve_channels_last(value: str) -> bool:
-    """auto: on (channels_last helps convolutions with oneDNN on CPUs and with cuDNN on GPUs)."""
-    return str(value).lower() in ("true", "auto")
-
-
 def view_recipe(name: str) -> ViewRecipe:
     """A view recipe by name; ``name@SIZE`` changes its crop size (e.g. ``imagenet1@128`` for a quick run)."""
     base, sep, size = name.partition("@")
     if sep and not size.isdigit():
         raise EsslError(f"View {name!r}: the size after '@' must be a whole number of pixels, e.g. {base}@128.")
     return get_recipe(base, int(size) if sep else None)
-
-
-def default_run_dir(preset: str) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{Path(preset).stem}-{stamp}"
-
-
-def check_run_dir(out: Path, overwrite: bool) -> None:
-    """Refuse an ``out`` that is a file, or a non-empty folder unless ``overwrite``; changes nothing on disk."""
-    if out.exists() and not out.is_dir():
-        raise EsslError(f"{out} exists and is not a folder. Choose another --out.")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            hint = " It holds a checkpoint: continue it with `essl pretrain --resume " + str(out) + "`." \
-                if (out / CHECKPOINT).exists() else ""
-            raise EsslError(f"Run folder {out} already exists and is not empty.{hint} Choose another --out, or pass "
-                            f"--overwrite to replace it.")
-
-
-def prepare_run_dir(out: Path, overwrite: bool) -> None:
-    """Create a fresh run folder; an existing non-empty folder is an error unless ``overwrite`` (then replaced)."""
-    check_run_dir(out, overwrite)
-    if out.is_dir() and any(out.iterdir()):
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-
-
-def read_run_config(run_dir: Path) -> PretrainConfig:
-    path = Path(run_dir) / CONFIG
-    if not path.is_file():
-        raise EsslError(f"{run_dir} is not an essl run folder (no {CONFIG}). Pass a folder written by `essl pretrain`.")
-    return config_from_dict(yaml.safe_load(path.read_text()) or {})
-
-
-def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, path)
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / METRICS
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 # ------------------------------------------------------------------------------------------------ the loop
@@ -331,7 +254,7 @@ class Pretrainer:
         """Write the metrics and the checkpoint of ``epoch`` (Ctrl-C waits until both are written); a failed
         write says what happened and which checkpoint is intact."""
         with interrupts_deferred():
-            for path, write in ((self.run_dir / METRICS, lambda: _write_metrics(self.run_dir / METRICS, rows)),
+            for path, write in ((self.run_dir / METRICS, lambda: write_metrics(self.run_dir, rows)),
                                 (self.run_dir / CHECKPOINT,
                                  lambda: save_checkpoint(self.run_dir / CHECKPOINT, self.state(epoch)))):
                 try:
@@ -373,7 +296,7 @@ def pretrain(cfg: PretrainConfig, run_dir: Path | str | None = None, resume: boo
     trainer = Pretrainer(cfg, run_dir, progress)
     if ckpt is None and main:
         prepare_run_dir(run_dir, overwrite)
-        (run_dir / CONFIG).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        write_config(run_dir, cfg)
     if ckpt is not None:
         trainer.restore(ckpt)
         if trainer.start_epoch >= cfg.epochs:

@@ -246,7 +246,7 @@ def test_lbfgs_result_is_named_and_few_label(tmp_path):
 
 def test_a_result_with_other_settings_never_replaces_the_default_one(tmp_path):
     """`essl probe RUN --weight-decay 5` gets its own file and its own report row; the default result stays."""
-    from essl.evaluation.report import protocol_label
+    from essl.evaluation.results import protocol_label
 
     target = _target(tmp_path, LevelRBF())
     evaluate_linear_lbfgs(target)

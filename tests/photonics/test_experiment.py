@@ -23,7 +23,8 @@ from essl.photonics.finetune import (DOSRegressor, FinetuneSettings, dos_error, 
                                      encoder_from_scratch, finetune)
 from essl.photonics.splits import load_labelled_splits
 from essl.training.config import load_config
-from essl.training.pretrain import pretrain, read_metrics
+from essl.runs import read_metrics
+from essl.training.pretrain import pretrain
 
 torch.set_num_threads(1)
 

@@ -25,7 +25,8 @@ from essl.objectives.equivariance import prediction_loss, relative_features
 from essl.photonics.finetune import FinetuneSettings, encoder_from_file, regressor
 from essl.training.batches import TensorBatches
 from essl.training.config import load_config
-from essl.training.pretrain import Pretrainer, pretrain, read_metrics
+from essl.runs import read_metrics
+from essl.training.pretrain import Pretrainer, pretrain
 
 torch.set_num_threads(1)
 FAST = ["backbone=phc_cnn_small", "batch_size=8", "epochs=1", "precision=fp32"]

@@ -1,0 +1,183 @@
+"""The run-folder format: what ``essl pretrain`` and the evaluations write, and how it is read back.
+
+A run folder holds::
+
+    config.yaml       the run's settings (:class:`~essl.training.config.PretrainConfig`), written before training
+    metrics.jsonl     one JSON line per finished epoch (loss parts, lr, throughput, kNN monitor)
+    checkpoint.pt     the last finished epoch: model, optimiser, scaler, RNG, config (weights-only readable)
+    eval/<name>.json  one machine-readable result per evaluation (protocol, checkpoint, numbers)
+
+Experiment folders (``essl demo``, ``essl sweep``, ``essl phc experiment``) hold run folders plus their own
+``results.md`` / ``results.json``. Every file is written with :func:`write_atomic`: a crash leaves the old file
+or the new one, never half of one. This module is the only place that spells these file names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+import yaml
+
+from essl import __version__
+from essl.errors import EsslError
+from essl.training.config import PretrainConfig, config_from_dict
+
+CONFIG = "config.yaml"
+METRICS = "metrics.jsonl"
+CHECKPOINT = "checkpoint.pt"
+EVAL_DIR = "eval"
+#: Summary files of an experiment folder (demo, sweep).
+RESULTS_MD = "results.md"
+RESULTS_JSON = "results.json"
+
+
+# ------------------------------------------------------------------------------------------------ writing
+def write_atomic(path: Path | str, data: str | bytes | Callable[[IO[bytes]], Any], fsync: bool = False) -> Path:
+    """Write ``data`` (text, bytes, or a function that writes into a binary file) to ``path`` through a
+    per-process temporary file and ``os.replace``, so readers (and other processes writing the same folder) see
+    the old file or the new one, never a partial one. ``fsync`` also flushes the data to the disk first."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            if isinstance(data, str):
+                fh.write(data.encode())
+            elif isinstance(data, bytes):
+                fh.write(data)
+            else:
+                data(fh)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ the folder
+def default_run_dir(preset: str) -> Path:
+    """``runs/<preset>-<date>-<time>``."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{Path(preset).stem}-{stamp}"
+
+
+def check_run_dir(out: Path, overwrite: bool) -> None:
+    """Refuse an ``out`` that is a file, or a non-empty folder unless ``overwrite``; changes nothing on disk."""
+    if out.exists() and not out.is_dir():
+        raise EsslError(f"{out} exists and is not a folder. Choose another --out.")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            hint = " It holds a checkpoint: continue it with `essl pretrain --resume " + str(out) + "`." \
+                if (out / CHECKPOINT).exists() else ""
+            raise EsslError(f"Run folder {out} already exists and is not empty.{hint} Choose another --out, or pass "
+                            f"--overwrite to replace it.")
+
+
+def prepare_run_dir(out: Path, overwrite: bool) -> None:
+    """Create a fresh run folder; an existing non-empty folder is an error unless ``overwrite`` (then replaced)."""
+    check_run_dir(out, overwrite)
+    if out.is_dir() and any(out.iterdir()):
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+# ------------------------------------------------------------------------------------------------ config
+def write_config(run_dir: Path, cfg: PretrainConfig) -> Path:
+    return write_atomic(Path(run_dir) / CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def has_config(run_dir: Path | str) -> bool:
+    return (Path(run_dir) / CONFIG).is_file()
+
+
+def read_config(run_dir: Path | str) -> PretrainConfig:
+    """The :class:`PretrainConfig` of a run folder (settings added to essl since the run take their defaults)."""
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise EsslError(f"{run_dir} is not an essl run folder (no {CONFIG}). Pass a folder written by `essl pretrain`.")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise EsslError(f"{path} is not valid YAML ({exc}).") from None
+    return config_from_dict(values or {})
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> Path:
+    """Write every epoch's row (the file is replaced as a whole, so a resumed run drops rows past its checkpoint)."""
+    return write_atomic(Path(run_dir) / METRICS, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def read_metrics(run_dir: Path | str) -> list[dict[str, Any]]:
+    """The per-epoch rows of a run folder (``[]`` when it has none yet)."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+def checkpoint_path(path: Path | str) -> Path:
+    """The checkpoint of a run folder, or ``path`` itself when it names a file."""
+    path = Path(path)
+    return path / CHECKPOINT if path.is_dir() else path
+
+
+def has_checkpoint(run_dir: Path | str) -> bool:
+    return (Path(run_dir) / CHECKPOINT).is_file()
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` so that a crash leaves either the old file or the new one, never half of one."""
+    write_atomic(path, lambda fh: torch.save(state, fh), fsync=True)
+
+
+def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with weights-only unpickling (no code from the file is run)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EsslError(f"No checkpoint at {path}. Pass a run folder written by `essl pretrain` (it holds "
+                        f"{CHECKPOINT}) or the path of a .pt file.")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or foreign files
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        detail = next((ln for ln in lines if "Unsupported global" in ln), lines[0] if lines else "")
+        raise EsslError(f"Cannot read checkpoint {path} ({type(exc).__name__}: {detail}). The file is corrupt, "
+                        f"truncated, or holds objects that weights-only loading refuses.") from None
+
+
+# ------------------------------------------------------------------------------------------------ results
+def result_path(run_dir: Path | str, name: str) -> Path:
+    """``RUN_DIR/eval/<name>.json``."""
+    return Path(run_dir) / EVAL_DIR / f"{name}.json"
+
+
+def write_result(run_dir: Path | str, name: str, payload: dict[str, Any]) -> Path:
+    """Write ``RUN_DIR/eval/<name>.json`` atomically (with the essl version and the time) and return its path."""
+    path = result_path(run_dir, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"essl_version": __version__, "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              **payload}
+    return write_atomic(path, json.dumps(record, indent=2) + "\n")
+
+
+def read_result(run_dir: Path | str, name: str) -> dict[str, Any] | None:
+    """One result of a run folder, or None when it has not been written."""
+    path = result_path(run_dir, name)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def read_results(run_dir: Path | str) -> dict[str, dict[str, Any]]:
+    """All results of a run folder, keyed by file stem."""
+    out_dir = Path(run_dir) / EVAL_DIR
+    return {p.stem: json.loads(p.read_text()) for p in sorted(out_dir.glob("*.json"))} if out_dir.is_dir() else {}
