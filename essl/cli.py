@@ -19,13 +19,13 @@ from essl.extras import MissingExtra
 COMMAND_MODULES = [
     "essl.training.commands",     # pretrain, presets
     "essl.evaluation.commands",   # knn, probe, finetune, diagnose, report
-    "essl.demo",                  # demo
-    "essl.photonics.cli",         # phc generate | label
-    "essl.sweep",                 # sweep
+    "essl.experiments.demo",      # demo
+    "essl.photonics.commands",    # phc generate | label | merge | finetune | experiment
+    "essl.experiments.sweep",     # sweep
 ]
 #: command families behind an optional extra: module -> its command, still listed (with an error naming the
 #: extra to install) when the extra is missing
-OPTIONAL_COMMANDS = {"essl.photonics.cli": "phc"}
+OPTIONAL_COMMANDS = {"essl.photonics.commands": "phc"}
 
 
 def positive_int(text: str) -> int:

@@ -1,7 +1,7 @@
 """Where and how tensors are computed: device, autocast precision and memory format, resolved from settings.
 
 Used alike by pretraining (:mod:`essl.training.pretrain`), evaluation (:mod:`essl.evaluation.evaluate`) and the
-photonics fine-tuning (:mod:`essl.photonics.finetune`), so that ``auto`` means the same everywhere.
+photonics fine-tuning (:mod:`essl.evaluation.photonics`), so that ``auto`` means the same everywhere.
 """
 
 from __future__ import annotations

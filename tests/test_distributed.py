@@ -24,7 +24,7 @@ from torch import nn
 
 from essl.errors import EsslError
 from essl.objectives import all_reduce_sum, barlow_twins_loss, gather, info_nce, nt_xent, prediction_loss, simsiam_loss
-from essl.training.batches import TensorBatches
+from essl.data.batches import TensorBatches
 from essl.runs import load_checkpoint, read_metrics, save_checkpoint
 from essl.training.config import config_from_dict, load_config
 from essl.training.distributed import detect_env

@@ -22,7 +22,7 @@ from essl.augmentation.crops import PaddedImages, sample_crop_boxes
 from essl.data.imagenet import (ImageFolderBatches, box_size, decode_padded, decode_resized, decode_square,
                                 split_folder, stratified_subset)
 from essl.errors import EsslError
-from essl.training.batches import TensorBatches
+from essl.data.batches import TensorBatches
 from essl.runs import load_checkpoint, prepare_run_dir, read_metrics
 from essl.training.config import PretrainConfig, config_from_dict, load_config, preset_path, read_yaml
 from essl.training.model import ESSLModel

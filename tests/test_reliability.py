@@ -121,7 +121,7 @@ def test_os_failures_are_described_through_torch_wrappers(code, reason):
 
 def test_ctrl_c_in_other_commands_gives_no_pretraining_advice(monkeypatch, capsys):
     import essl.evaluation.commands as commands
-    import essl.photonics.cli as phc_cli
+    import essl.photonics.commands as phc_cli
     from essl.cli import main
 
     def ctrl_c(*args, **kwargs):

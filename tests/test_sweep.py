@@ -15,8 +15,8 @@ import essl.training.pretrain as pretrain_module
 from essl.cli import main
 from essl.errors import EsslError
 from essl.runs import load_checkpoint, save_checkpoint
-from essl.sweep import (PAPER_TRANSFORMS, SweepRun, build_spec, markdown_table, parse_shard, plan_runs, run_config,
-                        run_state, run_sweep, summarize, transform_problem)
+from essl.experiments.sweep import (PAPER_TRANSFORMS, SweepRun, build_spec, markdown_table, parse_shard, plan_runs,
+                                    run_config, run_state, run_sweep, summarize, transform_problem)
 from image_folders import make_image_folder
 
 torch.set_num_threads(1)

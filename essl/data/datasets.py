@@ -33,8 +33,8 @@ def load_dataset(name: str, split: str = "train", root: str | None = None, image
         return load_mnist5k(split)
     if name not in DATASETS:
         raise EsslError(f"Unknown dataset {name!r}. Choose one of: {', '.join(DATASETS)}.")
-    if name.startswith("phc-"):  # photonic unit cells, float32 (essl/photonics/splits.py)
-        from essl.photonics.splits import load_pretrain_cells
+    if name.startswith("phc-"):  # photonic unit cells, float32 (essl/data/photonics.py)
+        from essl.data.photonics import load_pretrain_cells
 
         return load_pretrain_cells(name, root, split)
     if not root:

@@ -23,7 +23,7 @@ and a little softer than the originals. A larger ``image_size`` brings crops clo
 worker CPU and host-to-device traffic (``3·L²`` bytes per image: 349 kB at ``S = 256``).
 
 **Exact epochs.** :class:`ImageFolderBatches` uses the same permutation and per-rank slicing as
-:class:`essl.training.batches.TensorBatches` (:class:`~essl.training.batches.ShardedOrder`): the global batches
+:class:`essl.data.batches.TensorBatches` (:class:`~essl.data.batches.ShardedOrder`): the global batches
 of an epoch are identical for any number of processes, and every process reads only its own slice.
 """
 
@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 from essl.augmentation.crops import PaddedImages
 from essl.data.image_folder import IMAGENET_MEAN, IMAGENET_STD, scan_image_folder
 from essl.errors import EsslError
-from essl.training.batches import ShardedOrder
+from essl.data.batches import ShardedOrder
 
 STREAMED_DATASETS = ("imagenet",)
 
@@ -148,7 +148,7 @@ class ImageFolderBatches(ShardedOrder):
     """This rank's :class:`~essl.augmentation.crops.PaddedImages` batches (``global_batch / world_size`` images in
     ``(C, L, L)`` boxes, ``L = box_size(S)``, with their valid sizes) of an image folder, decoded by
     ``workers`` DataLoader worker processes (0: in this process), in the exact order of
-    :class:`~essl.training.batches.TensorBatches`."""
+    :class:`~essl.data.batches.TensorBatches`."""
 
     def __init__(self, root: str | Path, global_batch: int, seed: int, rank: int = 0, world_size: int = 1,
                  image_size: int = 256, workers: int = 4, channels: int = 3, pin_memory: bool = False,

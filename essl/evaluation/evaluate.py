@@ -25,8 +25,8 @@ from essl.data import datasets
 from essl.errors import EsslError
 from essl.evaluation.classifier import run_protocol
 from essl.evaluation.diagnostics import diagnose
-from essl.evaluation.features import extract_features
-from essl.evaluation.knn import knn_accuracy
+from essl.training.features import extract_features
+from essl.training.knn import knn_accuracy
 from essl.evaluation.linear import fit_logistic_regression, linear_probe_accuracy, predict_logistic_regression
 from essl.evaluation.loading import EvalTarget, load_target
 from essl.evaluation.protocols import (OTHER_PROTOCOLS, adapt_protocol, get_protocol, result_name,

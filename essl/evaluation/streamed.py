@@ -48,7 +48,7 @@ from essl.data.image_folder import IMAGENET_MEAN, IMAGENET_STD, scan_image_folde
 from essl.data.imagenet import CenterCropFiles, DecodedFiles, center_crop_size
 from essl.errors import EsslError
 from essl.evaluation.classifier import end_epoch, feature_dim, make_linear, make_optimizer, run_record
-from essl.evaluation.features import extract_dataset_features
+from essl.training.features import extract_dataset_features
 from essl.runtime import autocast_context
 from essl.evaluation.protocols import EvalProtocol, lr_schedule
 
@@ -159,7 +159,7 @@ def _feature_dim(backbone: nn.Module, split: StreamedSplit, device: torch.device
 def knn_accuracy_chunked(bank: np.ndarray, bank_labels: torch.Tensor, queries: np.ndarray,
                          query_labels: torch.Tensor, num_classes: int, k: int = 200, t: float = 0.1,
                          device: torch.device | str = "cpu", chunk: int = 1024, bank_chunk: int = 16384) -> float:
-    """Weighted kNN top-1 (%) (:func:`essl.evaluation.knn.knn_predict`'s rule) with the bank read in chunks:
+    """Weighted kNN top-1 (%) (:func:`essl.training.knn.knn_predict`'s rule) with the bank read in chunks:
     memory is bounded by ``chunk × bank_chunk``. Queries are split over processes and the hits summed."""
     rank, world = dist_info()
     device = torch.device(device)

@@ -24,8 +24,8 @@ from torch import nn
 from essl.data import ImageData
 from essl.data.image_folder import scan_image_folder
 from essl.data.imagenet import CenterCropFiles, center_crop_size, per_class_subset
-from essl.evaluation import knn_accuracy
-from essl.evaluation.features import extract_dataset_features, extract_features
+from essl.training.knn import knn_accuracy
+from essl.training.features import extract_dataset_features, extract_features
 
 
 class KnnMonitor:

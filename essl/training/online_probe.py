@@ -80,5 +80,5 @@ class OnlineProbe:
 
 def epoch_labels(batches: Any, labels: torch.Tensor, epoch: int) -> torch.Tensor:
     """``(steps, local_batch)``: the labels of this process's slice at every step of ``epoch`` (the index
-    arithmetic of the batch source, :class:`~essl.training.batches.ShardedOrder`)."""
+    arithmetic of the batch source, :class:`~essl.data.batches.ShardedOrder`)."""
     return labels[batches.rank_indices(epoch)].view(len(batches), batches.local_batch)

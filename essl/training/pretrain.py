@@ -24,7 +24,7 @@ from essl.groups import make_group
 from essl.runs import (CHECKPOINT, CONFIG, METRICS, check_run_dir, default_run_dir, load_checkpoint,
                        prepare_run_dir, read_metrics, save_checkpoint, write_config, write_metrics)
 from essl.runtime import autocast_context, resolve_channels_last, resolve_device, resolve_precision
-from essl.training.batches import BatchSource, TensorBatches
+from essl.data.batches import BatchSource, TensorBatches
 from essl.training.checkpoint import rng_state, set_rng_state
 from essl.training.config import PretrainConfig, config_from_dict
 from essl.training.distributed import (DistEnv, all_reduce_mean, barrier, check_same_on_all_ranks, cuda_index,

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from essl.evaluation.knn import knn_accuracy, knn_predict
+from essl.training.knn import knn_accuracy, knn_predict
 
 
 def brute_force_knn(bank, bank_labels, queries, num_classes, k, t):

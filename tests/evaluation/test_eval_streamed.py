@@ -19,8 +19,8 @@ from essl.data import datasets
 from essl.data.imagenet import CenterCropFiles
 from essl.errors import EsslError
 from essl.evaluation import evaluate as ev
-from essl.evaluation.features import extract_features
-from essl.evaluation.knn import knn_accuracy
+from essl.training.features import extract_features
+from essl.training.knn import knn_accuracy
 from essl.evaluation.loading import load_target
 from essl.evaluation.streamed import StreamedSplit, knn_accuracy_chunked
 from essl.models import resnet18

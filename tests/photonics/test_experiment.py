@@ -19,9 +19,9 @@ from essl.data import load_dataset
 from essl.errors import EsslError
 from essl.groups import make_group
 from essl.models import make_backbone, prediction_head, projector
-from essl.photonics.finetune import (DOSRegressor, FinetuneSettings, dos_error, encoder_from_run,
+from essl.evaluation.photonics import (DOSRegressor, FinetuneSettings, dos_error, encoder_from_run,
                                      encoder_from_scratch, finetune)
-from essl.photonics.splits import load_labelled_splits
+from essl.data.photonics import load_labelled_splits
 from essl.training.config import load_config
 from essl.runs import read_metrics
 from essl.training.pretrain import pretrain
@@ -229,7 +229,7 @@ def test_finetune_runs_end_to_end_and_writes_its_result(root, tmp_path):
 
 
 def test_experiment_writes_the_table_and_resumes(root, tmp_path):
-    from essl.photonics.experiment import run_experiment
+    from essl.experiments.photonics import run_experiment
 
     d, _ = root
     kw = dict(pretrain_epochs=1, extra_overrides=["batch_size=8", "precision=fp32"],

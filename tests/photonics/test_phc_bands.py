@@ -16,7 +16,7 @@ from essl.cli import main as essl_main
 from essl.errors import EsslError
 from essl.photonics.bands import empty_lattice, fractional_error, official_kgrid, official_order
 from essl.photonics.cells import make_cell
-from essl.photonics.finetune import dos_error
+from essl.evaluation.photonics import dos_error
 from essl.photonics.generate import GenerationSpec, generate
 from essl.photonics.h5io import load_phc
 from essl.photonics.label import LabelConfig
@@ -111,7 +111,7 @@ def test_finetune_predicts_band_structures(tmp_path, root):
     assert res["data"]["n_test"] == 4 and len(res["per_seed"][0]["curve"]) == 3
     assert all(np.isfinite(res["per_seed"][0]["curve"]))
     # the metric of the evaluation loop: output + empty lattice against efreq, per entry
-    from essl.photonics.splits import load_labelled_splits
+    from essl.data.photonics import load_labelled_splits
 
     test = load_labelled_splits("gpm", tmp_path, 8, target="bands", nbands=4).test
     out = torch.randn(4, NK * NK * 4) * 0.01

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from essl.errors import EsslError
-from essl.photonics.cli import register
+from essl.photonics.commands import register
 
 FAST = ["--pw-cutoff", "4", "--nk", "9", "--no-progress"]
 

@@ -22,8 +22,8 @@ from essl.errors import EsslError
 from essl.groups import make_group
 from essl.models import make_backbone
 from essl.objectives.equivariance import prediction_loss, relative_features
-from essl.photonics.finetune import FinetuneSettings, encoder_from_file, regressor
-from essl.training.batches import TensorBatches
+from essl.evaluation.photonics import FinetuneSettings, encoder_from_file, regressor
+from essl.data.batches import TensorBatches
 from essl.training.config import load_config
 from essl.runs import read_metrics
 from essl.training.pretrain import Pretrainer, pretrain

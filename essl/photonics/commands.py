@@ -109,7 +109,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                      help="with --expect-n: require exactly this index range")
     mrg.add_argument("--expect-n", type=positive_int)
     mrg.set_defaults(func=cmd_merge, interrupted="the merged file was not written; the shards are unchanged")
-    from essl.photonics.experiment import add_parsers  # essl phc finetune | experiment
+    from essl.experiments.photonics import add_parsers  # essl phc finetune | experiment
     add_parsers(sub)
     return phc
 

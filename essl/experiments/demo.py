@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from essl.evaluation.commands import evaluate_knn, evaluate_linear_lbfgs
+    from essl.evaluation.evaluate import evaluate_knn, evaluate_linear_lbfgs
     from essl.training.config import load_config
     from essl.training.pretrain import pretrain
 

@@ -22,7 +22,7 @@ Official code: rdangovs/essl ``photonics/main.py`` (``finetune_model``, ``evalua
   starts of epochs 1..E**, exactly the paper's protocol (the official loop never evaluates after its last
   epoch, so neither does the minimum). It picks the epoch *on the test set* (there is no validation split), so
   it is optimistic; the error after the last epoch is reported next to it.
-- **Seeds**: the labelled subset is drawn once (``subset_seed`` 1, :func:`essl.photonics.splits.load_labelled_splits`);
+- **Seeds**: the labelled subset is drawn once (``subset_seed`` 1, :func:`essl.data.photonics.load_labelled_splits`);
   fine-tuning seeds 1, 2, 3 reseed torch (head initialisation, batch order, augmentations); the summary is
   mean ± std over seeds with the population std (ddof 0, ``np.std`` as in the official script).
 
@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from essl.errors import EsslError
-from essl.photonics.splits import FAMILIES, LabelledSplits, load_labelled_splits
+from essl.data.photonics import FAMILIES, LabelledSplits, load_labelled_splits
 from essl.runs import load_checkpoint, read_metrics, result_path, write_result
 from essl.runtime import resolve_device
 

@@ -2,7 +2,7 @@
 
 For one family (``gpm`` or ``blob``) it pretrains the three methods of the paper's photonics table with the
 presets ``phc-<family>-simclr``, ``-simclr-transform`` and ``-esimclr`` (:mod:`essl.training.pretrain`),
-fine-tunes each encoder with the DOS-regression protocol (:mod:`essl.photonics.finetune`; optionally also a
+fine-tunes each encoder with the DOS-regression protocol (:mod:`essl.evaluation.photonics`; optionally also a
 randomly initialised encoder, ``--scratch``), and writes a table of the relative DOS error (minimum over
 fine-tuning epochs, selected on the test set as in the paper; mean ± std over fine-tuning seeds).
 
@@ -100,7 +100,7 @@ def _protocol_matches(payload: dict[str, Any], settings: Any) -> bool:
 
 def ensure_finetuned(src: Any, data_root: str, settings: Any, log: Any = print) -> dict[str, Any]:
     """Fine-tune ``src`` unless its folder already holds a result of the same protocol; returns the payload."""
-    from essl.photonics.finetune import finetune
+    from essl.evaluation.photonics import finetune
 
     path = result_path(src.out_dir, settings.result_name())
     payload = read_result(src.out_dir, settings.result_name())
@@ -148,8 +148,8 @@ def run_experiment(family: str, data_root: str | Path, out: str | Path, budget: 
                    finetune_overrides: dict[str, Any] | None = None, scratch: bool = False,
                    progress: bool = True) -> dict[str, Any]:
     """Pretrain and fine-tune the three methods (and optionally a random encoder); write and return the table."""
-    from essl.photonics.finetune import FinetuneSettings, encoder_from_run, encoder_from_scratch
-    from essl.photonics.splits import FAMILIES, present_in_window
+    from essl.evaluation.photonics import FinetuneSettings, encoder_from_run, encoder_from_scratch
+    from essl.data.photonics import FAMILIES, present_in_window
 
     if family not in FAMILIES:
         raise EsslError(f"--family must be gpm or blob, got {family!r}.")
@@ -259,7 +259,7 @@ def add_parsers(phc_subparsers: Any) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from essl.photonics.finetune import (FinetuneSettings, encoder_from_file, encoder_from_run, encoder_from_scratch,
+    from essl.evaluation.photonics import (FinetuneSettings, encoder_from_file, encoder_from_run, encoder_from_scratch,
                                          finetune)
 
     settings = FinetuneSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, n_train=args.n_train,
