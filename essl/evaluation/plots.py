@@ -20,11 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from essl.evaluation.results import protocol_label, result_rows
-from essl.groups import ProductGroup, make_group
-
-ELEMENT_NAMES = {"rotation": ["0°", "90°", "180°", "270°"], "hflip": ["id", "h-flip"], "vflip": ["id", "v-flip"],
-                 "grayscale": ["id", "gray"], "inversion": ["id", "1−x"], "blur": ["σ 0", "σ 0.5", "σ 1", "σ 2"],
-                 "translation": ["(0,0)", "(0,½)", "(½,0)", "(½,½)"]}
+from essl.groups import make_group
 
 
 def _colors(n: int) -> list:
@@ -44,13 +40,6 @@ def _png(fig: Figure) -> bytes:
 def _legend_below(ax, ncol: int = 2) -> None:
     """Legend under the axes, so it never hides a bar or a line."""
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=ncol, frameon=False)
-
-
-def element_names(group) -> list[str]:
-    """Readable names of a group's elements, in label order (product ``k = a·|B| + b``: ``a+b``)."""
-    if isinstance(group, ProductGroup):
-        return [f"{a}+{b}" for a in element_names(group.first) for b in element_names(group.second)]
-    return ELEMENT_NAMES.get(group.name, [f"g{k}" for k in range(group.order)])
 
 
 def curves_png(runs: list[dict[str, Any]], names: list[str]) -> bytes | None:
@@ -140,7 +129,7 @@ def diagnostics_pngs(runs: list[dict[str, Any]], names: list[str]) -> dict[str, 
     for key, per_run in sorted(by_group.items()):
         group_name = next(r for r in per_run if r is not None)["protocol"]["group"]
         group = make_group(group_name)
-        elements = element_names(group)
+        elements = group.element_names()
         width = 0.8 / len(runs)
         fig = Figure(figsize=(min(20.0, max(9.0, 1.3 * group.order * 2 + 3)), 4.2), layout="constrained")
         inv_ax, eq_ax = fig.subplots(1, 2)

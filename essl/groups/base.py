@@ -39,10 +39,16 @@ class TransformationGroup:
     order: int = 1
     #: False for a continuous random transformation (usable as an invariance only; nothing to predict).
     finite: bool = True
+    #: Readable names of the elements in label order (plots, reports); empty: ``g0, g1, ...``.
+    elements: tuple[str, ...] = ()
 
     def apply(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """Apply element ``k`` to every image of ``x`` (N, C, H, W)."""
         raise NotImplementedError
+
+    def element_names(self) -> list[str]:
+        """Readable names of the elements, in label order (``g0, g1, ...`` unless the group names them)."""
+        return list(self.elements) if self.elements else [f"g{k}" for k in range(self.order)]
 
     # ----------------------------------------------------------------------------------- input validation
     def check_shape(self, shape: Sequence[int]) -> None:
@@ -144,6 +150,10 @@ class ProductGroup(TransformationGroup):
     def check_shape(self, shape: Sequence[int]) -> None:
         self.first.check_shape(shape)
         self.second.check_shape(shape)
+
+    def element_names(self) -> list[str]:
+        """``a+b`` for label ``k = a·|B| + b``."""
+        return [f"{a}+{b}" for a in self.first.element_names() for b in self.second.element_names()]
 
     def apply(self, x: torch.Tensor, k: int) -> torch.Tensor:
         a, b = self.decode(k)

@@ -30,6 +30,7 @@ class Rotation4(TransformationGroup):
 
     name = "rotation"
     order = 4
+    elements = ("0°", "90°", "180°", "270°")
 
     def check_shape(self, shape: Sequence[int]) -> None:
         super().check_shape(shape)
@@ -51,6 +52,7 @@ class HorizontalFlip(Involution):
     """Mirror left-right (element 1) or not (element 0)."""
 
     name = "hflip"
+    elements = ("id", "h-flip")
 
     def apply(self, x: torch.Tensor, k: int) -> torch.Tensor:
         return x.flip(-1) if k else x
@@ -60,6 +62,7 @@ class VerticalFlip(Involution):
     """Mirror top-bottom (element 1) or not (element 0)."""
 
     name = "vflip"
+    elements = ("id", "v-flip")
 
     def apply(self, x: torch.Tensor, k: int) -> torch.Tensor:
         return x.flip(-2) if k else x
@@ -119,6 +122,7 @@ class HalfTranslation(TransformationGroup):
 
     name = "translation"
     order = 4
+    elements = ("(0,0)", "(0,½)", "(½,0)", "(½,½)")
 
     def check_shape(self, shape: Sequence[int]) -> None:
         super().check_shape(shape)

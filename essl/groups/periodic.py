@@ -100,6 +100,7 @@ class FlipOrNone(TransformationGroup):
 
     name = "flip"
     order = 3
+    elements = ("id", "h-flip", "v-flip")
 
     def apply(self, x: torch.Tensor, k: int) -> torch.Tensor:
         k = int(k)

@@ -31,6 +31,7 @@ class Grayscale(TransformationGroup):
 
     name = "grayscale"
     order = 2
+    elements = ("id", "gray")
 
     def check_shape(self, shape: Sequence[int]) -> None:
         super().check_shape(shape)
@@ -51,6 +52,7 @@ class ColourInversion(Involution):
     """Colour inversion ``x → 1 − x`` on [0, 1] images (element 1); an involution, so its own inverse."""
 
     name = "inversion"
+    elements = ("id", "1−x")
 
     def apply(self, x: torch.Tensor, k: int) -> torch.Tensor:
         return 1.0 - x if int(k) else x
@@ -85,6 +87,10 @@ class GaussianBlur4(TransformationGroup):
         if len(sigmas) != 4 or sigmas[0] != 0 or any(b <= a for a, b in zip(sigmas, sigmas[1:])):
             raise EsslError(f"blur needs four increasing levels starting at 0 (the identity), got {tuple(sigmas)}.")
         self.sigmas, self.reference_size = tuple(float(s) for s in sigmas), reference_size
+
+    def element_names(self) -> list[str]:
+        """``σ 0, σ 1, ...``: the blur levels in units of the reference size."""
+        return [f"σ {s:g}" for s in self.sigmas]
 
     def sigma_px(self, k: int, size: int) -> float:
         """The standard deviation (pixels) of element ``k`` on an image of side ``size``."""

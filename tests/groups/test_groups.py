@@ -289,3 +289,22 @@ def test_uniformity_check_rejects_a_biased_sampler():
     # and a sampler that never draws the last element (an off-by-one in randint) fails as well
     off_by_one = rng.integers(0, 3, size=3600)
     assert chi_square_uniform_pvalue(np.bincount(off_by_one, minlength=4)) < 1e-3
+
+
+@pytest.mark.parametrize("name", sorted(GROUPS))
+def test_every_group_names_each_of_its_elements_once(name):
+    g = make_group(name)
+    if not g.finite:
+        return
+    names = g.element_names()
+    assert len(names) == g.order and len(set(names)) == g.order
+
+
+def test_element_names_follow_the_group_parameters():
+    """Blur labels come from the group's own levels; a product names label a·|B| + b as ``a+b``."""
+    from essl.groups.photometric import GaussianBlur4
+
+    assert GaussianBlur4((0.0, 0.5, 1.0, 2.0)).element_names() == ["σ 0", "σ 0.5", "σ 1", "σ 2"]
+    assert make_group("blur").element_names() == [f"σ {s:g}" for s in make_group("blur").sigmas]
+    product = make_group("rotation*hflip")
+    assert product.element_names()[product.encode(2, 1)] == "180°+h-flip"
