@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
@@ -61,6 +61,29 @@ def write_atomic(path: Path | str, data: str | bytes | Callable[[IO[bytes]], Any
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def create_file(path: Path | str, text: str) -> bool:
+    """Write ``path`` only if it does not exist yet, atomically (a complete file or none, also when several
+    processes try at once); False if it existed."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    try:
+        os.link(tmp, path)  # fails if another process (or an earlier run) created it
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
+
+
+def write_files(folder: Path | str, files: Mapping[str, str | bytes]) -> list[Path]:
+    """Write every ``{name: text or bytes}`` into ``folder`` (created when missing), each with :func:`write_atomic`;
+    the tables, JSON files and plots of ``essl report``, ``essl demo``, ``essl sweep`` and ``essl phc experiment``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return [write_atomic(folder / name, data) for name, data in files.items()]
 
 
 # ------------------------------------------------------------------------------------------------ the folder

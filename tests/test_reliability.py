@@ -10,17 +10,18 @@ import signal
 import pytest
 import torch
 
+from essl.data.batches import TensorBatches
 from essl.errors import EsslError, Interrupted, os_reason, write_error
+from essl.runs import load_checkpoint, read_metrics
 from essl.training import pretrain as pretrain_module
-from essl.runs import load_checkpoint
 from essl.training.config import load_config
-from essl.training.pretrain import pretrain, read_metrics
+from essl.training.pretrain import pretrain
 
 TINY = ["subset=128", "batch_size=64", "knn_every=0", "warmup_epochs=0", "num_threads=1", "epochs=2"]
 
 
 def _fail_in_epoch(monkeypatch, epoch_index: int, exc: BaseException, step: int = 0):
-    original = pretrain_module.TensorBatches.epoch
+    original = TensorBatches.epoch
 
     def epochs(self, epoch, start_step=0):
         for i, batch in enumerate(original(self, epoch, start_step)):
@@ -28,7 +29,7 @@ def _fail_in_epoch(monkeypatch, epoch_index: int, exc: BaseException, step: int 
                 raise exc
             yield batch
 
-    monkeypatch.setattr(pretrain_module.TensorBatches, "epoch", epochs)
+    monkeypatch.setattr(TensorBatches, "epoch", epochs)
 
 
 def test_ctrl_c_in_epoch_one_says_no_checkpoint_exists(tmp_path, monkeypatch):

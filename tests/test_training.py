@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from essl.errors import EsslError
-from essl.training import pretrain as pretrain_module
+from essl.data.batches import TensorBatches
 from essl.runs import load_checkpoint, read_metrics
 from essl.training.config import load_config
 from essl.training.pretrain import pretrain
@@ -43,7 +43,7 @@ def test_resume_after_interruption_is_exact(tmp_path, monkeypatch):
     cfg = TINY + ["epochs=2", "knn_every=0"]
     straight = pretrain(load_config("mnist5k-esimclr", cfg), tmp_path / "straight", progress=False)
 
-    original = pretrain_module.TensorBatches.epoch
+    original = TensorBatches.epoch
 
     def dies_in_epoch_two(self, epoch, start_step=0):
         for i, batch in enumerate(original(self, epoch, start_step)):
@@ -51,11 +51,11 @@ def test_resume_after_interruption_is_exact(tmp_path, monkeypatch):
                 raise KeyboardInterrupt  # a kill in the middle of the second epoch
             yield batch
 
-    monkeypatch.setattr(pretrain_module.TensorBatches, "epoch", dies_in_epoch_two)
+    monkeypatch.setattr(TensorBatches, "epoch", dies_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
         pretrain(load_config("mnist5k-esimclr", cfg), tmp_path / "killed", progress=False)
     assert load_checkpoint(tmp_path / "killed" / "checkpoint.pt")["epoch"] == 1
-    monkeypatch.setattr(pretrain_module.TensorBatches, "epoch", original)
+    monkeypatch.setattr(TensorBatches, "epoch", original)
     pretrain(None, tmp_path / "killed", resume=True, progress=False)
 
     a, b = _params(straight), _params(tmp_path / "killed")

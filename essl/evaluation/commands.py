@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _target_args(k, "fp32")
     k.add_argument("--k", type=int, default=200)
     k.add_argument("--t", type=float, default=0.1)
-    k.set_defaults(func=run_knn)
+    k.set_defaults(func=cmd_knn)
 
     probes = ["linear_lbfgs", *PROTOCOLS]
     p = sub.add_parser("probe", help="linear probe of a frozen backbone with a named protocol",
@@ -77,7 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _protocol_args(p)
     p.add_argument("--weight-decay", type=float, default=None, help=f"linear_lbfgs only: L2 penalty (default {LBFGS_WEIGHT_DECAY:g}; another value "
                         f"gets its own result file)")
-    p.set_defaults(func=run_probe)
+    p.set_defaults(func=cmd_probe)
 
     f = sub.add_parser("finetune", help="fine-tune backbone + linear head end to end (optionally on few labels)",
                        description="Full fine-tuning with the Barlow Twins `evaluate.py --weights finetune` recipe "
@@ -86,7 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _target_args(f, "auto")
     f.add_argument("--protocol", default="bt_finetune", choices=list(FINETUNE_PROTOCOLS))
     _protocol_args(f)
-    f.set_defaults(func=run_finetune)
+    f.set_defaults(func=cmd_finetune)
 
     d = sub.add_parser("diagnose", help="invariance and equivariance of a frozen backbone to transformation groups",
                        description="For each group: mean cosine similarity of f(x) and f(g·x) per element "
@@ -100,7 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"train images whose orbits fit the classifier of g (seeded subset; default "
                         f"{DIAGNOSTICS_MAX_TRAIN})")
     d.add_argument("--seed", type=int, default=0)
-    d.set_defaults(func=run_diagnose)
+    d.set_defaults(func=cmd_diagnose)
 
     r = sub.add_parser("report", help="side-by-side markdown table and PNG plots of one or more runs",
                        description=f"Reads each folder's {CONFIG}, {METRICS} and {EVAL_DIR}/*.json; prints a "
@@ -108,7 +108,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
     r.add_argument("--out", type=Path, help="output folder (default: FIRST_RUN_DIR/report); only the report's own "
                                             "files are replaced")
-    r.set_defaults(func=run_report)
+    r.set_defaults(func=cmd_report)
 
 
 def _protocol_args(p: argparse.ArgumentParser) -> None:
@@ -166,14 +166,14 @@ def _where(target: EvalTarget) -> str:
     return f"[{target.checkpoint['path']}; results in {target.out_dir / EVAL_DIR}]"
 
 
-def run_knn(args: argparse.Namespace) -> int:
+def cmd_knn(args: argparse.Namespace) -> int:
     target = _target(args)
     r = evaluate_knn(target, args.k, args.t, device=args.device, precision=args.precision)
     print(f"kNN top-1 [knn: k={args.k}, t={args.t}]: {r['top1']:.2f}%  {_where(target)}")
     return 0
 
 
-def run_probe(args: argparse.Namespace) -> int:
+def cmd_probe(args: argparse.Namespace) -> int:
     if args.protocol == "linear_lbfgs":
         given = [n for n in ("epochs", "repeats", "batch_size") if getattr(args, n) is not None]
         if given:
@@ -194,7 +194,7 @@ def run_probe(args: argparse.Namespace) -> int:
     return _run_trained(args, "linear probe")
 
 
-def run_finetune(args: argparse.Namespace) -> int:
+def cmd_finetune(args: argparse.Namespace) -> int:
     return _run_trained(args, "fine-tuning")
 
 
@@ -208,7 +208,7 @@ def _run_trained(args: argparse.Namespace, what: str) -> int:
     return 0
 
 
-def run_diagnose(args: argparse.Namespace) -> int:
+def cmd_diagnose(args: argparse.Namespace) -> int:
     if args.max_train < 1:
         raise EsslError(f"--max-train must be at least 1, got {args.max_train}.")
     target = _target(args)
@@ -225,7 +225,7 @@ def run_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_report(args: argparse.Namespace) -> int:
+def cmd_report(args: argparse.Namespace) -> int:
     from essl.evaluation.report import write_report
 
     out = write_report(args.run_dirs, args.out)

@@ -23,14 +23,22 @@ from essl.evaluation.results import protocol_label, result_rows
 from essl.groups import make_group
 
 
-def _colors(n: int) -> list:
+def colors(n: int) -> list:
+    """``n`` colours of the tab10 cycle: run ``i`` has the same colour in every plot."""
     from matplotlib import colormaps
 
     cmap = colormaps["tab10"]
     return [cmap(i % 10) for i in range(n)]
 
 
-def _png(fig: Figure) -> bytes:
+def figure(width: float, height: float) -> Figure:
+    """A figure with constrained layout, drawn without pyplot (no global backend state is touched)."""
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def png(fig: Figure) -> bytes:
+    """The figure as PNG bytes (110 dpi, no software tag, so equal plots give equal bytes): every plot essl writes
+    (reports, demo, sweep) is made here."""
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
@@ -48,10 +56,10 @@ def curves_png(runs: list[dict[str, Any]], names: list[str]) -> bytes | None:
         return None
     pred_keys = sorted({k for r in runs for m in r["metrics"] for k in m if k.startswith("pred_acc/")})
     panels = ["loss", "knn"] + (["pred"] if pred_keys else [])
-    fig = Figure(figsize=(5.2 * len(panels), 4.0), layout="constrained")
+    fig = figure(5.2 * len(panels), 4.0)
     axes = fig.subplots(1, len(panels), squeeze=False, sharex=True)[0]
-    colors = _colors(len(runs))
-    for run, name, color in zip(runs, names, colors):
+    palette = colors(len(runs))
+    for run, name, color in zip(runs, names, palette):
         m = run["metrics"]
         if not m:
             continue
@@ -78,7 +86,7 @@ def curves_png(runs: list[dict[str, Any]], names: list[str]) -> bytes | None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if ax.get_legend_handles_labels()[0]:
             _legend_below(ax)
-    return _png(fig)
+    return png(fig)
 
 
 def accuracy_png(runs: list[dict[str, Any]], names: list[str]) -> bytes | None:
@@ -95,9 +103,9 @@ def accuracy_png(runs: list[dict[str, Any]], names: list[str]) -> bytes | None:
         return None
     labels = sorted(rows, key=lambda s: order[s])
     width = 0.8 / len(runs)
-    fig = Figure(figsize=(max(6.0, 1.9 * len(labels) * max(1, len(runs) / 2) + 2), 4.6), layout="constrained")
+    fig = figure(max(6.0, 1.9 * len(labels) * max(1, len(runs) / 2) + 2), 4.6)
     ax = fig.subplots()
-    for i, (name, color) in enumerate(zip(names, _colors(len(runs)))):
+    for i, (name, color) in enumerate(zip(names, colors(len(runs)))):
         xs, ys, es = [], [], []
         for j, label in enumerate(labels):
             if rows[label][i] is not None:
@@ -110,7 +118,7 @@ def accuracy_png(runs: list[dict[str, Any]], names: list[str]) -> bytes | None:
     ax.set(ylabel="test top-1 (%)", ylim=(0, 105), title="accuracy by protocol (error bars: std over probe runs)")
     ax.grid(axis="y", alpha=0.3)
     _legend_below(ax, ncol=min(len(runs), 4))
-    return _png(fig)
+    return png(fig)
 
 
 def diagnostics_pngs(runs: list[dict[str, Any]], names: list[str]) -> dict[str, bytes]:
@@ -125,15 +133,15 @@ def diagnostics_pngs(runs: list[dict[str, Any]], names: list[str]) -> dict[str, 
                     key += f"-on-{other}"
                 by_group.setdefault(key, [None] * len(runs))[i] = res
     out = {}
-    colors = _colors(len(runs))
+    palette = colors(len(runs))
     for key, per_run in sorted(by_group.items()):
         group_name = next(r for r in per_run if r is not None)["protocol"]["group"]
         group = make_group(group_name)
         elements = group.element_names()
         width = 0.8 / len(runs)
-        fig = Figure(figsize=(min(20.0, max(9.0, 1.3 * group.order * 2 + 3)), 4.2), layout="constrained")
+        fig = figure(min(20.0, max(9.0, 1.3 * group.order * 2 + 3)), 4.2)
         inv_ax, eq_ax = fig.subplots(1, 2)
-        for i, (res, name, color) in enumerate(zip(per_run, names, colors)):
+        for i, (res, name, color) in enumerate(zip(per_run, names, palette)):
             if res is None:
                 continue
             xs = [k - 0.4 + width * (i + 0.5) for k in range(group.order)]
@@ -158,5 +166,5 @@ def diagnostics_pngs(runs: list[dict[str, Any]], names: list[str]) -> dict[str, 
                    ylim=(min(0.0, inv_ax.get_ylim()[0]), 1.05))
         eq_ax.set(title="equivariance: linear prediction of g from f(g·x)", ylabel="test accuracy (%)",
                   ylim=(0, 110))
-        out[f"diagnostics-{key}.png"] = _png(fig)
+        out[f"diagnostics-{key}.png"] = png(fig)
     return out

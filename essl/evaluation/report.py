@@ -21,7 +21,7 @@ from typing import Any
 
 from essl.errors import EsslError
 from essl.evaluation.results import result_rows
-from essl.runs import CONFIG, EVAL_DIR, has_config, read_config, read_metrics, read_results, write_atomic
+from essl.runs import CONFIG, EVAL_DIR, has_config, read_config, read_metrics, read_results, write_atomic, write_files
 
 MANIFEST = ".essl-report.json"
 METHOD_NAMES = {"simclr": "SimCLR", "simsiam": "SimSiam", "barlow_twins": "Barlow Twins"}
@@ -127,11 +127,17 @@ def protocol_notes(runs: list[dict[str, Any]]) -> list[str]:
     return [f"- **{name}**: {src}" for name, src in sorted(seen.items())]
 
 
+def markdown_lines(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table as lines: the header, the separator and one line per row (``|`` in cells escaped). Every
+    table essl writes (reports, demo, sweep, photonics experiment) is made here."""
+    def line(cells: list[str]) -> str:
+        return "|" + "|".join(f" {c} ".replace("|", "\\|") if c else " " for c in map(str, cells)) + "|"
+    return [line(header), "|" + "---|" * len(header)] + [line(r) for r in rows]
+
+
 def markdown(runs: list[dict[str, Any]], names: list[str]) -> str:
     order, rows = build_table(runs, names)
-    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
-    lines = ["| | " + " | ".join(esc(n) for n in names) + " |", "|---|" + "---|" * len(names)]
-    lines += [f"| {esc(r)} | " + " | ".join(esc(c) for c in rows[r]) + " |" for r in order]
+    lines = markdown_lines(["", *names], [[r, *rows[r]] for r in order])
     lines += ["", "Accuracies are top-1 in % on the test split; ± is the population std over probe runs on the same "
                   "encoder. Row names give the protocol and any departure from it.", "", "Protocols:"]
     lines += protocol_notes(runs) or ["- (no evaluation results yet: run `essl knn`, `essl probe`, `essl diagnose`)"]
@@ -159,11 +165,7 @@ def write_outputs(folder: Path, files: dict[str, bytes]) -> list[Path]:
     if clashes:
         raise EsslError(f"{folder} already holds {', '.join(clashes)}, not written by an earlier `essl report`; "
                         f"nothing was written. Choose another --out folder, or move those files away.")
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, data in files.items():
-        write_atomic(folder / name, data)
-        paths.append(folder / name)
+    paths = write_files(folder, files)
     for stale in owned - set(files):  # our own files from an earlier report that this one does not produce
         if "/" not in stale and (folder / stale).is_file():
             (folder / stale).unlink()

@@ -23,30 +23,31 @@ error, never overwritten.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from essl.augmentation import get_recipe
+from essl.data import load_dataset
 from essl.errors import EsslError
-from essl.runs import (CONFIG, METRICS, RESULTS_JSON, RESULTS_MD, checkpoint_path, has_checkpoint, has_config,
-                       load_checkpoint, read_config, read_result, result_path, write_atomic)
+from essl.evaluation.evaluate import evaluate_knn, evaluate_linear_lbfgs
+from essl.evaluation.plots import figure, png
+from essl.evaluation.report import markdown_lines
+from essl.experiments.lifecycle import check_settings, ensure_run, run_state, setting_differences
+from essl.groups import make_group
+from essl.runs import RESULTS_JSON, RESULTS_MD, create_file, read_result, write_files
+from essl.training.config import EquivarianceTask, PretrainConfig, config_from_dict, load_config
 
 #: The seven transformations of the paper's sweep, in the order of its figure (reference/paper.md §5.3).
 PAPER_TRANSFORMS = ("hflip", "grayscale", "rotation", "vflip", "jigsaw", "blur", "inversion")
 MODES = ("baseline", "issl", "essl")
 PROTOCOLS = ("knn", "linear_lbfgs")
-#: Settings that may differ between the stored config of a run and the sweep's without changing the result.
-ENGINEERING_KEYS = frozenset({"data_root", "num_threads", "device", "workers", "notes", "precision", "channels_last",
-                              "compile"})
+#: The sweep's own files in SWEEP_DIR, besides results.md and results.json: the plan and the chart.
 SWEEP_FILE = "sweep.json"
-#: Files ``essl pretrain`` writes into a run folder before its first checkpoint (safe to clear for a restart).
-PRE_CHECKPOINT_FILES = frozenset({CONFIG, METRICS})
 SWEEP_PNG = "sweep.png"
 
 
@@ -88,10 +89,9 @@ def plan_runs(transforms: list[str], seeds: list[int]) -> list[SweepRun]:
     return runs
 
 
-def run_config(base, run: SweepRun, weight: float, pred_view: str, head: str, samples: int = 0):
+def run_config(base: PretrainConfig, run: SweepRun, weight: float, pred_view: str, head: str,
+               samples: int = 0) -> PretrainConfig:
     """The :class:`PretrainConfig` of one run: the base (crop-only views, nothing predicted) plus ``T``."""
-    from essl.training.config import EquivarianceTask
-
     cfg = dataclasses.replace(base, seed=run.seed, invariances=[], equivariance=[])
     if run.mode == "issl":
         cfg.invariances = [run.transform]
@@ -107,8 +107,6 @@ def transform_problem(name: str, channels: int, view_size: int, pred_size: int) 
 
     The invariance acts on the SSL views, the prediction on the small crops; both must be valid.
     """
-    from essl.groups import make_group
-
     group = make_group(name)
     if not group.finite:
         return f"{name!r} is a continuous transformation: it cannot be predicted"
@@ -121,78 +119,21 @@ def transform_problem(name: str, channels: int, view_size: int, pred_size: int) 
 
 
 # ------------------------------------------------------------------------------------------------ one run
-def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in cfg.items() if k not in ENGINEERING_KEYS}
-
-
-def _differences(stored: dict[str, Any], wanted: dict[str, Any],
-                 names: tuple[str, str] = ("stored", "this sweep")) -> list[str]:
-    a, b = _comparable(stored), _comparable(wanted)
-    return [f"{k}: {a.get(k)!r} ({names[0]}) vs {b.get(k)!r} ({names[1]})" for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k)]
-
-
-def run_state(run_dir: Path, cfg, protocol: str) -> str:
-    """What a run folder needs: ``fresh`` (absent or empty), ``restart`` (stopped before its first checkpoint),
-    ``resume`` (checkpoint of an unfinished run), ``evaluate`` (trained, no result) or ``done``.
-
-    Raises :class:`EsslError` if the folder holds something else, or a run trained with other settings.
-    """
-    if not check_run_settings(run_dir, cfg):
-        return "fresh"
-    if result_path(run_dir, protocol).is_file():
-        return "done"
-    if not has_checkpoint(run_dir):
-        extra = [p.name for p in run_dir.iterdir() if p.name not in PRE_CHECKPOINT_FILES
-                 and not p.name.startswith(".") and not (p.is_dir() and not any(p.iterdir()))]
-        if extra:
-            raise EsslError(f"{run_dir} has no checkpoint but holds {', '.join(sorted(extra))}; delete the folder "
-                            f"to rerun it.")
-        return "restart"
-    epoch = int(load_checkpoint(checkpoint_path(run_dir)).get("epoch", 0))
-    return "evaluate" if epoch >= cfg.epochs else "resume"
-
-
-def check_run_settings(run_dir: Path, cfg) -> bool:
-    """False for an absent or empty run folder; True for one started with ``cfg``'s settings; otherwise an
-    :class:`EsslError` (a folder that is no run, or a run trained with other settings). Reads only config.yaml."""
-    if not run_dir.exists() or (run_dir.is_dir() and not any(run_dir.iterdir())):
-        return False
-    if not has_config(run_dir):
-        raise EsslError(f"{run_dir} exists but is not an essl run folder (no {CONFIG}); move it away or choose "
-                        f"another sweep folder with --out.")
-    try:  # through the config class, so that settings added to essl since the run compare as their defaults
-        stored = read_config(run_dir).to_dict()
-    except EsslError as exc:
-        raise EsslError(f"{run_dir / CONFIG} cannot be read as a run config ({exc}); delete {run_dir} to rerun "
-                        f"it.") from None
-    diff = _differences(stored, cfg.to_dict())
-    if diff:
-        raise EsslError(f"{run_dir} was trained with other settings ({'; '.join(diff[:4])}). Rerun with the "
-                        f"settings it was started with, choose a new sweep folder with --out, or delete {run_dir}.")
-    return True
-
-
 def evaluate_run(run_dir: Path, protocol: str) -> float:
     """Evaluate a trained run with ``protocol``; the result is written to ``run_dir/eval/<protocol>.json``."""
-    from essl.evaluation.evaluate import evaluate_knn, evaluate_linear_lbfgs
-
     result = (evaluate_knn if protocol == "knn" else evaluate_linear_lbfgs)(run_dir)
     return float(result["top1"])
 
 
-def execute_run(run_dir: Path, cfg, protocol: str, progress: bool = False) -> tuple[str, float]:
-    """Bring one run to ``done``; returns (the state it was found in, its accuracy)."""
-    from essl.training.pretrain import pretrain
-
-    state = run_state(run_dir, cfg, protocol)
-    if state in ("fresh", "restart"):
-        pretrain(cfg, run_dir, overwrite=state == "restart", progress=progress)
-    elif state == "resume":
-        pretrain(None, run_dir, resume=True, progress=progress)
+def execute_run(run_dir: Path, cfg: PretrainConfig, protocol: str, progress: bool = False) -> tuple[str, float]:
+    """Bring one run to ``done`` (trained by :func:`~essl.experiments.lifecycle.ensure_run`, then evaluated);
+    returns (the state it was found in, its accuracy)."""
+    state = ensure_run(cfg, run_dir, result=protocol, progress=progress)
     if state != "done":
         evaluate_run(run_dir, protocol)
-    return state, read_accuracy(run_dir, protocol)
+    accuracy = read_accuracy(run_dir, protocol)
+    assert accuracy is not None  # evaluate_run wrote it
+    return state, accuracy
 
 
 def read_accuracy(run_dir: Path, protocol: str) -> float | None:
@@ -235,15 +176,13 @@ def _fmt(stat: dict[str, Any], signed: bool = False) -> str:
 def markdown_table(summary: dict[str, Any], protocol: str, skipped: dict[str, str] | None = None) -> str:
     """The results as a markdown table (accuracy in %, Δ in percentage points vs the baseline)."""
     b = summary["baseline"]
-    lines = [f"| transformation | I-SSL {protocol} top-1 | Δ I-SSL | E-SSL {protocol} top-1 | Δ E-SSL |",
-             "|---|---|---|---|---|",
-             f"| baseline (crop only) | {_fmt(b)} | | | |"]
+    rows = [["baseline (crop only)", _fmt(b), "", "", ""]]
     for t, row in summary["transforms"].items():
         i, e = row["issl"], row["essl"]
-        lines.append(f"| {t} | {_fmt(i)} | {_fmt(i['delta'], True)} | {_fmt(e)} | {_fmt(e['delta'], True)} |")
-    for t, why in (skipped or {}).items():
-        lines.append(f"| {t} | skipped | | skipped | |")
-    text = "\n".join(lines) + "\n"
+        rows.append([t, _fmt(i), _fmt(i["delta"], True), _fmt(e), _fmt(e["delta"], True)])
+    rows += [[t, "skipped", "", "skipped", ""] for t in skipped or {}]
+    header = ["transformation", f"I-SSL {protocol} top-1", "Δ I-SSL", f"E-SSL {protocol} top-1", "Δ E-SSL"]
+    text = "\n".join(markdown_lines(header, rows)) + "\n"
     n = b["n"]
     text += (f"\nTop-1 accuracy in % ({protocol}), mean ± sample std over {n} seed(s); Δ is the seed-paired "
              f"difference to the baseline in percentage points (mean ± std of the per-seed differences).\n")
@@ -252,16 +191,12 @@ def markdown_table(summary: dict[str, Any], protocol: str, skipped: dict[str, st
     return text
 
 
-def plot_summary(summary: dict[str, Any], path: Path, title: str) -> Path:
+def plot_summary(summary: dict[str, Any], title: str) -> bytes:
     """Bar chart in the style of the paper's sweep figure: per transformation, the I-SSL and E-SSL difference to
-    the baseline (percentage points) with ± std error bars. PNG via matplotlib's Agg backend, written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    the baseline (percentage points) with ± std error bars (PNG bytes)."""
     names = list(summary["transforms"])
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(names) + 1.5), 3.4), dpi=100)
+    fig = figure(max(5.0, 0.9 * len(names) + 1.5), 3.4)
+    ax = fig.subplots()
     width = 0.38
     for j, (mode, label, colour) in enumerate((("issl", "I-SSL (invariance)", "#d9822b"),
                                                ("essl", "E-SSL (prediction)", "#2b6cb0"))):
@@ -281,30 +216,12 @@ def plot_summary(summary: dict[str, Any], path: Path, title: str) -> Path:
     ax.set_title(title, fontsize=8)
     ax.legend(fontsize=8, frameon=False)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    write_atomic(path, lambda fh: fig.savefig(fh, format="png"))
-    plt.close(fig)
-    return Path(path)
+    return png(fig)
 
 
-def _create_exclusive(path: Path, text: str) -> bool:
-    """Write ``path`` only if it does not exist (atomically: a complete file or none); False if it existed."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    try:
-        os.link(tmp, path)  # fails if another process (or an earlier run) created it
-        return True
-    except FileExistsError:
-        return False
-    finally:
-        tmp.unlink()
-
-
-def check_sweep_settings(out: Path, spec: SweepSpec, base) -> None:
+def check_sweep_settings(out: Path, spec: SweepSpec, base: PretrainConfig) -> None:
     """Refuse a command whose settings differ from the sweep started in ``out`` (its ``sweep.json``), so that
     shards or reruns with other settings (e.g. other epochs) never mix into one table. Changes nothing."""
-    from essl.training.config import config_from_dict
-
     path = Path(out) / SWEEP_FILE
     if not path.is_file():
         return
@@ -319,7 +236,7 @@ def check_sweep_settings(out: Path, spec: SweepSpec, base) -> None:
     wanted = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("preset", "overrides")}
     stored_spec = {k: stored_spec.get(k, SWEEP_SPEC_DEFAULTS[k]) for k in wanted}
     names = ("sweep.json", "this command")
-    diff = _differences(stored_spec, wanted, names) + _differences(stored_base, base.to_dict(), names)
+    diff = setting_differences(stored_spec, wanted, names) + setting_differences(stored_base, base.to_dict(), names)
     if diff:
         raise EsslError(f"The sweep in {out} was started with other settings: {'; '.join(diff[:5])}. Nothing was "
                         f"written. Give this command the settings recorded in {path}, or choose another --out.")
@@ -347,13 +264,9 @@ SWEEP_SPEC_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SweepSpec)}
 
 def build_spec(preset: str, overrides: list[str], transforms: list[str] | None, seeds: int, weight: float,
                protocol: str, view: str | None = None, pred_view: str | None = None,
-               head: str | None = None, samples: int = 0):
+               head: str | None = None, samples: int = 0) -> tuple[SweepSpec, PretrainConfig]:
     """Validate the user's choices; returns ``(spec, base config)``. The base config is the preset plus
     overrides with crop-only views, nothing predicted, no invariances and the kNN monitor off."""
-    from essl.augmentation import get_recipe
-    from essl.groups import make_group
-    from essl.training.config import load_config
-
     if protocol not in PROTOCOLS:
         raise EsslError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}.")
     if seeds < 1:
@@ -381,16 +294,13 @@ def build_spec(preset: str, overrides: list[str], transforms: list[str] | None, 
     return spec, base
 
 
-def run_sweep(spec: SweepSpec, base, out: Path, progress: bool = False, report_only: bool = False,
+def run_sweep(spec: SweepSpec, base: PretrainConfig, out: Path, progress: bool = False, report_only: bool = False,
               log=print, shard: tuple[int, int] = (0, 1)) -> dict[str, Any]:
     """Run (or continue) every run of the sweep, then write the table, JSON and chart. Returns the results.
 
     ``shard = (i, n)`` runs only the runs whose position in :func:`plan_runs` is ``i`` modulo ``n``, so ``n``
     processes (one per GPU, or one single-threaded process per CPU core) can share a sweep folder; each report
     includes every finished run found on disk."""
-    from essl.augmentation import get_recipe
-    from essl.data import load_dataset
-
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise EsslError(f"{out} exists and is not a folder; choose another --out.")
@@ -408,12 +318,12 @@ def run_sweep(spec: SweepSpec, base, out: Path, progress: bool = False, report_o
     runs = plan_runs(transforms, spec.seeds)
     configs = {run.name: run_config(base, run, spec.weight, spec.pred_view, spec.head, spec.samples) for run in runs}
     for run in runs:  # every run of the plan (all shards share the table): refused before anything is written
-        check_run_settings(out / run.name, configs[run.name])
+        check_settings(out / run.name, configs[run.name])
     out.mkdir(parents=True, exist_ok=True)
     if not report_only:
         plan = json.dumps({"spec": dataclasses.asdict(spec), "base_config": base.to_dict(), "skipped": skipped},
                           indent=2) + "\n"
-        if not _create_exclusive(out / SWEEP_FILE, plan):  # written once; later shards and reruns compare
+        if not create_file(out / SWEEP_FILE, plan):  # written once; later shards and reruns compare
             check_sweep_settings(out, spec, base)
     t_start = time.perf_counter()
     k, n = shard
@@ -427,7 +337,7 @@ def run_sweep(spec: SweepSpec, base, out: Path, progress: bool = False, report_o
             continue
         t0 = time.perf_counter()
         state, acc = execute_run(run_dir, cfg, spec.protocol, progress)
-        what = {"done": "already finished", "evaluate": "evaluated", "resume": "resumed and finished",
+        what = {"done": "already finished", "trained": "evaluated", "resume": "resumed and finished",
                 "restart": "restarted and finished", "fresh": "finished"}[state]
         log(f"[{i}/{len(runs)}] {run.name}: {what} in {time.perf_counter() - t0:.0f} s, {spec.protocol} top-1 "
             f"{acc:.2f}%  (sweep {(time.perf_counter() - t_start) / 60:.1f} min)")
@@ -441,56 +351,22 @@ def collect(out: Path, runs: list[SweepRun], protocol: str) -> dict[str, float]:
     return {name: acc for name, acc in found.items() if acc is not None}
 
 
-def write_report(out: Path, spec: SweepSpec, base, accuracies: dict[str, float], transforms: list[str],
+def write_report(out: Path, spec: SweepSpec, base: PretrainConfig, accuracies: dict[str, float], transforms: list[str],
                  skipped: dict[str, str], plot: bool = True) -> dict[str, Any]:
     summary = summarize(accuracies, transforms, spec.seeds)
     results = {"protocol": spec.protocol, "dataset": base.dataset, "method": base.method, "backbone": base.backbone,
                "epochs": base.epochs, "batch_size": base.batch_size, "weight": spec.weight, "seeds": spec.seeds,
                "view": spec.view, "pred_view": spec.pred_view, "head": spec.head, "pred_samples": spec.samples,
                "skipped": skipped, "runs": accuracies, "summary": summary}
-    write_atomic(out / RESULTS_JSON, json.dumps(results, indent=2) + "\n")
-    write_atomic(out / RESULTS_MD, markdown_table(summary, spec.protocol, skipped))
+    files: dict[str, str | bytes] = {RESULTS_JSON: json.dumps(results, indent=2) + "\n",
+                                     RESULTS_MD: markdown_table(summary, spec.protocol, skipped)}
     if plot and any(summary["transforms"][t][m]["delta"]["mean"] is not None
                     for t in transforms for m in ("issl", "essl")):
         title = (f"{base.method} on {base.dataset}, {base.epochs} epoch(s), {len(spec.seeds)} seed(s), "
                  f"{spec.protocol} top-1, λ={spec.weight:g}")
-        plot_summary(summary, out / SWEEP_PNG, title)
+        files[SWEEP_PNG] = plot_summary(summary, title)
+    write_files(out, files)
     return results
-
-
-# ------------------------------------------------------------------------------------------------ CLI
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sweep", help="invariance-vs-equivariance sweep over transformations (paper §5.3)",
-                       description="For every transformation T: a crop-only baseline, T as an invariance (I-SSL) "
-                                   "and T predicted (E-SSL), over several seeds; prints and writes a table and a "
-                                   "bar chart. Rerun the same command to continue a stopped sweep. Example: "
-                                   "`essl sweep --preset mnist5k-simclr --out sweeps/mnist epochs=2 batch_size=128`.")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="settings for every run (epochs=, batch_size=, lr=, data_root=, precision=, ...)")
-    p.add_argument("--preset", default="mnist5k-simclr",
-                   help="base preset (its method, backbone, optimiser and dataset; views are replaced by crop-only "
-                        "ones); e.g. cifar10-simclr with data_root=PATH")
-    p.add_argument("--out", type=Path, required=True, help="sweep folder (one subfolder per run)")
-    p.add_argument("--transforms", default=",".join(PAPER_TRANSFORMS),
-                   help=f"comma-separated transformations (default: the paper's {','.join(PAPER_TRANSFORMS)}); "
-                        f"products like rotation*hflip work too")
-    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1) per run (default 3)")
-    p.add_argument("--weight", type=float, default=0.4, help="λ of the E-SSL prediction loss (default 0.4)")
-    p.add_argument("--protocol", default="knn", choices=PROTOCOLS,
-                   help="evaluation of every run: knn (k=200, t=0.1) or linear_lbfgs (cached-feature probe)")
-    p.add_argument("--view", help="SSL view recipe (default crop_only_mnist on mnist5k, else crop_only)")
-    p.add_argument("--pred-view", help="prediction-crop recipe (default crop_only_mnist_small / crop_only_small)")
-    p.add_argument("--head", help="prediction head (default: small for small_cnn, cifar_simclr/cifar_simsiam else)")
-    p.add_argument("--pred-samples", type=int, default=0, metavar="R",
-                   help="E-SSL runs predict R drawn elements per crop instead of every element (default 0: the "
-                        "whole orbit, as the paper; e.g. 4 makes the 24-element jigsaw as cheap as rotation)")
-    p.add_argument("--report", action="store_true", help="train nothing: rebuild the table and chart from the "
-                                                          "finished runs")
-    p.add_argument("--shard", default="0/1", metavar="I/N",
-                   help="run only every N-th run starting at I (0-based), so N processes can share one sweep "
-                        "folder, e.g. one per GPU (default 0/1: all runs)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar inside each run")
-    p.set_defaults(func=run_sweep_command)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -504,21 +380,3 @@ def parse_shard(text: str) -> tuple[int, int]:
         raise EsslError(f"--shard must look like I/N with 0 <= I < N (e.g. 0/2 and 1/2 for two processes), got "
                         f"{text!r}.")
     return k, m
-
-
-def run_sweep_command(args: argparse.Namespace) -> int:
-    transforms = [t.strip() for t in args.transforms.split(",") if t.strip()]
-    spec, base = build_spec(args.preset, args.overrides, transforms, args.seeds, args.weight, args.protocol,
-                            args.view, args.pred_view, args.head, args.pred_samples)
-    try:
-        run_sweep(spec, base, args.out, progress=not args.no_progress, report_only=args.report,
-                  shard=parse_shard(args.shard))
-    except KeyboardInterrupt:
-        print(f"essl: sweep interrupted; finished runs and the last epoch checkpoint of the current run are intact. "
-              f"Rerun the same command to continue.", flush=True)
-        return 130
-    print()
-    print((args.out / RESULTS_MD).read_text(), end="")
-    shown = [p for p in (RESULTS_MD, RESULTS_JSON, SWEEP_PNG) if (args.out / p).is_file()]
-    print(f"\nwritten: {', '.join(str(args.out / p) for p in shown)}")
-    return 0

@@ -1,4 +1,5 @@
-"""``essl phc ...``: generate, label and merge photonic-crystal datasets.
+"""``essl phc ...``: generate, label and merge photonic-crystal datasets; fine-tune encoders on them
+(:mod:`essl.evaluation.photonics`) and run the paper's photonics experiment (:mod:`essl.experiments.photonics`).
 
 The main ``essl`` command calls :func:`register` with its sub-parser collection and later runs
 ``args.func(args)``, which returns an exit code.  User errors raise
@@ -11,6 +12,8 @@ Examples::
     essl phc generate --family p1 --n 200 --seed 3 --out-dir tmp  # any family / range
     essl phc label cells.npy dos.npy                              # (N,32,32) -> (N,500)
     essl phc merge data/phc/mf1-sg3-tm.shards --out data/phc/mf1-sg3-tm.h5
+    essl phc finetune runs/phc-gpm-esimclr --data-root data/phc   # relative DOS error
+    essl phc experiment --family gpm --data-root data/phc         # the photonics table
 """
 
 from __future__ import annotations
@@ -23,13 +26,16 @@ import numpy as np
 
 from essl.cli import positive_int
 from essl.errors import EsslError
+from essl.evaluation.photonics import (FinetuneSettings, encoder_from_file, encoder_from_run, encoder_from_scratch,
+                                       finetune)
+from essl.experiments.photonics import BUDGETS, run_experiment
 from essl.photonics.cells import FAMILIES
 from essl.photonics.generate import GenerationSpec, generate, merge_shards
 from essl.photonics.h5io import DATASETS
 from essl.photonics.label import LabelConfig, label_images
 from essl.runs import write_atomic
 
-__all__ = ["cmd_generate", "cmd_label", "cmd_merge", "register"]
+__all__ = ["cmd_generate", "cmd_label", "cmd_merge", "cmd_finetune", "cmd_experiment", "register"]
 
 
 def _add_label_options(p: argparse.ArgumentParser) -> None:
@@ -53,10 +59,11 @@ def _label_config(args: argparse.Namespace) -> LabelConfig:
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``phc`` command (``generate``, ``label``, ``merge``) to an argparse collection."""
+    """Add the ``phc`` command (``generate``, ``label``, ``merge``, ``finetune``, ``experiment``)."""
     phc = subparsers.add_parser(
-        "phc", help="photonic-crystal DOS datasets (generate, label, merge)",
-        description="Photonic-crystal unit cells and their density of states (E-SSL issue 5).")
+        "phc", help="photonic-crystal DOS datasets and the photonics experiment",
+        description="Photonic-crystal unit cells and their density of states: generate and label datasets, "
+                    "fine-tune encoders on DOS regression, run the paper's photonics experiment.")
     sub = phc.add_subparsers(dest="phc_command", metavar="COMMAND")
     sub.required = True
 
@@ -109,8 +116,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                      help="with --expect-n: require exactly this index range")
     mrg.add_argument("--expect-n", type=positive_int)
     mrg.set_defaults(func=cmd_merge, interrupted="the merged file was not written; the shards are unchanged")
-    from essl.experiments.photonics import add_parsers  # essl phc finetune | experiment
-    add_parsers(sub)
+    _add_finetune_and_experiment(sub)
     return phc
 
 
@@ -185,4 +191,112 @@ def cmd_merge(args: argparse.Namespace) -> int:
         expect = range(args.expect_start, args.expect_start + args.expect_n)
     out = merge_shards(paths, Path(args.out), expect)
     print(f"wrote {out}")
+    return 0
+
+
+def _add_finetune_and_experiment(phc_subparsers: Any) -> None:
+    """``essl phc finetune`` (:mod:`essl.evaluation.photonics`) and ``essl phc experiment``
+    (:mod:`essl.experiments.photonics`)."""
+    ft = phc_subparsers.add_parser(
+        "finetune", help="fine-tune a photonics encoder on DOS regression (relative DOS error)",
+        description="Fine-tune the encoder of a pretraining run (or a random one, --scratch) with the paper's "
+                    "protocol: MLP 1024-1024-1024-512-400, MSE on y - EL, Adam 1e-4, batch 64. Reports the relative "
+                    "L1 DOS error as the MINIMUM OVER EPOCHS ON THE TEST SET (the paper's protocol; optimistic), "
+                    "and the error after the last epoch; mean ± std over fine-tuning seeds. Writes "
+                    "RUN_DIR/eval/phc-finetune-n<N>-e<E>.json.")
+    ft.add_argument("run_dir", nargs="?", type=Path, help="run folder of `essl pretrain phc-...`")
+    ft.add_argument("--data-root", help="folder with the labelled h5 files [the run's data_root]")
+    ft.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="fine-tuning seeds [1 2 3]")
+    ft.add_argument("--epochs", type=positive_int, default=100, help="fine-tuning epochs [100]")
+    ft.add_argument("--n-train", type=positive_int, default=3000, help="labelled cells, drawn once with seed 1 [3000]")
+    ft.add_argument("--batch-size", type=positive_int, default=64, help="[64]")
+    ft.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate [1e-4]")
+    ft.add_argument("--freeze-encoder", action="store_true",
+                    help="train the DOS head only (official --freeze_enc_ft; BatchNorm statistics still update)")
+    ft.add_argument("--target", choices=("dos", "bands"), default="dos",
+                    help="regress the DOS (the paper's) or the band structures (official predict='bandstructures'; "
+                         "needs files generated with --store-bands; metric: the official calpercloss) [dos]")
+    ft.add_argument("--nbands", type=positive_int, default=10, help="with --target bands: bands predicted [10]")
+    ft.add_argument("--scratch", action="store_true", help="fine-tune a randomly initialised encoder instead")
+    ft.add_argument("--backbone-file", type=Path, metavar="PATH",
+                    help="fine-tune an encoder file instead: an official photonics checkpoint (EP100/EP200 of "
+                         "rdangovs/essl photonics/main.py, keys enc.enc_block2d.*) or an essl encoder state dict")
+    ft.add_argument("--family", choices=("gpm", "blob"), help="with --scratch / --backbone-file: the dataset family")
+    ft.add_argument("--backbone", default="phc_cnn", help="with --scratch: phc_cnn or phc_cnn_small [phc_cnn]")
+    ft.add_argument("--invariances", nargs="+", metavar="GROUP",
+                    help="with --scratch / --backbone-file: fine-tuning augmentations [the family's: gpm roll flip, "
+                         "blob flip rotation]")
+    ft.add_argument("--out", type=Path, help="with --scratch / --backbone-file: folder for the result")
+    ft.add_argument("--overwrite", action="store_true", help="replace an existing result of the same name")
+    ft.add_argument("--verbose", action="store_true", help="print the test error of every epoch")
+    ft.set_defaults(func=cmd_finetune)
+
+    ex = phc_subparsers.add_parser(
+        "experiment", help="pretrain SimCLR, SimCLR + Transform and E-SimCLR, fine-tune each, print the table",
+        description="The paper's photonics experiment for one family: pretrain the three presets "
+                    "phc-<family>-{simclr,simclr-transform,esimclr}, fine-tune every encoder with 3 seeds and "
+                    "write OUT/phc-<family>-results.{md,json}. Resumable: rerun the same command to continue.")
+    ex.add_argument("--family", required=True, choices=("gpm", "blob"))
+    ex.add_argument("--data-root", required=True, help="folder with the unlabelled and labelled h5 files")
+    ex.add_argument("--budget", default="small", choices=sorted(BUDGETS),
+                    help="small: CPU-sized (see docs/photonics.md); paper: the paper's settings [small]")
+    ex.add_argument("--out", type=Path, help="experiment folder [runs/phc-<family>-<budget>]")
+    ex.add_argument("--pretrain-epochs", type=positive_int, help="override the budget's pretraining epochs")
+    ex.add_argument("--finetune-epochs", type=positive_int, help="override the budget's fine-tuning epochs")
+    ex.add_argument("--n-train", type=positive_int, help="override the budget's labelled-set size")
+    ex.add_argument("--seeds", type=int, nargs="+", help="fine-tuning seeds [1 2 3]")
+    ex.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="more pretraining overrides for all three presets (e.g. batch_size=64)")
+    ex.add_argument("--scratch", action="store_true", help="also fine-tune a randomly initialised encoder")
+    ex.add_argument("--freeze-encoder", action="store_true",
+                    help="fine-tune the DOS head only (official --freeze_enc_ft)")
+    ex.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ex.set_defaults(func=cmd_experiment)
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    """Handler of ``essl phc finetune``."""
+    settings = FinetuneSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, n_train=args.n_train,
+                                seeds=list(args.seeds), freeze_encoder=args.freeze_encoder, target=args.target,
+                                nbands=args.nbands)
+    settings.validate()
+    sources = [name for name, given in (("RUN_DIR", args.run_dir is not None), ("--scratch", args.scratch),
+                                        ("--backbone-file", args.backbone_file is not None)) if given]
+    if len(sources) > 1:
+        raise EsslError(f"Give one encoder: RUN_DIR (a pretrained run), --scratch (a random one) or --backbone-file "
+                        f"PATH; got {' and '.join(sources)}.")
+    if args.scratch or args.backbone_file is not None:
+        what = "--scratch" if args.scratch else "--backbone-file"
+        if not args.family or not args.out or not args.data_root:
+            raise EsslError(f"{what} needs --family gpm|blob, --data-root DIR and --out DIR (where the result goes).")
+        if args.scratch:  # the result creates OUT/eval
+            src = encoder_from_scratch(args.family, args.out, args.backbone, args.invariances)
+        else:
+            src = encoder_from_file(args.backbone_file, args.family, args.out, args.invariances)
+    else:
+        if args.run_dir is None:
+            raise EsslError("Name the run folder to fine-tune, e.g. `essl phc finetune runs/phc-gpm-esimclr "
+                            "--data-root data/phc`, or pass --scratch for a random encoder.")
+        if args.family or args.out or args.invariances:
+            raise EsslError("--family, --out and --invariances go with --scratch or --backbone-file; a run folder "
+                            "knows its family and invariances and holds its results.")
+        src = encoder_from_run(args.run_dir)
+    finetune(src, args.data_root, settings, overwrite=args.overwrite, verbose=args.verbose)
+    return 0
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    """Handler of ``essl phc experiment``."""
+    ft = {}
+    if args.finetune_epochs:
+        ft["epochs"] = args.finetune_epochs
+    if args.n_train:
+        ft["n_train"] = args.n_train
+    if args.seeds:
+        ft["seeds"] = list(args.seeds)
+    if args.freeze_encoder:
+        ft["freeze_encoder"] = True
+    out = args.out or Path("runs") / f"phc-{args.family}-{args.budget}"
+    run_experiment(args.family, args.data_root, out, args.budget, args.pretrain_epochs, args.set, ft,
+                   args.scratch, progress=not args.no_progress)
     return 0

@@ -20,14 +20,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder given by --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run_pretrain)
+    p.set_defaults(func=cmd_pretrain)
 
     q = sub.add_parser("presets", help="list presets, or show one")
     q.add_argument("--show", metavar="NAME", help="print the preset's file")
-    q.set_defaults(func=run_presets)
+    q.set_defaults(func=cmd_presets)
 
 
-def run_pretrain(args: argparse.Namespace) -> int:
+def cmd_pretrain(args: argparse.Namespace) -> int:
     from essl.training.pretrain import pretrain
 
     if args.resume:
@@ -48,7 +48,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_presets(args: argparse.Namespace) -> int:
+def cmd_presets(args: argparse.Namespace) -> int:
     if args.show:
         print(preset_path(args.show).read_text(), end="")
         return 0

@@ -24,6 +24,7 @@ from torch import nn
 from essl.data import ImageData
 from essl.data.image_folder import scan_image_folder
 from essl.data.imagenet import CenterCropFiles, center_crop_size, per_class_subset
+from essl.data.sources import TrainingData
 from essl.training.knn import knn_accuracy
 from essl.training.features import extract_dataset_features, extract_features
 
@@ -61,6 +62,18 @@ class KnnMonitor:
             parts.append((CenterCropFiles([files[i] for i in keep.tolist()], image_size, crop, channels), y[keep]))
         (bank, bank_y), (queries, query_y) = parts
         return cls(bank, bank_y, queries, query_y, num_classes, mean, std, k, t, workers)
+
+    @classmethod
+    def for_training(cls, data: TrainingData, image_size: int, per_class: int, seed: int, k: int, t: float,
+                     workers: int) -> KnnMonitor | None:
+        """The monitor of a run's :class:`~essl.data.sources.TrainingData` (None when it has no labelled
+        queries): streamed folders or data in memory."""
+        if data.files is not None and data.val is not None and data.labels is not None:
+            return cls.streamed_folders(data.files, data.labels, data.num_classes, data.val, image_size, per_class,
+                                        seed, data.mean, data.std, k, t, workers, data.channels)
+        if data.bank is not None and data.test is not None:
+            return cls.in_memory(data.bank, data.test, per_class, seed, k, t)
+        return None
 
     def features(self, backbone: nn.Module, data: ImageData | CenterCropFiles, device: torch.device,
                  dtype: torch.dtype, channels_last: bool) -> torch.Tensor:

@@ -17,14 +17,12 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from essl.augmentation import Normalize, ViewRecipe, build_view, get_recipe
-from essl.data import load_dataset
-from essl.data.imagenet import STREAMED_DATASETS, ImageFolderBatches, split_folder
+from essl.data.sources import training_data
 from essl.errors import EsslError, Interrupted, interrupts_deferred, os_failure, write_error
 from essl.groups import make_group
 from essl.runs import (CHECKPOINT, CONFIG, METRICS, check_run_dir, default_run_dir, load_checkpoint,
                        prepare_run_dir, read_metrics, save_checkpoint, write_config, write_metrics)
 from essl.runtime import autocast_context, resolve_channels_last, resolve_device, resolve_precision
-from essl.data.batches import BatchSource, TensorBatches
 from essl.training.checkpoint import rng_state, set_rng_state
 from essl.training.config import PretrainConfig, config_from_dict
 from essl.training.distributed import (DistEnv, all_reduce_mean, barrier, check_same_on_all_ranks, cuda_index,
@@ -61,44 +59,16 @@ class Pretrainer:
         self.dtype = resolve_precision(cfg.precision, self.device)
         self.channels_last = resolve_channels_last(cfg.channels_last)
 
-        self.test = None
-        self.monitor: KnnMonitor | None = None
-        self.batches: BatchSource
-        if cfg.dataset in STREAMED_DATASETS:
-            # Decoded from disk in DataLoader workers (essl/data/imagenet.py); same batches as TensorBatches.
-            self.train = self.bank = None
-            self.batches = ImageFolderBatches(split_folder(cfg.data_root, "train"), cfg.batch_size, cfg.seed,
-                                              self.denv.rank, self.denv.world_size, image_size=cfg.image_size,
-                                              workers=cfg.workers, pin_memory=self.device.type == "cuda",
-                                              subset=cfg.subset, shuffle=cfg.shuffle)
-            check_same_on_all_ranks("training files", self.batches.fingerprint(), self.device)
-            channels, mean, std = self.batches.channels, self.batches.mean, self.batches.std
-            labels, classes = self.batches.labels, len(self.batches.classes)
-            if cfg.knn_every > 0 and labels is not None:
-                try:
-                    val = split_folder(cfg.data_root, "val")
-                except EsslError:
-                    val = None  # no labelled val split: the kNN monitor is skipped
-                if val is not None:
-                    self.monitor = KnnMonitor.streamed_folders(
-                        self.batches.files, labels, classes, val, cfg.image_size, cfg.knn_subset, cfg.seed, mean,
-                        std, cfg.knn_k, cfg.knn_t, cfg.workers, channels)
-        else:
-            self.train = self.bank = load_dataset(cfg.dataset, "train", cfg.data_root, cfg.image_size)
-            if cfg.subset:  # the kNN monitor keeps the whole labelled train split as its memory bank
-                self.train = self.bank.take(cfg.subset, cfg.seed)
-            if cfg.knn_every > 0 and self.bank.labels is not None:
-                try:
-                    self.test = load_dataset(cfg.dataset, "test", cfg.data_root, cfg.image_size)
-                except EsslError:
-                    self.test = None  # no labelled test split: the kNN monitor is skipped (said in the log)
-            self.batches = TensorBatches(self.train.images, cfg.batch_size, cfg.seed, self.denv.rank,
-                                         self.denv.world_size, shuffle=cfg.shuffle)
-            channels, mean, std = self.train.channels, self.train.mean, self.train.std
-            labels, classes = self.train.labels, self.train.num_classes
-            if self.test is not None and self.test.labels is not None:
-                self.monitor = KnnMonitor.in_memory(self.bank, self.test, cfg.knn_subset, cfg.seed, cfg.knn_k,
-                                                    cfg.knn_t)
+        self.data = training_data(cfg.dataset, cfg.data_root, cfg.image_size, cfg.batch_size, cfg.seed,
+                                  self.denv.rank, self.denv.world_size, subset=cfg.subset, shuffle=cfg.shuffle,
+                                  workers=cfg.workers, pin_memory=self.device.type == "cuda",
+                                  monitor=cfg.knn_every > 0)
+        check_same_on_all_ranks("training files", self.data.fingerprint, self.device)
+        self.batches, self.train = self.data.batches, self.data.train
+        channels, mean, std = self.data.channels, self.data.mean, self.data.std
+        labels, classes = self.data.labels, self.data.num_classes
+        self.monitor = (KnnMonitor.for_training(self.data, cfg.image_size, cfg.knn_subset, cfg.seed, cfg.knn_k,
+                                                cfg.knn_t, cfg.workers) if cfg.knn_every > 0 else None)
         self.normalize = Normalize(mean, std).to(self.device)
         self.views = [build_view(view_recipe(v), channels).to(self.device) for v in cfg.views]
         self.invariances = [make_group(g) for g in cfg.invariances]
