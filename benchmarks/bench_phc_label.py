@@ -4,7 +4,7 @@ For each cell family it draws ``--cells`` random cells (seed ``--seed``), labels
 default label definition (``LabelConfig()``: M = 10, 317 plane waves, 25 x 25 grid reduced by
 the verified symmetry) on one core, and compares the E-SSL target ``y = DOS[:400]/sqrt(epsavg)``
 with a converged reference (``--ref-cutoff``, default M = 16, 797 plane waves) using the E-SSL
-metric (relative L1 over points 100..399, reference/photonics.md section 2).  The "hard" rows
+metric (relative L1 over points 100..399, rdangovs/essl ``photonics/utils.py``).  The "hard" rows
 use the same level sets with the contrast forced to eps 20 / 1 and 1 / 20, the worst case for
 the cutoff.  With ``--check-dense`` it also reports how far the default (subspace) eigensolver is
 from dense eigensolves at the same cutoff.

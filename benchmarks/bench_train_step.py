@@ -29,7 +29,6 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageEnhance
 
 from essl.augmentation import Normalize, build_view, get_recipe

@@ -7,6 +7,7 @@ Every ``import essl...`` / ``from essl... import`` in ``essl/`` counts, function
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -183,3 +184,47 @@ if __name__ == "__main__":
     print(f"upward imports {len(up)}:")
     for a, b in up:
         print(f"  {a} ({layer_of(a)}) -> {b} ({layer_of(b)})")
+
+
+# ------------------------------------------------------------------------------------------------ citations
+#: Paths inside this repository that its text may name (checked to exist); anything under reference/ is a note
+#: that is not part of the repository and may never be cited.
+REPO_PATH = re.compile(r"(?<![\w./-])((?:essl|docs|tests|benchmarks|examples|\.ci)/[\w./*-]*\w"
+                       r"|(?:README|BENCHMARKS|CONTRIBUTING)\.md)")
+NOTE = re.compile(r"reference/\w+\.md")
+TEXT_SUFFIXES = {".py", ".md", ".yaml", ".toml", ".sh", ".txt", ".cfg"}
+
+
+def repository_text_files() -> list[Path]:
+    skip = {".git", ".venv", "runs", "build", "dist", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
+    files = []
+    for path in sorted(ROOT.rglob("*")):
+        rel = path.relative_to(ROOT)
+        if any(part in skip or part.endswith(".egg-info") for part in rel.parts) or not path.is_file():
+            continue
+        if path.suffix in TEXT_SUFFIXES or path.name in ("run", "run.sh"):
+            files.append(path)
+    return files
+
+
+def dangling_citations() -> list[str]:
+    """``file:line: cited`` for every cited note outside the repository and every named repository path that
+    does not exist."""
+    out = []
+    for path in repository_text_files():
+        if path == Path(__file__).resolve():
+            continue
+        for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            where = f"{path.relative_to(ROOT)}:{n}"
+            out += [f"{where}: {m.group(0)}" for m in NOTE.finditer(line)]
+            for m in REPO_PATH.finditer(line):
+                cited = m.group(1).rstrip(".")
+                if "<" in cited or "{" in cited:
+                    continue
+                if not (list(ROOT.glob(cited)) if "*" in cited else (ROOT / cited).exists()):
+                    out.append(f"{where}: {cited}")
+    return out
+
+
+def test_nothing_cites_a_file_that_is_not_in_the_repository():
+    assert dangling_citations() == []

@@ -11,7 +11,7 @@ from essl.data import load_cifar, load_dataset, load_image_folder, load_mnist5k
 from essl.errors import EsslError
 
 
-def write_cifar10(root, n_per_file=10000, train_files=5, rng=np.random.default_rng(0)):
+def write_cifar10(root, n_per_file=10000, train_files=5, rng=np.random.default_rng(0)):  # noqa: B008 (one stream)
     """A CIFAR-10 python-version folder as the real archive lays it out (bytes keys, uint8 rows of 3072)."""
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)

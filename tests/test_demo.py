@@ -10,6 +10,7 @@ from essl.cli import main
 torch.set_num_threads(1)
 
 
+@pytest.mark.slow
 def test_demo_writes_table_plot_and_evaluator_numbers(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--epochs", "1", "--subset", "256", "--out", str(out), "--no-progress"]) == 0

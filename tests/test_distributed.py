@@ -30,8 +30,9 @@ from essl.training.config import config_from_dict, load_config
 from essl.training.distributed import detect_env
 from essl.training.pretrain import pretrain
 
-pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
-                                reason="torch.distributed with the gloo backend is not available")
+pytestmark = [pytest.mark.distributed, pytest.mark.slow,
+              pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
+                                 reason="torch.distributed with the gloo backend is not available")]
 
 WORLD = 2
 N = 8                 # global batch of the maths tests

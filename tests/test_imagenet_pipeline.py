@@ -87,7 +87,7 @@ def test_every_imagenet_preset_loads_and_validates():
     ("imagenet-ebarlow", "barlow_twins", 4096, 3.2, 1e-6, 10, 8.0, "imagenet_simsiam"),
 ])
 def test_imagenet_presets_hold_the_papers_settings(name, method, batch, eff_lr, wd, warmup, lam, head):
-    """reference/paper.md §2.3, §3.2."""
+    """rdangovs/essl imagenet/*/main.py and their README commands."""
     cfg = load_config(name)
     assert (cfg.method, cfg.batch_size, cfg.weight_decay, cfg.warmup_epochs) == (method, batch, wd, warmup)
     assert cfg.lr * cfg.batch_size / 256 == pytest.approx(eff_lr)
@@ -358,6 +358,8 @@ def test_view_size_suffix_is_checked(imagenet, tmp_path):
                    progress=False)
 
 
+@pytest.mark.distributed
+@pytest.mark.slow
 def test_torchrun_two_processes_on_an_image_folder(imagenet, tmp_path):
     """ImageNet path under torchrun: 2 gloo processes, each with 2 DataLoader workers decoding its slice."""
     if not (torch.distributed.is_available() and torch.distributed.is_gloo_available()):

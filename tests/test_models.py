@@ -1,4 +1,4 @@
-"""Backbones and heads: shapes, layouts and the architectures of reference/paper.md §2.4, §3.1."""
+"""Backbones and heads: shapes, layouts and the architectures of the official code (rdangovs/essl cifar10/main.py)."""
 
 import torch
 from torch import nn

@@ -8,7 +8,6 @@ import os
 import signal
 
 import pytest
-import torch
 
 from essl.data.batches import TensorBatches
 from essl.errors import EsslError, Interrupted, os_reason, write_error
@@ -113,7 +112,7 @@ def test_os_failures_are_described_through_torch_wrappers(code, reason):
         try:
             raise OSError(code, os.strerror(code))
         except OSError:
-            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")  # noqa: B904
     except RuntimeError as exc:
         assert os_reason(exc) == reason
         assert str(write_error("x/checkpoint.pt", exc, "Nothing was lost.")).startswith(

@@ -14,7 +14,7 @@ import yaml
 import essl.training.pretrain as pretrain_module
 from essl.cli import main
 from essl.errors import EsslError
-from essl.runs import load_checkpoint, save_checkpoint
+from essl.runs import load_checkpoint
 from essl.experiments.sweep import (PAPER_TRANSFORMS, SweepRun, build_spec, markdown_table, parse_shard, plan_runs,
                                     run_config, run_state, run_sweep, summarize, transform_problem)
 from image_folders import make_image_folder
@@ -42,6 +42,7 @@ def fingerprint(path) -> tuple:
 
 
 # ---------------------------------------------------------------------------------------------- end to end
+@pytest.mark.slow
 def test_tiny_sweep_end_to_end(tmp_path, data_root, capsys):
     out = tmp_path / "sweep"
     rc = main(["sweep", "--out", str(out), "--transforms", "rotation,inversion", "--seeds", "1", "--no-progress",
@@ -80,6 +81,7 @@ def test_tiny_sweep_end_to_end(tmp_path, data_root, capsys):
 
 
 # ---------------------------------------------------------------------------------------------- resume
+@pytest.mark.slow
 def test_stopped_sweep_resumes_without_redoing_finished_runs(tmp_path, data_root, monkeypatch):
     out = tmp_path / "sweep"
     spec, base = build_spec("mnist5k-simclr", tiny(data_root, epochs=2), ["hflip"], 2, 0.4, "knn",

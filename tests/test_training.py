@@ -1,12 +1,10 @@
 """Pretraining end to end on a small MNIST-5k subset: metrics, checkpoints, exact resume, run-folder safety."""
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,6 +64,7 @@ def test_resume_after_interruption_is_exact(tmp_path, monkeypatch):
     assert read_metrics(straight)[1]["loss"] == read_metrics(tmp_path / "killed")[1]["loss"]
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_cli_resume(tmp_path):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "essl", "pretrain", "mnist5k-simclr", *TINY, "subset=512", "epochs=3",

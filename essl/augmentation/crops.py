@@ -33,10 +33,10 @@ class PaddedImages:
     images: torch.Tensor
     sizes: torch.Tensor
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "PaddedImages":
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> PaddedImages:
         return PaddedImages(self.images.to(device, non_blocking=non_blocking), self.sizes)
 
-    def pin_memory(self) -> "PaddedImages":
+    def pin_memory(self) -> PaddedImages:
         return PaddedImages(self.images.pin_memory(), self.sizes)
 
     @property

@@ -2,7 +2,8 @@
 
 A :class:`ViewRecipe` holds the numbers; :func:`build_view` turns it into a module that maps a uint8 batch
 ``(N, C, H, W)`` to a normalised float batch, with independent random parameters for every image.
-Recipes (Dangovski et al. 2022, official code; reference/paper.md §2.5, §3.1, §3.2):
+Recipes (Dangovski et al. 2022, official code rdangovs/essl ``cifar10/main.py``,
+``imagenet/*/main.py``):
 
 - ``cifar``            RandomResizedCrop(32, scale 0.2-1), hflip 0.5, ColorJitter(0.4,0.4,0.4,0.1) p 0.8, gray 0.2
 - ``cifar_small``      the prediction-branch view: the same with RandomResizedCrop(16, scale 0.2-1)
@@ -71,7 +72,7 @@ def get_recipe(name: str, size: int | None = None) -> ViewRecipe:
 
 
 def build_view(recipe: ViewRecipe, channels: int, mean: tuple[float, ...] | None = None,
-               std: tuple[float, ...] | None = None) -> "View":
+               std: tuple[float, ...] | None = None) -> View:
     """Module: uint8 or [0, 1] float batch ``(N, C, H, W)`` → augmented float batch, in [0, 1], or normalised
     when ``mean``/``std`` are given. (Training normalises after any group action, so that photometric groups
     such as colour inversion act on [0, 1] images.) A :class:`~essl.augmentation.crops.PaddedImages` batch (a
@@ -110,7 +111,7 @@ class View(nn.Module):
                                          resample=recipe.resample.upper()) if recipe.crop else None)
         self.rest = rest
 
-    def forward(self, x: "torch.Tensor | PaddedImages") -> torch.Tensor:
+    def forward(self, x: torch.Tensor | PaddedImages) -> torch.Tensor:
         if isinstance(x, PaddedImages):
             if self.crop is None:
                 raise EsslError("A view without RandomResizedCrop cannot take padded images of varied sizes; use a "

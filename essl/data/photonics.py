@@ -1,4 +1,5 @@
-"""Which cells each stage of the photonics experiment reads (reference/photonics.md §2, reference/paper.md §6).
+"""Which cells each stage of the photonics experiment reads (rdangovs/essl
+``photonics/phc_data.py``, ``main.py``).
 
 Files are looked up by their original E-SSL names in one data folder (``data_root``), as written by
 ``essl phc generate`` (:data:`essl.photonics.h5io.DATASETS`):

@@ -40,7 +40,7 @@ class ImageData:
     def image_size(self) -> int:
         return self.images.shape[-1]
 
-    def take(self, n: int, seed: int = 0) -> "ImageData":
+    def take(self, n: int, seed: int = 0) -> ImageData:
         """A seeded random subset of ``n`` images, stratified by class when labels exist."""
         if n >= len(self):
             return self
@@ -57,6 +57,6 @@ class ImageData:
         chosen = order[torch.argsort(rank_in_class * self.num_classes + labels, stable=True)[:n]]
         return self.subset(chosen.sort().values)
 
-    def subset(self, index: torch.Tensor) -> "ImageData":
+    def subset(self, index: torch.Tensor) -> ImageData:
         labels = None if self.labels is None else self.labels[index]
         return ImageData(self.images[index], labels, self.num_classes, self.mean, self.std, self.name)

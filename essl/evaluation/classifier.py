@@ -1,6 +1,6 @@
 """Train a linear classifier on a backbone with augmentation, following an :class:`EvalProtocol`.
 
-One loop serves both protocol kinds (reference/paper.md §3.1-§3.2):
+One loop serves both protocol kinds (rdangovs/essl ``cifar10/main.py`` and ``imagenet/*/linear_probe.py``):
 
 - **linear probe** (``protocol.backbone_lr is None``): the backbone stays in eval mode and is never updated;
   features are computed under ``no_grad`` (as the official ``eval_loop`` and ``linear_probe.py`` do);
@@ -16,7 +16,8 @@ from __future__ import annotations
 import copy
 import math
 import time
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

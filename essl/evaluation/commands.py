@@ -13,7 +13,8 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import torch
 
@@ -22,6 +23,7 @@ from essl.evaluation.evaluate import (DIAGNOSTICS_MAX_TRAIN, LBFGS_WEIGHT_DECAY,
                                       evaluate_linear_lbfgs, evaluate_protocol, frozen_features)
 from essl.evaluation.loading import RELEASED_ARCHS, EvalTarget, load_target
 from essl.evaluation.protocols import FINETUNE_PROTOCOLS, PROTOCOLS
+from essl.evaluation.report import write_report
 from essl.evaluation.results import accuracy_text, departures
 from essl.runs import CONFIG, EVAL_DIR, METRICS
 from essl.runtime import PRECISIONS
@@ -226,8 +228,6 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from essl.evaluation.report import write_report
-
     out = write_report(args.run_dirs, args.out)
     print(out["markdown"])
     print(f"report written to {out['folder']}: {', '.join(p.name for p in out['files'])}")

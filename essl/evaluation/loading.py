@@ -2,7 +2,7 @@
 
 Everything is read with weights-only unpickling (:func:`essl.runs.load_checkpoint`).
 
-Released files (reference/paper.md §3.2) come in the layouts of the official ImageNet scripts:
+Released files (the ImageNet checkpoints linked from the rdangovs/essl README) come in the layouts of the official ImageNet scripts:
 
 - ``{"backbone": {torchvision ResNet keys}}`` (E-SimCLR, E-Barlow Twins; read by their ``linear_probe.py``);
 - ``{"state_dict": {"module.backbone.<torchvision key>": ...}}`` (E-SimSiam, read by its ``main_lincls``);

@@ -1,7 +1,7 @@
 """Fine-tuning protocol of the photonics experiment: DOS regression from a pretrained (or random) encoder.
 
 Official code: rdangovs/essl ``photonics/main.py`` (``finetune_model``, ``evaluate_model``), ``phc_models.py``
-(``PredictorDOS``), ``utils.py`` (``DOSLoss``); reference/paper.md §3.3, §4, §6, §8.9.
+(``PredictorDOS``), ``utils.py`` (``DOSLoss``, ``calDOSloss``), ``load_config.py``.
 
 - **Network**: the encoder (weights of a pretraining run, or a fresh random one for the supervised-from-scratch
   baseline) followed by the MLP 1024 → 1024 → 1024 → 512 → 400 with ReLUs (:func:`essl.models.photonics.dos_head`),
@@ -40,7 +40,8 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 import torch

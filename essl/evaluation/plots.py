@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import io
 import textwrap
-from typing import Any
-
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from typing import TYPE_CHECKING, Any
 
 from essl.evaluation.results import protocol_label, result_rows
 from essl.groups import make_group
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def colors(n: int) -> list:
@@ -32,13 +31,18 @@ def colors(n: int) -> list:
 
 
 def figure(width: float, height: float) -> Figure:
-    """A figure with constrained layout, drawn without pyplot (no global backend state is touched)."""
+    """A figure with constrained layout, drawn without pyplot (no global backend state is touched). matplotlib is
+    imported here, when a plot is made, so that commands that draw nothing (and ``essl --help``) do not load it."""
+    from matplotlib.figure import Figure
+
     return Figure(figsize=(width, height), layout="constrained")
 
 
 def png(fig: Figure) -> bytes:
     """The figure as PNG bytes (110 dpi, no software tag, so equal plots give equal bytes): every plot essl writes
     (reports, demo, sweep) is made here."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
@@ -54,6 +58,8 @@ def curves_png(runs: list[dict[str, Any]], names: list[str]) -> bytes | None:
     """Loss, kNN monitor and prediction accuracy over epochs; None if no run has ``metrics.jsonl``."""
     if not any(r["metrics"] for r in runs):
         return None
+    from matplotlib.ticker import MaxNLocator
+
     pred_keys = sorted({k for r in runs for m in r["metrics"] for k in m if k.startswith("pred_acc/")})
     panels = ["loss", "knn"] + (["pred"] if pred_keys else [])
     fig = figure(5.2 * len(panels), 4.0)

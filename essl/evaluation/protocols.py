@@ -1,6 +1,7 @@
 """The evaluation protocols of the paper, as data: every number essl reports names one of these.
 
-Supervised protocols on a backbone (reference/paper.md §3.1-§3.2, read in the official code rdangovs/essl):
+Supervised protocols on a backbone, as read in the official code (rdangovs/essl ``cifar10/main.py``,
+``imagenet/*/linear_probe.py``):
 
 ================== ================================================================================================
 ``cifar``          the paper's CIFAR-10 linear probe (``cifar10/main.py:eval_loop``): frozen backbone in eval mode,
@@ -41,6 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from essl.augmentation import get_recipe
 from essl.errors import EsslError
 
 
@@ -78,20 +80,20 @@ class EvalProtocol:
         return d
 
 
-_CIFAR_SRC = "rdangovs/essl cifar10/main.py eval_loop (reference/paper.md §3.1)"
+_CIFAR_SRC = "rdangovs/essl cifar10/main.py eval_loop"
 PROTOCOLS: dict[str, EvalProtocol] = {
     "cifar": EvalProtocol("cifar", _CIFAR_SRC, lr=30.0, epochs=100, repeats=5),
     "imagenet_simclr": EvalProtocol(
-        "imagenet_simclr", "rdangovs/essl imagenet/simclr/linear_probe.py (scheduler never stepped: constant lr; "
-        "reference/paper.md §3.2, §8.3)", lr=1.0, epochs=100, weight_decay=1e-6, schedule="constant",
+        "imagenet_simclr", "rdangovs/essl imagenet/simclr/linear_probe.py (scheduler never stepped: constant lr)",
+        lr=1.0, epochs=100, weight_decay=1e-6, schedule="constant",
         select="best", init="normal_0.01", resample="bilinear", test_resize_ratio=256 / 224, drop_last=False),
     "imagenet_bt": EvalProtocol(
-        "imagenet_bt", "rdangovs/essl imagenet/barlowtwins/linear_probe.py (reference/paper.md §3.2)", lr=0.3,
+        "imagenet_bt", "rdangovs/essl imagenet/barlowtwins/linear_probe.py", lr=0.3,
         epochs=100, weight_decay=1e-6, schedule="cosine_epoch", select="best", init="normal_0.01",
         resample="bilinear", test_resize_ratio=256 / 224, drop_last=False),
     "imagenet_simsiam": EvalProtocol(
-        "imagenet_simsiam", "rdangovs/essl imagenet/simsiam/linear_probe.py --lars (official SimSiam main_lincls; "
-        "reference/paper.md §3.2)", lr=1.6, epochs=90, batch_size=4096, optimizer="lars", weight_decay=0.0,
+        "imagenet_simsiam", "rdangovs/essl imagenet/simsiam/linear_probe.py --lars (official SimSiam main_lincls)",
+        lr=1.6, epochs=90, batch_size=4096, optimizer="lars", weight_decay=0.0,
         schedule="cosine_epoch", select="best", init="normal_0.01", resample="bilinear",
         test_resize_ratio=256 / 224, drop_last=False),
 }
@@ -99,7 +101,7 @@ PROTOCOLS: dict[str, EvalProtocol] = {
 FINETUNE_PROTOCOLS: dict[str, EvalProtocol] = {
     "bt_finetune": EvalProtocol(
         "bt_finetune", "facebookresearch/barlowtwins README 'semi-supervised' command: evaluate.py --weights "
-        "finetune --epochs 20 --lr-backbone 0.005 --lr-classifier 0.5 --weight-decay 0 (reference/paper.md §3.2)",
+        "finetune --epochs 20 --lr-backbone 0.005 --lr-classifier 0.5 --weight-decay 0",
         lr=0.5, backbone_lr=0.005, epochs=20, weight_decay=0.0, schedule="cosine_epoch", select="best",
         init="normal_0.01", resample="bilinear", test_resize_ratio=256 / 224, drop_last=False),
 }
@@ -108,7 +110,7 @@ OTHER_PROTOCOLS = {
     "linear_lbfgs": "essl's fast probe: L-BFGS multinomial logistic regression on cached, un-augmented, standardised "
                     "features (not a paper protocol)",
     "knn": "weighted kNN, k=200, t=0.1, cosine similarity, exp(sim/t) votes (official kNN monitor, "
-           "reference/paper.md §3.1)",
+           "rdangovs/essl cifar10/main.py)",
 }
 
 # The view recipe each dataset is pretrained with (essl/augmentation/views.py); a protocol keeps its horizontal
@@ -134,8 +136,6 @@ def adapt_protocol(protocol: EvalProtocol, dataset: str, image_size: int, *, epo
     a batch larger than the training set) and ``overrides`` (choices of the user, e.g. fewer epochs), each entry
     ``{"protocol": value in the paper, "used": value used, "why": reason}``.
     """
-    from essl.augmentation import get_recipe
-
     adapted: dict[str, Any] = {}
     overrides: dict[str, Any] = {}
     native = 32 if protocol.test_resize_ratio == 36 / 32 else 224

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from essl.errors import EsslError
+from essl.evaluation.plots import accuracy_png, curves_png, diagnostics_pngs
 from essl.evaluation.results import result_rows
 from essl.runs import CONFIG, EVAL_DIR, has_config, read_config, read_metrics, read_results, write_atomic, write_files
 
@@ -71,7 +72,7 @@ def method_label(source: dict[str, Any]) -> str:
     """``E-SimCLR (rotation, λ=0.4)``, ``SimCLR``, or ``released resnet50 (file.pth)``."""
     if source.get("kind") == "released":
         return f"released {source.get('arch', '?')} ({Path(source.get('file', '?')).name})"
-    base = METHOD_NAMES.get(source.get("method"), str(source.get("method")))
+    base = METHOD_NAMES.get(str(source.get("method")), str(source.get("method")))
     eq = source.get("equivariance") or []
     label = f"E-{base} (" + ", ".join(f"{e['group']}, λ={e['weight']:g}" for e in eq) + ")" if eq else base
     if source.get("invariances"):
@@ -113,8 +114,8 @@ def build_table(runs: list[dict[str, Any]], names: list[str]) -> tuple[list[str]
                 keys[name] = order
                 body.setdefault(name, ["–"] * len(runs))[i] = cell + (f" [epoch-{ckpt_epoch} checkpoint]"
                                                                        if stale else "")
-    order = list(head) + sorted(body, key=lambda n: keys[n])
-    return order, {**head, **body}
+    names = list(head) + sorted(body, key=lambda n: keys[n])
+    return names, {**head, **body}
 
 
 def protocol_notes(runs: list[dict[str, Any]]) -> list[str]:
@@ -177,8 +178,6 @@ def write_report(run_dirs: list[Path | str], out: Path | str | None = None) -> d
     """Build the table and plots of ``run_dirs`` and write them into ``out`` (default ``FIRST/report``).
 
     Returns ``{"markdown", "folder", "files"}``."""
-    from essl.evaluation.plots import accuracy_png, curves_png, diagnostics_pngs
-
     if not run_dirs:
         raise EsslError("Name at least one run folder.")
     runs = [collect_run(d) for d in run_dirs]

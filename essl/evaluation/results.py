@@ -52,7 +52,7 @@ def result_rows(result: dict[str, Any], stem: str = "") -> list[tuple[tuple, str
     kind = result.get("evaluation", "?")
     if "top1" not in result and kind != "diagnostics":
         # a result of another part of essl (e.g. photonics fine-tuning): its summary mean ± std over seeds
-        summary = result.get("summary") if isinstance(result.get("summary"), dict) else {}
+        summary: dict[str, Any] = result["summary"] if isinstance(result.get("summary"), dict) else {}
         name = (result.get("protocol") or {}).get("name", "?")
         if "mean" not in summary:
             return [((8, stem), f"{name} · {stem}", "(no summary number)")]

@@ -33,7 +33,8 @@ import time
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -71,7 +72,7 @@ class StreamedSplit:
     workers: int = 4
 
     @classmethod
-    def scan(cls, root: Path, size: int, name: str, workers: int = 4) -> "StreamedSplit":
+    def scan(cls, root: Path, size: int, name: str, workers: int = 4) -> StreamedSplit:
         files, labels, classes = scan_image_folder(root)
         if labels is None:
             raise EsslError(f"{root} has no class subfolders; evaluation needs labelled images "
@@ -85,7 +86,7 @@ class StreamedSplit:
     def image_size(self) -> int:
         return center_crop_size(self.size)
 
-    def subset(self, index: torch.Tensor) -> "StreamedSplit":
+    def subset(self, index: torch.Tensor) -> StreamedSplit:
         keep = index.tolist()
         return replace(self, files=[self.files[i] for i in keep], labels=self.labels[index])
 

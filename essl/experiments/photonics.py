@@ -1,4 +1,4 @@
-"""The photonics experiment of E-SSL (Dangovski et al. 2022; reference/paper.md §3.3, §5.4, §6) end to end.
+"""The photonics experiment of E-SSL (Dangovski et al. 2022; rdangovs/essl ``photonics/``) end to end.
 
 For one family (``gpm`` or ``blob``) it pretrains the three methods of the paper's photonics table with the
 presets ``phc-<family>-simclr``, ``-simclr-transform`` and ``-esimclr`` (:mod:`essl.training.pretrain`),

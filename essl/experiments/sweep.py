@@ -1,5 +1,5 @@
-"""``essl sweep``: the invariance-vs-equivariance transformation sweep (Dangovski et al. 2022, §5.3 in
-reference/paper.md) as one resumable command.
+"""``essl sweep``: the invariance-vs-equivariance transformation sweep (Dangovski et al. 2022;
+re-run by Wang et al., NeurIPS 2024, kaotty/Understanding-ESSL) as one resumable command.
 
 For a base preset, a list of transformations ``T`` and ``n`` seeds it trains, per seed,
 
@@ -42,7 +42,7 @@ from essl.groups import make_group
 from essl.runs import RESULTS_JSON, RESULTS_MD, create_file, read_result, write_files
 from essl.training.config import EquivarianceTask, PretrainConfig, config_from_dict, load_config
 
-#: The seven transformations of the paper's sweep, in the order of its figure (reference/paper.md §5.3).
+#: The seven transformations of the paper's sweep, in the order of its figure.
 PAPER_TRANSFORMS = ("hflip", "grayscale", "rotation", "vflip", "jigsaw", "blur", "inversion")
 MODES = ("baseline", "issl", "essl")
 PROTOCOLS = ("knn", "linear_lbfgs")
@@ -72,7 +72,7 @@ def default_views(dataset: str) -> tuple[str, str]:
 
 
 def default_head(backbone: str, method: str) -> str:
-    """The prediction head that fits the backbone (reference/paper.md §2.4)."""
+    """The prediction head that fits the backbone (as in rdangovs/essl ``cifar10/main.py``)."""
     if backbone == "small_cnn":
         return "small"
     return "cifar_simsiam" if method == "simsiam" else "cifar_simclr"
@@ -93,6 +93,9 @@ def run_config(base: PretrainConfig, run: SweepRun, weight: float, pred_view: st
                samples: int = 0) -> PretrainConfig:
     """The :class:`PretrainConfig` of one run: the base (crop-only views, nothing predicted) plus ``T``."""
     cfg = dataclasses.replace(base, seed=run.seed, invariances=[], equivariance=[])
+    if run.transform is None:  # the baseline
+        cfg.validate()
+        return cfg
     if run.mode == "issl":
         cfg.invariances = [run.transform]
     elif run.mode == "essl":
@@ -160,7 +163,7 @@ def summarize(accuracies: dict[str, float], transforms: list[str], seeds: list[i
         row = {}
         for mode in ("issl", "essl"):
             acc = {s: accuracies.get(SweepRun(t, mode, s).name) for s in seeds}
-            deltas = [acc[s] - base[s] for s in seeds if acc[s] is not None and base[s] is not None]
+            deltas = [a - b for s in seeds if (a := acc[s]) is not None and (b := base[s]) is not None]
             row[mode] = {**_mean_std([v for v in acc.values() if v is not None]), "delta": _mean_std(deltas)}
         out["transforms"][t] = row
     return out

@@ -1,7 +1,7 @@
 """Finite transformation groups acting on image batches.
 
-A group ``G`` of order ``n`` is used in two ways (Dangovski et al. 2022, §3 and the transformation sweep of §5.3
-in reference/paper.md):
+A group ``G`` of order ``n`` is used in two ways (Dangovski et al. 2022, its method and its
+invariance-vs-equivariance transformation sweep):
 
 - as an **equivariance target**: :meth:`TransformationGroup.orbit` applies *every* element to every image and
   returns the labels, so a head can be trained to predict ``g`` from ``f(g·x)`` (the E-SSL loss);

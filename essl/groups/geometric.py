@@ -1,8 +1,8 @@
 """Geometric groups: four-fold rotation, flips, 2×2 jigsaw and half-cell periodic translations.
 
 The first three are among the seven transformations of the paper's invariance-vs-equivariance sweep
-(reference/paper.md §5.3: horizontal and vertical flips, four-fold rotations, 2×2 jigsaws); the half-cell
-translations are the group predicted on the photonic "Blob" unit cells (reference/paper.md §6).
+(horizontal and vertical flips, four-fold rotations, 2×2 jigsaws); the half-cell translations are the group
+predicted on the photonic "Blob" unit cells (rdangovs/essl ``photonics/symop_utils.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def _require_even(name: str, shape: Sequence[int], what: str) -> None:
 
 class Rotation4(TransformationGroup):
     """The four 90° rotations C4. Element ``k`` is ``torch.rot90(x, k, dims=(H, W))`` (k quarter-turns
-    counter-clockwise), exactly the labels of the paper's rotation prediction (reference/paper.md §2.2).
+    counter-clockwise), exactly the labels of the paper's rotation prediction (``rotate_images``).
     Composition adds quarter-turns modulo 4."""
 
     name = "rotation"
@@ -113,7 +113,7 @@ class Jigsaw2x2(TransformationGroup):
 
 
 class HalfTranslation(TransformationGroup):
-    """Half-cell periodic translations Z2 × Z2 for periodic images (photonic unit cells, reference/paper.md §6).
+    """Half-cell periodic translations Z2 × Z2 for periodic images (photonic unit cells, ``symop_utils.py``).
 
     Element ``k`` rolls the image (``torch.roll``, wrapping around) by ``(k // 2) · H/2`` rows and
     ``(k % 2) · W/2`` columns: 0 → (0, 0), 1 → (0, W/2), 2 → (H/2, 0), 3 → (H/2, W/2), the labels of the official

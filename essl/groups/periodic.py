@@ -1,6 +1,6 @@
 """Transformations of periodic unit cells used as invariances in the photonics experiment.
 
-The E-SSL photonics code (rdangovs/essl ``photonics/symop_utils.py``; reference/paper.md §6) augments the
+The E-SSL photonics code (rdangovs/essl ``photonics/symop_utils.py``) augments the
 32×32 permittivity images of photonic crystals with operations that leave the density of states unchanged:
 
 | name   | order | elements                                                                | group |
@@ -41,7 +41,7 @@ import torch
 from essl.errors import EsslError
 from essl.groups.base import TransformationGroup
 
-#: Side of the photonic unit-cell images (reference/photonics.md §2).
+#: Side of the photonic unit-cell images (``unitcell/mpbepsimage``, 32 × 32).
 CELL_SIZE = 32
 
 

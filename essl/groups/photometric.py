@@ -1,7 +1,7 @@
 """Photometric transformations: grayscale, colour inversion and four Gaussian-blur levels.
 
 With the flips, rotations and jigsaws these complete the seven transformations of the paper's
-invariance-vs-equivariance sweep (reference/paper.md §5.3). All act on [0, 1] float batches ``(N, C, H, W)``
+invariance-vs-equivariance sweep (Dangovski et al. 2022). All act on [0, 1] float batches ``(N, C, H, W)``
 (training applies them before normalisation).
 """
 
@@ -66,7 +66,7 @@ def gaussian_kernel1d(sigma: float, radius: int, dtype: torch.dtype = torch.floa
 
 
 class GaussianBlur4(TransformationGroup):
-    """Four blur levels ("four-fold Gaussian blurs", reference/paper.md §5.3): element ``k`` convolves with a
+    """Four blur levels ("four-fold Gaussian blurs" of the paper's sweep): element ``k`` convolves with a
     Gaussian of standard deviation ``sigmas[k] · min(H, W) / reference_size`` pixels. The defaults are 0, 1, 2,
     3 px on a 32-px image, i.e. the same fraction of the image at any resolution (0, 0.5, 1, 1.5 px on the 16-px
     prediction crops of CIFAR-10; 0, 0.44, 0.88, 1.31 px on 14-px MNIST crops). They are close to the σ ≈ 1.1,

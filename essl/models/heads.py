@@ -1,4 +1,5 @@
-"""Projectors, the SimSiam predictor and the E-SSL prediction heads (reference/paper.md §2.4, §3.1-§3.2).
+"""Projectors, the SimSiam predictor and the E-SSL prediction heads (rdangovs/essl ``cifar10/main.py``,
+``imagenet/*/main.py``).
 
 Every head is an ``nn.Sequential`` built from :func:`mlp`, so the printed module reads like the table in the
 paper's code. ``norm`` is ``"bn"`` (BatchNorm1d), ``"bn_noaffine"``, ``"ln"`` (LayerNorm) or ``None``.
@@ -79,7 +80,7 @@ def simsiam_predictor(dim: int, hidden: int) -> nn.Sequential:
 
 
 def prediction_head(kind: str, in_dim: int, num_classes: int) -> nn.Sequential:
-    """E-SSL head h that predicts the group element from backbone features (reference/paper.md §2.4).
+    """E-SSL head h that predicts the group element from backbone features (official code as above).
 
     - ``cifar_simclr``: Linear(d→2048) LN ReLU Linear(2048→2048) LN ReLU Linear(2048→n)
     - ``cifar_simsiam``: the same without the second ReLU (as in the official E-SimSiam)

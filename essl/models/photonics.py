@@ -1,6 +1,6 @@
 """The photonics encoder and the shared-BatchNorm heads of the E-SSL photonics experiment.
 
-Architecture of the official code (rdangovs/essl ``photonics/phc_models.py``; reference/paper.md §3.3, §2.4):
+Architecture of the official code (rdangovs/essl ``photonics/phc_models.py``):
 
 - :class:`PhotonicsEncoder` (``phc_cnn``): three blocks Conv(k=7) → BN → ReLU → MaxPool on the 1-channel
   32×32 unit cell, widths 64, 256, 256 and pools 2, 4, 4, then FC 256→1024 → ReLU → FC 1024→1024: a 1024-d
@@ -14,7 +14,7 @@ Architecture of the official code (rdangovs/essl ``photonics/phc_models.py``; re
   with an :class:`~essl.errors.EsslError`, since the flatten expects 256 features).
 
 - :func:`shared_norm_mlp`: Linear(d→h) → BN(h) → ReLU → Linear(h→h) → **the same BN instance** → ReLU →
-  Linear(h→out). This reproduces a quirk of the official ``Projector``/``Classifier`` (reference/paper.md §8.5):
+  Linear(h→out). This reproduces a quirk of the official ``Projector``/``Classifier`` (``phc_models.py``):
   the list ``[BatchNorm1d(h)]`` is built once and appended to both hidden layers, so both layers share one
   BatchNorm's affine parameters *and* running statistics (the running mean/variance are updated twice per
   forward pass, once with each layer's batch statistics). Linear layers have biases, as in the original.
@@ -75,7 +75,7 @@ def shared_norm_mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
 
 def dos_head(in_dim: int = 1024, widths: tuple[int, ...] = (1024, 1024, 512), out_dim: int = 400) -> nn.Sequential:
     """The fine-tuning regressor (official ``PredictorDOS``): Linear layers ``in → 1024 → 1024 → 512 → 400`` with a
-    ReLU after each hidden layer, no normalisation; it predicts ``y − EL`` (reference/paper.md §3.3, §6)."""
+    ReLU after each hidden layer, no normalisation; it predicts ``y − EL`` (``photonics/main.py``)."""
     dims = (in_dim, *widths)
     layers: list[nn.Module] = []
     for a, b in zip(dims, dims[1:]):
@@ -117,6 +117,6 @@ def encoder_for_state(state: dict) -> PhotonicsEncoder:
     except KeyError as exc:
         raise EsslError(f"The photonics encoder weights lack {exc.args[0]!r} (expected the three convolutions "
                         f"features.0/4/8 and the layers fc.0/fc.2).") from None
-    widths = tuple(int(c.shape[0]) for c in convs)
+    widths = (int(convs[0].shape[0]), int(convs[1].shape[0]), int(convs[2].shape[0]))
     return PhotonicsEncoder(int(convs[0].shape[1]), widths, int(fc1.shape[0]), int(fc2.shape[0]),
                             int(convs[0].shape[-1]))

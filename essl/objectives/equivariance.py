@@ -1,4 +1,4 @@
-"""The E-SSL prediction objective (Dangovski et al. 2022, §3; reference/paper.md §2.2):
+"""The E-SSL prediction objective (Dangovski et al. 2022; rdangovs/essl ``cifar10/main.py``):
 
     L_pred = CE( h(f(g·x)), g ),   summed into the total as  L = L_ssl + λ·L_pred,
 

@@ -1,7 +1,8 @@
 """Contrastive losses of SimCLR (Chen et al. 2020) in the two forms used by E-SSL.
 
-- :func:`info_nce`: the **cross-view** InfoNCE of the paper's CIFAR and ImageNet code (reference/paper.md §3.1,
-  §8.1). With ``u = normalize(z1)``, ``v = normalize(z2)`` over a batch of ``N`` pairs,
+- :func:`info_nce`: the **cross-view** InfoNCE of the paper's CIFAR and ImageNet code (rdangovs/essl
+  ``cifar10/main.py``, ``imagenet/simclr/main.py``). With ``u = normalize(z1)``, ``v = normalize(z2)`` over a
+  batch of ``N`` pairs,
 
       L = ½·CE(u vᵀ/τ, I) + ½·CE(v uᵀ/τ, I),
 

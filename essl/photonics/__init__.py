@@ -1,7 +1,7 @@
 """Photonic-crystal unit cells, their TM density of states, and the E-SSL photonics datasets.
 
-Reference: shared/reference/photonics.md (recipe, equations, known values) and the E-SSL paper
-section 3.3/6.  Modules:
+Sources: the data pipeline of clott3/SIB-CL (Loh et al., Nat. Commun. 2022) that made the E-SSL photonics
+datasets, the official rdangovs/essl ``photonics/`` code, and docs/photonics.md.  Modules:
 
 - :mod:`.cells`     random two-tone unit cells (``gpm``, ``blob``, ``p1``, ``cylinder``)
 - :mod:`.symmetry`  verified point-group symmetry of an image, symmetry-reduced k-grid

@@ -1,4 +1,4 @@
-"""Random two-tone photonic-crystal unit cells (reference/photonics.md section 3).
+"""Random two-tone photonic-crystal unit cells (after clott3/SIB-CL ``generate_datasets/PhC``).
 
 Families:
 

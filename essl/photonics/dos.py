@@ -1,6 +1,7 @@
 """Density of states: bin-integrated GGR, the ``mpbcal/DOS`` label, and the E-SSL target/metric.
 
-Recipe (reference/photonics.md sections 4 and 7.1):
+Recipe (clott3/SIB-CL ``compute_DOS/*`` and ``addDOSintoh5.py``; the GGR method of Liu, Johnson, Joannopoulos
+and Lu, J. Opt. 20, 044005, 2018, code boyuanliuoptics/DOS-calculation):
 
 1. **GGR** (generalized Gilat-Raubenheimer, Liu et al., J. Opt. 20, 044005 (2018)).  Each
    ``(k, band)`` of the ``nk x nk`` grid represents a square of side ``2h``, ``h = 1/(2 nk)``, over

@@ -1,7 +1,7 @@
 """Sharded, resumable, multi-process generation of photonic-crystal h5 files.
 
 A run generates indices ``start .. start + count - 1`` of one cell family
-(reference/photonics.md section 9) and works in **shards** of consecutive indices:
+(docs/photonics.md) and works in **shards** of consecutive indices:
 
 * Each shard is its own file ``<out_dir>/<stem>.shards/shard-<first>-<last>.h5``.  It is
   written as ``<name>.partial`` and renamed atomically (``os.replace``) once every index is in

@@ -1,6 +1,6 @@
 """HDF5 layout of the E-SSL photonics files, writer helpers and the loader.
 
-Layout (reference/photonics.md sections 2 and 5), one dataset per sample, indexed by a
+Layout (as read by rdangovs/essl ``photonics/phc_data.py``), one dataset per sample, indexed by a
 1-based string integer ``i``:
 
 =================================  =======================  ==================================
@@ -249,7 +249,9 @@ def load_phc(path: str | os.PathLike[str], indices: Any = None, labelled: bool =
                                 f"'{EPSAVG_KEY}/i'{', ' + TARGET_KEYS[target] + '/i' if labelled else ''}); "
                                 f"{_generate_hint(path)}")
         idx = np.asarray(list(indices), dtype=np.int64)
-        images, eps, dos = [], [], []
+        images: list[np.ndarray] = []
+        eps: list[float] = []
+        dos: list[Any] = []
         for i in idx:
             img = _read_scalar_or_array(h5, f"{IMAGE_KEY}/{i}", path)
             if img.ndim != 2 or img.shape[0] != img.shape[1]:

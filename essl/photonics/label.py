@@ -1,4 +1,4 @@
-"""Image -> ``mpbcal/DOS`` label: the whole labelling pipeline of reference/photonics.md section 4.
+"""Image -> ``mpbcal/DOS`` label: the whole labelling pipeline (docs/photonics.md).
 
 ``label_image`` = symmetry detection + PWE bands on the reduced 25 x 25 grid (:mod:`.solver`)
 + bin-integrated GGR, smoothing and rescaling (:mod:`.dos`).  The label of an image depends only

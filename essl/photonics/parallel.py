@@ -1,4 +1,4 @@
-"""One BLAS thread per worker, and a small process pool (reference/photonics.md section 7.4).
+"""One BLAS thread per worker, and a small process pool (timings in BENCHMARKS.md).
 
 Multi-threaded OpenBLAS is 3-10x *slower* on the small dense matrices of the solver, so every
 labelling process runs with one BLAS thread: worker processes get ``OPENBLAS_NUM_THREADS=1``

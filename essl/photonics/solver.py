@@ -1,4 +1,5 @@
-"""TM plane-wave-expansion band solver for pixel unit cells (reference/photonics.md section 7.1).
+"""TM plane-wave-expansion band solver for pixel unit cells (Ho, Chan and Soukoulis,
+Phys. Rev. Lett. 65, 3152, 1990; Joannopoulos et al., Photonic Crystals, 2nd ed., 2008).
 
 Units: lattice constant ``a = 1``; ``k`` and ``G`` in units of ``2 pi / a``; frequencies
 ``f = omega a / (2 pi c)``; group velocities ``df/dk`` in units of ``c`` (as MPB reports them).

@@ -8,8 +8,7 @@ Conventions (shared by every module of :mod:`essl.photonics`):
 * The square lattice's point group is D4 (8 operations).  An operation is a 2x2 signed
   permutation matrix ``R`` acting on positions about the pixel corner at the origin.  Every
   symmetry of a pixel image is such an ``R`` followed by a translation by whole pixels, because
-  it must map the pixel grid onto itself (reference/photonics.md section 7.1, "k-grid
-  reduction").
+  it must map the pixel grid onto itself (see docs/photonics.md, "What is implemented").
 * Reciprocal vectors and Bloch vectors ``k`` are in units of ``2*pi/a``.  Since ``R`` is
   orthogonal, a real-space symmetry ``r -> R r + t`` gives ``omega(R k) = omega(k)``; time
   reversal adds ``omega(-k) = omega(k)``.
@@ -162,7 +161,7 @@ def detect_point_group(img: np.ndarray, atol: float = 1e-6) -> PointGroup:
 def kgrid(nk: int = 25) -> np.ndarray:
     """The SIB-CL ``nk x nk`` k-grid, ``k = -1/2 + (i + 1/2)/nk``, as an ``(nk*nk, 2)`` array.
 
-    Row ``i * nk + j`` holds ``(k_x[i], k_y[j])`` (reference/photonics.md section 4, step 1).
+    Row ``i * nk + j`` holds ``(k_x[i], k_y[j])`` (the 25 × 25 k-grid of clott3/SIB-CL).
     """
     k1 = -0.5 + (np.arange(nk) + 0.5) / nk
     kx, ky = np.meshgrid(k1, k1, indexing="ij")
@@ -200,7 +199,7 @@ def kgrid_orbits(ops: tuple[np.ndarray, ...] | list[np.ndarray], nk: int = 25,
     to_index = {(int(a), int(b)): n for n, (a, b) in enumerate(u)}
     rep = np.empty(len(u), dtype=np.int64)
     for n, vec in enumerate(u):
-        images = [to_index[tuple(int(c) for c in op @ vec)] for op in group]
+        images = [to_index[(int(a), int(b))] for a, b in (op @ vec for op in group)]
         rep[n] = min(images)
     reps, orbit, counts = np.unique(rep, return_inverse=True, return_counts=True)
     return kgrid(nk)[reps], counts.astype(np.float64), orbit

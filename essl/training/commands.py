@@ -8,6 +8,8 @@ from pathlib import Path
 
 from essl.errors import EsslError
 from essl.training.config import list_presets, load_config, preset_path, read_yaml
+from essl.training.distributed import detect_env
+from essl.training.pretrain import pretrain
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,8 +30,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from essl.training.pretrain import pretrain
-
     if args.resume:
         if args.preset or args.overrides or args.out:
             raise EsslError("--resume continues a run with its own stored settings; give only the run folder "
@@ -41,8 +41,6 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         cfg = load_config(args.preset, args.overrides)
         run_dir = pretrain(cfg, args.out, overwrite=args.overwrite, progress=not args.no_progress,
                            preset_name=args.preset)
-    from essl.training.distributed import detect_env
-
     if detect_env().is_main:
         print(f"run folder: {run_dir}")
     return 0

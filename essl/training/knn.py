@@ -1,5 +1,5 @@
 """Weighted k-nearest-neighbour classifier on frozen features (Wu et al. 2018, InstDisc; the kNN monitor of the
-official E-SSL code, reference/paper.md §3.1): cosine similarity on L2-normalised features, the top-k neighbours
+official E-SSL code, rdangovs/essl ``cifar10/main.py``): cosine similarity on L2-normalised features, the top-k neighbours
 vote with weight exp(sim / t); k = 200, t = 0.1."""
 
 from __future__ import annotations

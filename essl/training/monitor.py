@@ -42,7 +42,7 @@ class KnnMonitor:
         self.streamed = isinstance(bank, CenterCropFiles)
 
     @classmethod
-    def in_memory(cls, bank: ImageData, test: ImageData, per_class: int, seed: int, k: int, t: float) -> "KnnMonitor":
+    def in_memory(cls, bank: ImageData, test: ImageData, per_class: int, seed: int, k: int, t: float) -> KnnMonitor:
         if per_class:
             bank = bank.subset(per_class_subset(bank.labels, per_class, seed))
             test = test.subset(per_class_subset(test.labels, per_class, seed + 1))
@@ -51,7 +51,7 @@ class KnnMonitor:
     @classmethod
     def streamed_folders(cls, train_files: list[Path], train_labels: torch.Tensor, num_classes: int,
                          val_root: Path, image_size: int, per_class: int, seed: int, mean: tuple[float, ...],
-                         std: tuple[float, ...], k: int, t: float, workers: int, channels: int = 3) -> "KnnMonitor":
+                         std: tuple[float, ...], k: int, t: float, workers: int, channels: int = 3) -> KnnMonitor:
         """Bank: ``per_class`` of ``train_files`` (the training source's list, not scanned again); queries:
         ``per_class`` of the labelled images under ``val_root``."""
         crop = center_crop_size(image_size)

@@ -45,8 +45,10 @@ class OnlineProbe:
         loss.backward()
         if dist.is_available() and dist.is_initialized():
             for p in self.head.parameters():
-                dist.all_reduce(p.grad)
-                p.grad /= dist.get_world_size()
+                grad = p.grad
+                assert grad is not None  # every head parameter takes part in the loss
+                dist.all_reduce(grad)
+                grad /= dist.get_world_size()
         self.optimizer.step()
         self._hits += (logits.detach().argmax(1) == labels).sum()
         self._seen += len(labels)

@@ -239,7 +239,7 @@ class Pretrainer:
         """What a stopped run leaves (for the messages of Ctrl-C and of failed writes)."""
         if self.saved_epoch:
             return f"The checkpoint of epoch {self.saved_epoch} in {self.run_dir} is intact."
-        return f"No checkpoint was written yet (the first epoch did not finish), so there is nothing to resume."
+        return "No checkpoint was written yet (the first epoch did not finish), so there is nothing to resume."
 
     def go_on(self) -> str:
         if self.saved_epoch:
@@ -247,7 +247,7 @@ class Pretrainer:
         return f"start the run again (with --overwrite to replace {self.run_dir})"
 
 
-def pretrain(cfg: PretrainConfig, run_dir: Path | str | None = None, resume: bool = False,
+def pretrain(cfg: PretrainConfig | None, run_dir: Path | str | None = None, resume: bool = False,
              overwrite: bool = False, progress: bool = True, preset_name: str = "run") -> Path:
     """Run (or, with ``resume``, continue) a pretraining run; returns the run folder."""
     from essl.training.distributed import detect_env
@@ -259,6 +259,8 @@ def pretrain(cfg: PretrainConfig, run_dir: Path | str | None = None, resume: boo
         ckpt = load_checkpoint(run_dir / CHECKPOINT)
         cfg = config_from_dict(ckpt["config"])
     else:
+        if cfg is None:
+            raise EsslError("Give pretrain() a config, or resume=True to continue a run with its stored one.")
         cfg.validate()
         if main:
             check_run_dir(run_dir, overwrite)

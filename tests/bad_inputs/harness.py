@@ -34,7 +34,7 @@ import tempfile
 import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 OUTCOMES = ("clear", "misleading", "wrote", "silent", "traceback", "lost")
 #: Words of advice: a message that matches says what to do (or what the value must be).

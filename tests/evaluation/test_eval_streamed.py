@@ -140,6 +140,8 @@ def test_label_list(imagenet, backbone_file, tmp_path):
         ev.evaluate_linear_lbfgs(t, label_fraction=0.1, label_list=tmp_path / "1percent.txt")
 
 
+@pytest.mark.distributed
+@pytest.mark.slow
 def test_torchrun_two_processes_give_the_result_of_one(imagenet, backbone_file, tmp_path):
     """kNN and an augmented probe under torchrun (2 gloo processes) against one process: same numbers."""
     if not (torch.distributed.is_available() and torch.distributed.is_gloo_available()):

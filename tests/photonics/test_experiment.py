@@ -228,6 +228,7 @@ def test_finetune_runs_end_to_end_and_writes_its_result(root, tmp_path):
     assert res["source"]["kind"] == "scratch" and res["checkpoint"] is None and res["summary"]["std"] == 0
 
 
+@pytest.mark.slow
 def test_experiment_writes_the_table_and_resumes(root, tmp_path):
     from essl.experiments.photonics import run_experiment
 

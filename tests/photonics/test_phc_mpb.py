@@ -1,6 +1,6 @@
 """Optional cross-check against MPB (``apt-get install mpb``); skipped when ``mpb`` is absent.
 
-MPB is not installed in CI.  The check follows reference/photonics.md sections 6 and 7.5: the
+MPB is not installed in CI.  The check (MPB: Johnson and Joannopoulos, Opt. Express 8, 173, 2001): the
 pixel image is nearest-neighbour upsampled 8x and shifted by half a pixel (MPB does not wrap
 input images periodically), solved at resolution 64 with 2 extra bands (MPB can miss a band),
 bands sorted per k-point, and the DOS built with our GGR on the same reduced k-grid.
