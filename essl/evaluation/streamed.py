@@ -12,11 +12,11 @@ memory is bounded by the batch size and the number of workers, whatever the size
   whole image (:mod:`essl.augmentation.crops`, images padded by the workers as in pretraining) and the
   horizontal flip; the test split is streamed with the validation transform.
 
-**Several processes (torchrun).** Feature extraction is split over the processes (rank ``r`` takes items
-``r, r + W, …``) and the kNN queries too. A trained protocol uses the global batch of one process: every process
-draws the same epoch order and the same per-image augmentation numbers for the whole global batch (from a
-generator seeded by ``(seed, epoch, step)``) and takes its slice; the loss of each slice is divided by the global
-batch size and the gradients are summed over processes. A frozen-backbone probe therefore gives the result of one
+**Several processes (torchrun).** Feature extraction is split over the processes (each takes a contiguous block
+of the items and writes its own file, which the first process joins) and the kNN queries too. A trained protocol
+uses the global batch of one process: every process draws the same epoch order and the same per-image
+augmentation numbers for the whole global batch (from a generator seeded by ``(seed, epoch, step)``) and takes its
+slice; the loss of each slice is divided by the global batch size and the gradients are summed over processes. A frozen-backbone probe therefore gives the result of one
 process up to floating-point summation order. Fine-tuning trains BatchNorm in train mode, whose statistics are
 taken per process (no SyncBatchNorm here), so it is not process-count invariant. The feature cache must be on a
 file system every process sees (it is the output folder).
@@ -29,6 +29,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import time
 import zlib
 from dataclasses import dataclass, replace
@@ -49,8 +50,8 @@ from essl.data.image_folder import IMAGENET_MEAN, IMAGENET_STD, scan_image_folde
 from essl.data.imagenet import CenterCropFiles, DecodedFiles, center_crop_size
 from essl.errors import EsslError
 from essl.evaluation.classifier import end_epoch, feature_dim, make_linear, make_optimizer, run_record
-from essl.training.features import extract_dataset_features
 from essl.runtime import autocast_context
+from essl.training.features import extract_dataset_features, shard
 from essl.evaluation.protocols import EvalProtocol, lr_schedule
 
 DEFAULT_WORKING_SIZE = 256
@@ -122,17 +123,28 @@ def cached_features(backbone: nn.Module, split: StreamedSplit, cache_dir: Path, 
         meta = json.loads(meta_path.read_text())
         return np.memmap(path, dtype=np.float16, mode="r", shape=(meta["n"], meta["dim"]))
     dim = _feature_dim(backbone, split, device)
-    tmp = path.with_name(f".{path.name}.partial")
-    if rank == 0:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.memmap(tmp, dtype=np.float16, mode="w+", shape=(len(split), dim)).flush()
+    # every process writes its own block to its own file (safe on a shared file system across nodes); the first
+    # process joins them into the cache file, written under a temporary name and renamed when complete
+    block = shard(len(split), rank, world)
+    part = path.with_name(f".{path.name}.part{rank}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if len(block):
+        out = np.memmap(part, dtype=np.float16, mode="w+", shape=(len(block), dim))
+        extract_dataset_features(backbone, split.eval_dataset(), split.mean, split.std, batch_size, split.workers,
+                                 device, dtype, channels_last, out=out)
+        out.flush()
+        del out
     if world > 1:
         dist.barrier()
-    out = np.memmap(tmp, dtype=np.float16, mode="r+", shape=(len(split), dim))
-    extract_dataset_features(backbone, split.eval_dataset(), split.mean, split.std, batch_size, split.workers,
-                             device, dtype, channels_last, out=out)
-    del out
     if rank == 0:
+        tmp = path.with_name(f".{path.name}.partial")
+        with open(tmp, "wb") as joined:
+            for r in range(world):
+                if len(shard(len(split), r, world)):
+                    piece = path.with_name(f".{path.name}.part{r}")
+                    with open(piece, "rb") as fh:
+                        shutil.copyfileobj(fh, joined, 1 << 24)
+                    piece.unlink()
         os.replace(tmp, path)
         meta_path.write_text(json.dumps({"n": len(split), "dim": dim, "checkpoint_sha256": checkpoint_sha,
                                          "files_crc32": split.digest(), "transform": transform,

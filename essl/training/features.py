@@ -34,6 +34,11 @@ def extract_features(backbone: nn.Module, images: torch.Tensor, mean: tuple[floa
     return torch.cat(out)
 
 
+def shard(n: int, rank: int, world: int) -> range:
+    """The contiguous block of ``range(n)`` that process ``rank`` of ``world`` handles."""
+    return range(n * rank // world, n * (rank + 1) // world)
+
+
 @torch.no_grad()
 def extract_dataset_features(backbone: nn.Module, dataset: Dataset, mean: tuple[float, ...],
                              std: tuple[float, ...], batch_size: int = 256, workers: int = 4,
@@ -41,18 +46,18 @@ def extract_dataset_features(backbone: nn.Module, dataset: Dataset, mean: tuple[
                              channels_last: bool = False, out: np.ndarray | None = None) -> torch.Tensor | None:
     """Features ``(N, D)`` of a map-style dataset of uint8 images (decoded in ``workers`` DataLoader workers).
 
-    Under several processes, rank ``r`` extracts items ``r, r + W, …`` and the features are gathered. Memory is
-    bounded by the batch size and the workers' prefetch: with ``out`` (an ``(N, D)`` array, e.g. a float16
-    memmap), every process writes its rows into it and nothing is returned; else the ``(N, D)`` float32 tensor is
-    returned on every process."""
+    Under several processes, each extracts its contiguous block of items (:func:`shard`). Memory is bounded by
+    the batch size and the workers' prefetch: with ``out`` (a ``(len(block), D)`` array, e.g. a float16 memmap
+    of this process's own file) the block's rows are written into it and nothing is returned; else the blocks
+    are gathered and the ``(N, D)`` float32 tensor is returned on every process."""
     device = torch.device(device)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() \
         else (0, 1)
-    mine = list(range(rank, len(dataset), world))
+    mine = shard(len(dataset), rank, world)
     kw: dict[str, Any] = dict(num_workers=workers, pin_memory=device.type == "cuda")
     if workers > 0:
         kw["prefetch_factor"] = 2
-    loader = DataLoader(Subset(dataset, mine), batch_size=batch_size, shuffle=False, **kw)
+    loader = DataLoader(Subset(dataset, list(mine)), batch_size=batch_size, shuffle=False, **kw)
     was_training = backbone.training
     backbone.eval()
     norm = Normalize(mean, std).to(device)
@@ -63,27 +68,22 @@ def extract_dataset_features(backbone: nn.Module, dataset: Dataset, mean: tuple[
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast_context(device, dtype):
             f = backbone(x).float().cpu()
-        rows = mine[start:start + len(f)]
-        start += len(f)
         if out is not None:
-            out[rows[0]:rows[-1] + 1:world] = f.numpy().astype(out.dtype)
+            out[start:start + len(f)] = f.numpy().astype(out.dtype)
         else:
             parts.append(f)
+        start += len(f)
     backbone.train(was_training)
     if out is not None:
-        if hasattr(out, "flush"):
-            out.flush()
-        if world > 1:
-            dist.barrier()
         return None
     local = torch.cat(parts) if parts else torch.zeros(0, 0)
     if world == 1:
         return local
-    return _gather_strided(local, len(dataset), rank, world, device)
+    return _gather_blocks(local, len(dataset), world, device)
 
 
-def _gather_strided(local: torch.Tensor, n: int, rank: int, world: int, device: torch.device) -> torch.Tensor:
-    """Put together the rows ``r::W`` held by every rank ``r`` into one ``(n, D)`` tensor, on every rank."""
+def _gather_blocks(local: torch.Tensor, n: int, world: int, device: torch.device) -> torch.Tensor:
+    """Put the blocks of every process (:func:`shard`) together into one ``(n, D)`` tensor, on every process."""
     per = -(-n // world)
     dim = torch.tensor([local.shape[1] if len(local) else 0], device=device)
     dist.all_reduce(dim, op=dist.ReduceOp.MAX)
@@ -92,8 +92,4 @@ def _gather_strided(local: torch.Tensor, n: int, rank: int, world: int, device: 
         padded[:len(local)] = local.to(device)
     gathered = [torch.empty_like(padded) for _ in range(world)]
     dist.all_gather(gathered, padded)
-    full = torch.empty(n, int(dim))
-    for r, g in enumerate(gathered):
-        count = len(range(r, n, world))
-        full[r::world] = g[:count].cpu()
-    return full
+    return torch.cat([g[:len(shard(n, r, world))].cpu() for r, g in enumerate(gathered)])
