@@ -190,8 +190,9 @@ def load_target(run_dir: Path | str | None = None, *, backbone_file: Path | str 
     if streamed:
         if run_dir is None and not image_size:
             size = DEFAULT_WORKING_SIZE
-        train, test = (StreamedSplit.scan(folders[0], size, f"{data_label(name, root)}:train", workers),
-                       StreamedSplit.scan(folders[1], size, f"{data_label(name, root)}:test", workers))
+        channels = 1 if _in_channels(backbone) == 1 else 3  # a greyscale backbone reads the images as grey
+        train, test = (StreamedSplit.scan(folders[0], size, f"{data_label(name, root)}:train", workers, channels),
+                       StreamedSplit.scan(folders[1], size, f"{data_label(name, root)}:test", workers, channels))
     else:
         train = load_dataset(name, "train", root, size)
         test = load_dataset(name, "test", root, size)

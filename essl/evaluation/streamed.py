@@ -73,12 +73,14 @@ class StreamedSplit:
     workers: int = 4
 
     @classmethod
-    def scan(cls, root: Path, size: int, name: str, workers: int = 4) -> StreamedSplit:
+    def scan(cls, root: Path, size: int, name: str, workers: int = 4, channels: int = 3) -> StreamedSplit:
+        """The labelled images under ``root``, decoded to ``channels`` (3: RGB, ImageNet statistics; 1: grey)."""
         files, labels, classes = scan_image_folder(root)
         if labels is None:
             raise EsslError(f"{root} has no class subfolders; evaluation needs labelled images "
                             f"(one subfolder per class).")
-        return cls(files, torch.tensor(labels), len(classes), size, name, workers=workers)
+        norm = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.5,))
+        return cls(files, torch.tensor(labels), len(classes), size, name, channels, *norm, workers=workers)
 
     def __len__(self) -> int:
         return len(self.files)

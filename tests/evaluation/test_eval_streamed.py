@@ -169,3 +169,12 @@ def test_torchrun_two_processes_give_the_result_of_one(imagenet, backbone_file, 
     assert a["runs"][0]["processes"] == 1 and b["runs"][0]["processes"] == 2
     assert [c["top1"] for c in a["runs"][0]["test_curve"]] == [c["top1"] for c in b["runs"][0]["test_curve"]]
     assert np.allclose(a["runs"][0]["loss_curve"], b["runs"][0]["loss_curve"], rtol=1e-5)
+
+
+def test_a_greyscale_backbone_reads_the_folder_as_grey(imagenet, tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "grey.pth"
+    torch.save({"backbone": dict(resnet18(in_channels=1).state_dict())}, path)
+    t = target(path, imagenet, tmp_path)
+    assert t.train.channels == 1 and t.train.eval_dataset()[0].shape == (1, 35, 35) and t.train.mean == (0.5,)
+    assert 0 <= ev.evaluate_knn(t, k=5, device="cpu")["top1"] <= 100
