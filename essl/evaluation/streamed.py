@@ -225,10 +225,12 @@ def _loader(dataset, batches: list[list[int]], workers: int, device: torch.devic
 
 
 def _all_reduce_grads(params: list[torch.Tensor]) -> None:
+    """Sum the gradients over processes (a process without a gradient adds zeros)."""
     if dist_info()[1] > 1:
         for p in params:
-            if p.grad is not None:
-                dist.all_reduce(p.grad)
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad)
 
 
 @torch.no_grad()
@@ -292,34 +294,37 @@ def train_classifier_streamed(backbone: nn.Module, train: StreamedSplit, test: S
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
         plan = _step_slices(n, batch, protocol.drop_last, world, rank, order)
         total = torch.zeros((), dtype=torch.float64, device=device)
-        loader = _loader(data, [idx.tolist() for _, _, idx in plan], train.workers, device)
-        for step, ((global_n, offset, idx), (images, sizes)) in enumerate(zip(plan, loader)):
+        # a process whose slice of the last, smaller global batch is empty still takes part in every step
+        batches = iter(_loader(data, [idx.tolist() for _, _, idx in plan if len(idx)], train.workers, device))
+        for step, (global_n, offset, idx) in enumerate(plan):
             it = epoch * steps + step
             for g in optimizer.param_groups:
                 g["lr"] = g["base_lr"] * float(factors[it])
-            u = _aug_numbers(seed, epoch, step, global_n)[offset:offset + len(idx)]
-            with torch.no_grad():
-                boxes = sample_crop_boxes(sizes, tuple(protocol.crop_scale), (3 / 4, 4 / 3), u[:, :-1])
-                x = crop_resize(images.to(device, non_blocking=True).float().div_(255), boxes, crop,
-                                protocol.resample)
-                if protocol.resample == "bicubic":
-                    x = x.clamp_(0, 1)
-                if protocol.hflip:
-                    flip = (u[:, -1] < 0.5).to(device)
-                    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-                x = norm(x)
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-            y = train.labels[idx].to(device)
-            with torch.set_grad_enabled(finetune), autocast_context(device, dtype):
-                f = model(x)
-            loss = F.cross_entropy(classifier(f.float()), y, reduction="sum") / global_n
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            if len(idx):
+                images, sizes = next(batches)
+                u = _aug_numbers(seed, epoch, step, global_n)[offset:offset + len(idx)]
+                with torch.no_grad():
+                    boxes = sample_crop_boxes(sizes, tuple(protocol.crop_scale), (3 / 4, 4 / 3), u[:, :-1])
+                    x = crop_resize(images.to(device, non_blocking=True).float().div_(255), boxes, crop,
+                                    protocol.resample)
+                    if protocol.resample == "bicubic":
+                        x = x.clamp_(0, 1)
+                    if protocol.hflip:
+                        flip = (u[:, -1] < 0.5).to(device)
+                        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+                    x = norm(x)
+                    if channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                y = train.labels[idx].to(device)
+                with torch.set_grad_enabled(finetune), autocast_context(device, dtype):
+                    f = model(x)
+                loss = F.cross_entropy(classifier(f.float()), y, reduction="sum") / global_n
+                scaler.scale(loss).backward()
+                total += loss.detach().double()
             _all_reduce_grads(params)
             scaler.step(optimizer)
             scaler.update()
-            total += loss.detach().double()
         if world > 1:
             dist.all_reduce(total)
         loss_curve.append(total.item() / steps)
