@@ -1,9 +1,9 @@
 """Multi-process training: 2 gloo processes on the CPU give the single-process maths on the whole batch.
 
 - exact epochs: the global batches do not depend on the number of processes;
-- every objective (info_nce, nt_xent, SimSiam, Barlow Twins, the E-SSL prediction term) and the whole ESSLModel
-  under DDP: the same loss and, after DDP's averaging, the same gradients as one process with the whole batch
-  (2 processes started with ``torch.multiprocessing``);
+- every objective (info_nce, nt_xent, SimSiam, Barlow Twins, BYOL, VICReg, MoCo v3, the E-SSL prediction term)
+  and the whole ESSLModel under DDP: the same loss and, after DDP's averaging, the same gradients as one process
+  with the whole batch (2 processes started with ``torch.multiprocessing``);
 - ``torchrun --standalone --nproc_per_node=2 -m essl pretrain`` end to end, and checkpoints that move between
   2 processes and 1 in both directions.
 """
@@ -23,8 +23,9 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from essl.errors import EsslError
-from essl.objectives import all_reduce_sum, barlow_twins_loss, gather, info_nce, nt_xent, prediction_loss, simsiam_loss
 from essl.data.batches import TensorBatches
+from essl.objectives import (all_reduce_sum, barlow_twins_loss, byol_loss, gather, info_nce, mocov3_loss, nt_xent,
+                             prediction_loss, simsiam_loss, vicreg_loss)
 from essl.runs import load_checkpoint, read_metrics, save_checkpoint
 from essl.training.config import config_from_dict, load_config
 from essl.training.distributed import detect_env
@@ -144,13 +145,19 @@ def _objective(name: str, mods: nn.ModuleDict, x: dict[str, torch.Tensor]):
         return nt_xent(z1, z2, 0.1), [z1, z2]
     if name == "barlow_twins":
         return barlow_twins_loss(z1, z2, 0.0051), [z1, z2]
+    if name == "vicreg":
+        return vicreg_loss(z1, z2), [z1, z2]
     p1, p2 = mods["predictor"](z1), mods["predictor"](z2)
     p1.retain_grad()
     p2.retain_grad()
+    if name == "byol":  # the targets: the encoder's (detached) embeddings stand in for a momentum network's
+        return byol_loss(p1, p2, z1.detach(), z2.detach()), [p1, p2]
+    if name == "mocov3":  # keys of the global batch gathered from both ranks
+        return mocov3_loss(p1, p2, z1.detach(), z2.detach(), 0.2), [p1, p2]
     return simsiam_loss(p1, p2, z1, z2), [p1, p2]
 
 
-OBJECTIVES = ["info_nce", "nt_xent", "simsiam", "barlow_twins", "prediction"]
+OBJECTIVES = ["info_nce", "nt_xent", "simsiam", "barlow_twins", "prediction", "byol", "vicreg", "mocov3"]
 
 
 def _local(x: dict[str, torch.Tensor], rank: int) -> dict[str, torch.Tensor]:
@@ -227,6 +234,9 @@ MODEL_CASES = {
     "simclr_nt_xent": {"method": "simclr", "temperature": 0.1, "full_nt_xent": True},
     "simsiam": {"method": "simsiam", "predictor_hidden": 32},
     "barlow_twins": {"method": "barlow_twins"},
+    "byol": {"method": "byol", "predictor_hidden": 32},          # momentum target network (forward only)
+    "vicreg": {"method": "vicreg"},
+    "mocov3": {"method": "mocov3", "predictor_hidden": 32, "temperature": 0.2},
 }
 
 
@@ -274,7 +284,8 @@ def _models_on_rank(rank: int) -> dict:
         out["loss"].backward()
         losses = torch.stack([out["loss"].detach(), out["ssl_loss"].detach(), out["pred_loss/rotation"].detach()])
         dist.all_reduce(losses)
-        results[case] = {"losses": losses / WORLD, "grads": {k: p.grad.clone() for k, p in model.named_parameters()}}
+        results[case] = {"losses": losses / WORLD, "grads": {k: p.grad.clone() for k, p in model.named_parameters()
+                                                            if p.grad is not None}}
     return results
 
 
@@ -313,7 +324,7 @@ def test_ddp_model_matches_single_process(case, two_process_results):
     out = _model_forward(model, *_model_inputs())
     out["loss"].backward()
     expected = torch.stack([out["loss"].detach(), out["ssl_loss"].detach(), out["pred_loss/rotation"].detach()])
-    grads = {k: p.grad for k, p in model.named_parameters()}
+    grads = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}  # not the frozen target
     for res in two_process_results:
         r = res["models"][case]
         torch.testing.assert_close(r["losses"], expected, rtol=1e-5, atol=1e-6)

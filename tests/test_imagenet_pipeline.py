@@ -115,16 +115,18 @@ def test_bias_lr_scale_needs_its_own_group():
 
 
 # --------------------------------------------------------------------------------------------------- LARS
-def test_lars_matches_a_hand_computation():
+@pytest.mark.parametrize("clip, lr", [(False, 0.5), (True, 0.5), (True, 0.005)])  # trust ≈ 0.013: the last clips
+def test_lars_matches_a_hand_computation(clip, lr):
     """Two LARS steps on Linear(3→2) + BatchNorm1d(2) with exclude_bias_norm, computed by hand: the weight gets
-    weight decay and the trust ratio η‖w‖/‖g + wd·w‖; the Linear bias and both BN parameters (1-d) get neither."""
+    weight decay and the trust ratio η‖w‖/‖g + wd·w‖ (with ``lars_clip``: min(trust / lr, 1)); the Linear bias and
+    both BN parameters (1-d) get neither."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
     with torch.no_grad():
         model[1].weight.copy_(torch.tensor([1.5, 0.5]))
         model[1].bias.copy_(torch.tensor([0.1, -0.2]))
-    cfg = PretrainConfig(optimizer="lars", exclude_bias_norm=True, weight_decay=0.1, momentum=0.9, lars_eta=0.02)
-    lr = 0.5
+    cfg = PretrainConfig(optimizer="lars", exclude_bias_norm=True, weight_decay=0.1, momentum=0.9, lars_eta=0.02,
+                         lars_clip=clip)
     opt = build_optimizer(model, cfg, lr)
     assert isinstance(opt, LARS)
     groups = {id(p): g for g in opt.param_groups for p in g["params"]}
@@ -145,7 +147,8 @@ def test_lars_matches_a_hand_computation():
             d = gr.double().numpy()
             if i == 0:  # the only decayed, adapted parameter
                 d = d + 0.1 * values[i]
-                d = d * (0.02 * np.linalg.norm(values[i]) / np.linalg.norm(d))
+                trust = 0.02 * np.linalg.norm(values[i]) / np.linalg.norm(d)
+                d = d * (min(trust / lr, 1.0) if clip else trust)
             momenta[i] = 0.9 * momenta[i] + d
             values[i] = values[i] - lr * momenta[i]
         for p, v in zip(params, values):

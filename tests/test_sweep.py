@@ -75,6 +75,12 @@ def test_tiny_sweep_end_to_end(tmp_path, data_root, capsys):
             assert got["std"] is None  # one seed: no spread
     md = (out / "results.md").read_text()
     assert "| rotation |" in md and "| inversion |" in md and "baseline (crop only)" in md
+    # what each run cost: views and prediction crops are all 16 px, so E-SSL adds |G| passes per image
+    costs = results["costs"]
+    assert costs["baseline-seed0"]["passes"] == costs["rotation-issl-seed0"]["passes"] == 2.0
+    assert costs["rotation-essl-seed0"]["passes"] == 6.0 and costs["inversion-essl-seed0"]["passes"] == 4.0
+    assert all(c["seconds"] > 0 for c in costs.values())
+    assert "backbone passes" in md and "| 2.00 / 6.00 |" in md
     assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr().out
     assert "[5/5]" in printed and "| rotation |" in printed

@@ -1,5 +1,6 @@
 """Pretraining end to end on a small MNIST-5k subset: metrics, checkpoints, exact resume, run-folder safety."""
 
+import math
 import os
 import signal
 import subprocess
@@ -37,9 +38,10 @@ def _params(run):
     return load_checkpoint(run / "checkpoint.pt")["model"]
 
 
-def test_resume_after_interruption_is_exact(tmp_path, monkeypatch):
+@pytest.mark.parametrize("preset", ["mnist5k-esimclr", "mnist5k-ebyol"])  # E-BYOL: with a momentum target network
+def test_resume_after_interruption_is_exact(tmp_path, monkeypatch, preset):
     cfg = TINY + ["epochs=2", "knn_every=0"]
-    straight = pretrain(load_config("mnist5k-esimclr", cfg), tmp_path / "straight", progress=False)
+    straight = pretrain(load_config(preset, cfg), tmp_path / "straight", progress=False)
 
     original = TensorBatches.epoch
 
@@ -51,7 +53,7 @@ def test_resume_after_interruption_is_exact(tmp_path, monkeypatch):
 
     monkeypatch.setattr(TensorBatches, "epoch", dies_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
-        pretrain(load_config("mnist5k-esimclr", cfg), tmp_path / "killed", progress=False)
+        pretrain(load_config(preset, cfg), tmp_path / "killed", progress=False)
     assert load_checkpoint(tmp_path / "killed" / "checkpoint.pt")["epoch"] == 1
     monkeypatch.setattr(TensorBatches, "epoch", original)
     pretrain(None, tmp_path / "killed", resume=True, progress=False)
@@ -116,13 +118,25 @@ def test_a_run_that_cannot_start_writes_and_replaces_nothing(tmp_path):
     assert (old / "precious.txt").read_text() == "keep me"
 
 
-@pytest.mark.parametrize("preset", ["mnist5k-simsiam", "mnist5k-ebarlow"])
+@pytest.mark.parametrize("preset", ["mnist5k-simsiam", "mnist5k-ebarlow", "mnist5k-ebyol", "mnist5k-evicreg",
+                                    "mnist5k-emocov3"])
 def test_other_methods_train(tmp_path, preset):
     run = pretrain(load_config(preset, TINY + ["epochs=1", "knn_every=0"]), tmp_path / "r", progress=False)
     row = read_metrics(run)[0]
     assert np.isfinite(row["loss"])
     if preset == "mnist5k-simsiam":
         assert -1.0 <= row["ssl_loss"] <= 0.0  # negative cosine similarity
+    if preset == "mnist5k-ebyol":
+        assert 0.0 <= row["ssl_loss"] <= 8.0  # two terms of 2 - 2 cos
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    has_target = preset in ("mnist5k-ebyol", "mnist5k-emocov3")
+    assert any(k.startswith("target.backbone.") for k in ckpt["model"]) == has_target
+    if has_target:  # the momentum position: τ of the last of the 4 steps on BYOL's cosine from 0.99 to 1
+        assert ckpt["target_momentum"] == pytest.approx(1 - 0.01 * (math.cos(math.pi * 3 / 4) + 1) / 2)
+        assert row["target_momentum"] == ckpt["target_momentum"]
+        model = ckpt["model"]
+        online = [k for k in model if k.startswith("backbone.") and k.endswith("weight")]
+        assert not all(torch.equal(model[k], model["target." + k]) for k in online)  # the target lags behind
 
 
 def test_warmup_cosine_schedule():

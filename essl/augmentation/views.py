@@ -7,6 +7,11 @@ Recipes (Dangovski et al. 2022, official code rdangovs/essl ``cifar10/main.py``,
 
 - ``cifar``            RandomResizedCrop(32, scale 0.2-1), hflip 0.5, ColorJitter(0.4,0.4,0.4,0.1) p 0.8, gray 0.2
 - ``cifar_small``      the prediction-branch view: the same with RandomResizedCrop(16, scale 0.2-1)
+- ``cifar_asym1/2``    solo-learn's CIFAR pair for BYOL and MoCo v3 (``scripts/pretrain/cifar/augmentations/
+                       asymmetric.yaml``): RandomResizedCrop(32, scale 0.08-1), hflip 0.5, ColorJitter(0.4,0.4,0.2,0.1)
+                       p 0.8, gray 0.2; the second view also solarizes with p 0.2
+- ``cifar_vicreg``     solo-learn's CIFAR VICReg views (``scripts/pretrain/cifar/vicreg.yaml``): scale 0.2-1,
+                       ColorJitter(0.4,0.4,0.2,0.1) p 0.8, gray 0.2, solarize p 0.1, hflip 0.5
 - ``imagenet1/2``      BYOL-style asymmetric pair at 224 px (blur p 1.0 / 0.1, solarize p 0 / 0.2)
 - ``imagenet_small``   RandomResizedCrop(96, scale 0.05-0.14) with the colour operations, blur p 0.1
 - ``mnist``            RandomResizedCrop(28, scale 0.3-1), brightness/contrast jitter p 0.8, no flips (digits
@@ -49,6 +54,9 @@ class ViewRecipe:
 RECIPES: dict[str, ViewRecipe] = {
     "cifar": ViewRecipe(size=32),
     "cifar_small": ViewRecipe(size=16),
+    "cifar_asym1": ViewRecipe(size=32, scale=(0.08, 1.0), jitter=(0.4, 0.4, 0.2, 0.1)),
+    "cifar_asym2": ViewRecipe(size=32, scale=(0.08, 1.0), jitter=(0.4, 0.4, 0.2, 0.1), solarize_p=0.2),
+    "cifar_vicreg": ViewRecipe(size=32, jitter=(0.4, 0.4, 0.2, 0.1), solarize_p=0.1),
     "imagenet1": ViewRecipe(size=224, scale=(0.08, 1.0), jitter=(0.4, 0.4, 0.2, 0.1), blur_p=1.0, resample="bicubic"),
     "imagenet2": ViewRecipe(size=224, scale=(0.08, 1.0), jitter=(0.4, 0.4, 0.2, 0.1), blur_p=0.1, solarize_p=0.2,
                             resample="bicubic"),
@@ -69,6 +77,14 @@ def get_recipe(name: str, size: int | None = None) -> ViewRecipe:
         raise EsslError(f"Unknown view recipe {name!r}. Known recipes: {', '.join(sorted(RECIPES))}.")
     recipe = RECIPES[name]
     return replace(recipe, size=size) if size else recipe
+
+
+def view_recipe(name: str) -> ViewRecipe:
+    """A view recipe by name; ``name@SIZE`` changes its crop size (e.g. ``imagenet1@128`` for a quick run)."""
+    base, sep, size = name.partition("@")
+    if sep and not size.isdigit():
+        raise EsslError(f"View {name!r}: the size after '@' must be a whole number of pixels, e.g. {base}@128.")
+    return get_recipe(base, int(size) if sep else None)
 
 
 def build_view(recipe: ViewRecipe, channels: int, mean: tuple[float, ...] | None = None,

@@ -23,9 +23,11 @@ from essl.errors import EsslError
 from essl.evaluation.plots import accuracy_png, curves_png, diagnostics_pngs
 from essl.evaluation.results import result_rows
 from essl.runs import CONFIG, EVAL_DIR, has_config, read_config, read_metrics, read_results, write_atomic, write_files
+from essl.training.cost import backbone_passes, passes_text, pretraining_seconds, seconds_text
 
 MANIFEST = ".essl-report.json"
-METHOD_NAMES = {"simclr": "SimCLR", "simsiam": "SimSiam", "barlow_twins": "Barlow Twins"}
+METHOD_NAMES = {"simclr": "SimCLR", "simsiam": "SimSiam", "barlow_twins": "Barlow Twins", "byol": "BYOL",
+                "vicreg": "VICReg", "mocov3": "MoCo v3"}
 
 
 # ---------------------------------------------------------------------------------------------- collecting
@@ -90,6 +92,11 @@ def build_table(runs: list[dict[str, Any]], names: list[str]) -> tuple[list[str]
                  "backbone": str(src.get("backbone", "–"))}
         done = metrics[-1]["epoch"] if metrics else src.get("epochs_done")
         cells["epochs (done / planned)"] = f"{done if done is not None else '–'} / {src.get('epochs') or '–'}"
+        if run["config"] is not None:
+            cells["backbone passes / image / step (pixel-weighted; cost of the objective)"] = \
+                passes_text(backbone_passes(run["config"]))
+        if metrics:
+            cells["pretraining time (measured training steps)"] = seconds_text(pretraining_seconds(metrics))
         knn_rows = [m for m in metrics if "knn_top1" in m]
         if knn_rows:
             cfg = run["config"]

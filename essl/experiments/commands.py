@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from essl.experiments.demo import DEFAULT_EPOCHS, run_demo
+from essl.experiments.demo import DEFAULT_EPOCHS, DEMO_METHODS, run_demo
 from essl.experiments.sweep import PAPER_TRANSFORMS, PROTOCOLS, SWEEP_PNG, build_spec, parse_shard, run_sweep
 from essl.runs import RESULTS_JSON, RESULTS_MD
 
@@ -19,14 +19,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="pretrain SimCLR and E-SimCLR on MNIST-5k and compare them (~10 min on 2 CPU cores)",
+    p = sub.add_parser("demo", help="pretrain a method and its E- variant on MNIST-5k (equal epochs and equal "
+                                    "compute) and compare them",
                        description="SimCLR and E-SimCLR (rotation prediction) on MNIST-5k with the same budget and "
-                                   "seed, evaluated with kNN and a linear probe; writes results.md, results.json "
-                                   "and demo.png. Rerun the same command to reuse finished runs.")
+                                   "seed, and SimCLR again with E-SimCLR's measured compute, evaluated with kNN and a "
+                                   "linear probe; writes results.md, results.json and demo.png. --methods picks other "
+                                   "base methods, --seeds N repeats over seeds (mean ± std). Rerun the same command "
+                                   "to reuse finished runs.")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="demo folder (default: runs/demo)")
     p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"epochs per run (default {DEFAULT_EPOCHS})")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--methods", default="simclr",
+                   help=f"base methods, comma-separated: {', '.join(DEMO_METHODS)} (default: simclr)")
+    p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    p.add_argument("--seeds", type=int, default=1, help="number of seeds: seed, seed+1, ... (default 1)")
     p.add_argument("--subset", type=int, default=0, help="train on this many digits (default: all 4,000)")
+    p.add_argument("--no-equal-compute", action="store_true",
+                   help="skip the base method trained with the E- variant's measured compute")
     p.add_argument("--overwrite", action="store_true", help="replace an existing demo folder")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
@@ -34,7 +42,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Handler of ``essl demo``."""
-    run_demo(args.out, args.epochs, args.seed, args.subset, overwrite=args.overwrite, progress=not args.no_progress)
+    run_demo(args.out, args.epochs, args.seed, args.subset, overwrite=args.overwrite, progress=not args.no_progress,
+             methods=args.methods, seeds=args.seeds, equal_compute=not args.no_equal_compute)
     return 0
 
 

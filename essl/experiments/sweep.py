@@ -39,8 +39,10 @@ from essl.evaluation.plots import figure, png
 from essl.evaluation.report import markdown_lines
 from essl.experiments.lifecycle import check_settings, ensure_run, run_state, setting_differences
 from essl.groups import make_group
-from essl.runs import RESULTS_JSON, RESULTS_MD, create_file, read_result, write_files
+from essl.runs import (RESULTS_JSON, RESULTS_MD, create_file, has_config, read_config, read_metrics, read_result,
+                       write_files)
 from essl.training.config import EquivarianceTask, PretrainConfig, config_from_dict, load_config
+from essl.training.cost import backbone_passes, pretraining_seconds, seconds_text
 
 #: The seven transformations of the paper's sweep, in the order of its figure.
 PAPER_TRANSFORMS = ("hflip", "grayscale", "rotation", "vflip", "jigsaw", "blur", "inversion")
@@ -176,19 +178,55 @@ def _fmt(stat: dict[str, Any], signed: bool = False) -> str:
     return text + (f" ± {stat['std']:.2f}" if stat["std"] is not None else "")
 
 
-def markdown_table(summary: dict[str, Any], protocol: str, skipped: dict[str, str] | None = None) -> str:
-    """The results as a markdown table (accuracy in %, Δ in percentage points vs the baseline)."""
+def collect_costs(out: Path, runs: list[SweepRun]) -> dict[str, dict[str, Any]]:
+    """What every started run of the plan in ``out`` cost: pixel-weighted backbone passes per image and step
+    (from its config) and measured pretraining time (from its metrics; :mod:`essl.training.cost`)."""
+    costs = {}
+    for r in runs:
+        folder = Path(out) / r.name
+        if has_config(folder):
+            costs[r.name] = {"passes": backbone_passes(read_config(folder))["grad"],
+                             "seconds": pretraining_seconds(read_metrics(folder))}
+    return costs
+
+
+def cost_cells(costs: dict[str, dict[str, Any]], names: list[str]) -> tuple[str, str]:
+    """``(passes, mean measured time)`` over the seeds' runs ``names`` (``–`` where none has run)."""
+    found = [costs[n] for n in names if n in costs]
+    seconds = [c["seconds"] for c in found if c["seconds"] is not None]
+    passes = f"{found[0]['passes']:.2f}" if found else "–"
+    return passes, seconds_text(sum(seconds) / len(seconds) if seconds else None)
+
+
+def markdown_table(summary: dict[str, Any], protocol: str, skipped: dict[str, str] | None = None,
+                   costs: dict[str, dict[str, Any]] | None = None, seeds: list[int] | None = None) -> str:
+    """The results as a markdown table (accuracy in %, Δ in percentage points vs the baseline); with ``costs``
+    (:func:`collect_costs`) and ``seeds``, each row also gives the runs' backbone passes and measured time."""
     b = summary["baseline"]
-    rows = [["baseline (crop only)", _fmt(b), "", "", ""]]
+    costs, seeds = costs or {}, seeds or []
+
+    def cost(t: str | None, modes: tuple[str, ...]) -> list[str]:
+        if not costs:
+            return []
+        cells = [cost_cells(costs, [SweepRun(t, m, s).name for s in seeds]) for m in modes]
+        return [" / ".join(c[0] for c in cells), " / ".join(c[1] for c in cells)]
+
+    rows = [["baseline (crop only)", _fmt(b), "", "", "", *cost(None, ("baseline",))]]
     for t, row in summary["transforms"].items():
         i, e = row["issl"], row["essl"]
-        rows.append([t, _fmt(i), _fmt(i["delta"], True), _fmt(e), _fmt(e["delta"], True)])
-    rows += [[t, "skipped", "", "skipped", ""] for t in skipped or {}]
+        rows.append([t, _fmt(i), _fmt(i["delta"], True), _fmt(e), _fmt(e["delta"], True), *cost(t, ("issl", "essl"))])
+    rows += [[t, "skipped", "", "skipped", "", *(["", ""] if costs else [])] for t in skipped or {}]
     header = ["transformation", f"I-SSL {protocol} top-1", "Δ I-SSL", f"E-SSL {protocol} top-1", "Δ E-SSL"]
+    if costs:
+        header += ["backbone passes / image / step (I / E)", "pretrain time, mean (I / E)"]
     text = "\n".join(markdown_lines(header, rows)) + "\n"
     n = b["n"]
     text += (f"\nTop-1 accuracy in % ({protocol}), mean ± sample std over {n} seed(s); Δ is the seed-paired "
              f"difference to the baseline in percentage points (mean ± std of the per-seed differences).\n")
+    if costs:
+        text += ("Backbone passes: images through the backbone per training image and step, weighted by pixel count "
+                 "(a prediction crop of half the side counts 1/4); pretrain time: measured training steps per run. "
+                 "I-SSL costs what the baseline costs; E-SSL is an equal-epoch, not an equal-cost, comparison.\n")
     for t, why in (skipped or {}).items():
         text += f"\n- {t} skipped: {why}\n"
     return text
@@ -361,8 +399,9 @@ def write_report(out: Path, spec: SweepSpec, base: PretrainConfig, accuracies: d
                "epochs": base.epochs, "batch_size": base.batch_size, "weight": spec.weight, "seeds": spec.seeds,
                "view": spec.view, "pred_view": spec.pred_view, "head": spec.head, "pred_samples": spec.samples,
                "skipped": skipped, "runs": accuracies, "summary": summary}
+    costs = results["costs"] = collect_costs(out, plan_runs(transforms, spec.seeds))
     files: dict[str, str | bytes] = {RESULTS_JSON: json.dumps(results, indent=2) + "\n",
-                                     RESULTS_MD: markdown_table(summary, spec.protocol, skipped)}
+                                     RESULTS_MD: markdown_table(summary, spec.protocol, skipped, costs, spec.seeds)}
     if plot and any(summary["transforms"][t][m]["delta"]["mean"] is not None
                     for t in transforms for m in ("issl", "essl")):
         title = (f"{base.method} on {base.dataset}, {base.epochs} epoch(s), {len(spec.seeds)} seed(s), "

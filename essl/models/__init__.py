@@ -10,7 +10,9 @@ import sys
 from torch import nn
 
 from essl.errors import EsslError
-from essl.models.heads import mlp, prediction_head, projector, projector_dim, simsiam_predictor
+from essl.models.heads import (PROJECTORS, byol_predictor, method_predictor, mlp, mocov3_predictor, prediction_head,
+                               projector, projector_dim, simsiam_predictor)
+from essl.models.momentum import ema_update, frozen_copy
 from essl.models.resnet import ResNet, load_torchvision_state_dict, resnet18, resnet18_cifar, resnet50
 from essl.models.small_cnn import SmallCNN
 from essl.models.photonics import PhotonicsEncoder, phc_cnn_small
@@ -68,4 +70,5 @@ def backbone_from_factory(spec: str, in_channels: int = 3) -> nn.Module:
 
 __all__ = ["BACKBONES", "make_backbone", "backbone_from_factory", "ResNet", "SmallCNN", "resnet18_cifar", "resnet18", "resnet50",
            "load_torchvision_state_dict", "mlp", "projector", "projector_dim", "simsiam_predictor",
-           "prediction_head"]
+           "prediction_head", "PROJECTORS", "byol_predictor", "mocov3_predictor", "method_predictor", "ema_update",
+           "frozen_copy"]

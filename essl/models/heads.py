@@ -43,6 +43,10 @@ def mlp(dims: list[int], norm: str | None = "bn", bias: bool = False, last_bias:
     return nn.Sequential(*layers)
 
 
+PROJECTORS = ("cifar", "small", "simclr_imagenet", "simsiam_imagenet", "barlow_imagenet", "photonics", "byol",
+              "byol_small", "mocov3", "mocov3_small", "vicreg_cifar", "vicreg_imagenet", "vicreg_small")
+
+
 def projector(kind: str, in_dim: int) -> nn.Sequential:
     """SSL projector by name.
 
@@ -52,7 +56,24 @@ def projector(kind: str, in_dim: int) -> nn.Sequential:
     - ``simsiam_imagenet``: 2048-2048-2048, last BN affine=False (imagenet/simsiam)
     - ``barlow_imagenet``: 8192-8192-8192, no final norm (the loss standardises; imagenet/barlowtwins)
     - ``photonics``: Linear(d→512) BN ReLU Linear(512→512) *same* BN ReLU Linear(512→256) (essl.models.photonics)
+    - ``byol``: Linear(d→4096) BN ReLU Linear(4096→256) (Grill et al. 2020, §3.3; solo-learn's CIFAR BYOL)
+    - ``mocov3``: Linear(d→4096, no bias) BN ReLU Linear(4096→256, no bias) BN(affine=False) (Chen, Xie & He 2021,
+      the ResNet projector of the official ``moco/builder.py``; solo-learn's CIFAR MoCo v3)
+    - ``vicreg_cifar``: Linear(d→2048) BN ReLU Linear(2048→2048) BN ReLU Linear(2048→2048, no bias) (solo-learn's
+      CIFAR VICReg widths; the layer pattern of the official ``main_vicreg.py``)
+    - ``vicreg_imagenet``: the same at 8192-8192-8192 (Bardes et al. 2022, §4.1)
+    - ``byol_small``, ``mocov3_small``, ``vicreg_small``: the same shapes at width 1024 / 128 (BYOL, MoCo v3) and
+      512 (VICReg), for the small CPU backbone
     """
+    if kind in ("byol", "byol_small"):
+        hidden, out = (4096, 256) if kind == "byol" else (1024, 128)
+        return mlp([in_dim, hidden, out], norm="bn", bias=True, last_bias=True)
+    if kind in ("mocov3", "mocov3_small"):
+        hidden, out = (4096, 256) if kind == "mocov3" else (1024, 128)
+        return mlp([in_dim, hidden, out], norm="bn", bias=False, last_bias=False, last_norm="bn_noaffine")
+    if kind in ("vicreg_cifar", "vicreg_imagenet", "vicreg_small"):
+        width = {"vicreg_cifar": 2048, "vicreg_imagenet": 8192, "vicreg_small": 512}[kind]
+        return mlp([in_dim, width, width, width], norm="bn", bias=True, last_bias=False)
     if kind == "cifar":
         return mlp([in_dim, 2048, 2048], norm="bn", bias=False, last_bias=False, last_norm="bn_noaffine")
     if kind == "small":
@@ -65,8 +86,7 @@ def projector(kind: str, in_dim: int) -> nn.Sequential:
         return mlp([in_dim, 8192, 8192, 8192], norm="bn", bias=False, last_bias=False, last_norm=None)
     if kind == "photonics":
         return shared_norm_mlp(in_dim, 512, 256)
-    raise EsslError(f"Unknown projector {kind!r}; use cifar, small, simclr_imagenet, simsiam_imagenet or "
-                    f"barlow_imagenet.")
+    raise EsslError(f"Unknown projector {kind!r}; use one of {', '.join(PROJECTORS)}.")
 
 
 def projector_dim(head: nn.Sequential) -> int:
@@ -77,6 +97,24 @@ def projector_dim(head: nn.Sequential) -> int:
 def simsiam_predictor(dim: int, hidden: int) -> nn.Sequential:
     """SimSiam predictor: Linear(dim→hidden, no bias) BN ReLU Linear(hidden→dim) (Chen & He 2021)."""
     return mlp([dim, hidden, dim], norm="bn", bias=False, last_bias=True)
+
+
+def byol_predictor(dim: int, hidden: int) -> nn.Sequential:
+    """BYOL predictor: the projector's shape, Linear(dim→hidden) BN ReLU Linear(hidden→dim) (Grill et al. 2020,
+    §3.3: hidden 4096)."""
+    return mlp([dim, hidden, dim], norm="bn", bias=True, last_bias=True)
+
+
+def mocov3_predictor(dim: int, hidden: int) -> nn.Sequential:
+    """MoCo v3 predictor (ResNet): Linear(dim→hidden, no bias) BN ReLU Linear(hidden→dim, no bias), no final BN
+    (Chen, Xie & He 2021; official ``moco/builder.py``, hidden 4096)."""
+    return mlp([dim, hidden, dim], norm="bn", bias=False, last_bias=False)
+
+
+def method_predictor(method: str, dim: int, hidden: int) -> nn.Sequential | None:
+    """The predictor a method puts on its projector's output (None for SimCLR, Barlow Twins, VICReg)."""
+    build = {"simsiam": simsiam_predictor, "byol": byol_predictor, "mocov3": mocov3_predictor}.get(method)
+    return build(dim, hidden) if build else None
 
 
 def prediction_head(kind: str, in_dim: int, num_classes: int) -> nn.Sequential:

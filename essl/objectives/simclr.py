@@ -24,13 +24,17 @@ from torch import nn
 from essl.objectives.distributed import gather, rank
 
 
+def cross_view_ce(anchors: torch.Tensor, keys: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``CE(u k_allᵀ/τ, i)`` with ``u``, ``k`` L2-normalised: anchor ``i``'s positive is key ``i`` of the global batch
+    and the other ranks' keys are gathered as negatives. The common core of :func:`info_nce` and MoCo v3."""
+    u, k_all = F.normalize(anchors.float(), dim=1), gather(F.normalize(keys.float(), dim=1))
+    targets = torch.arange(u.shape[0], device=u.device) + rank() * u.shape[0]
+    return F.cross_entropy(u @ k_all.T / temperature, targets)
+
+
 def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
     """Symmetric cross-view InfoNCE (see module docstring); ``z1``, ``z2``: ``(N, D)`` local embeddings."""
-    u, v = F.normalize(z1.float(), dim=1), F.normalize(z2.float(), dim=1)
-    u_all, v_all = gather(u), gather(v)
-    targets = torch.arange(u.shape[0], device=u.device) + rank() * u.shape[0]
-    return 0.5 * (F.cross_entropy(u @ v_all.T / temperature, targets)
-                  + F.cross_entropy(v @ u_all.T / temperature, targets))
+    return 0.5 * (cross_view_ce(z1, z2, temperature) + cross_view_ce(z2, z1, temperature))
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:

@@ -18,7 +18,9 @@ from essl.groups import make_group
 from essl.objectives.equivariance import PREDICTION_LOSSES
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
-METHODS = ("simclr", "simsiam", "barlow_twins")
+METHODS = ("simclr", "simsiam", "barlow_twins", "byol", "vicreg", "mocov3")
+#: Methods with a momentum (EMA) target network: BYOL (Grill et al. 2020), MoCo v3 (Chen, Xie & He 2021).
+MOMENTUM_METHODS = ("byol", "mocov3")
 
 
 @dataclass
@@ -52,12 +54,17 @@ class PretrainConfig:
     # model
     backbone: str = "small_cnn"
     projector: str = "small"
-    predictor_hidden: int = 512           # SimSiam predictor width
+    predictor_hidden: int = 512           # predictor width (SimSiam, BYOL, MoCo v3)
     # objective
     method: str = "simclr"
     temperature: float = 0.5
     full_nt_xent: bool = False            # SimCLR with 2N-2 negatives instead of the cross-view InfoNCE
     barlow_lambda: float = 0.0051
+    vicreg_sim: float = 25.0              # VICReg weights λ (invariance), μ (variance), ν (covariance)
+    vicreg_var: float = 25.0
+    vicreg_cov: float = 1.0
+    target_momentum: float = 0.99         # BYOL / MoCo v3: EMA momentum τ of the target network at the first step
+    target_momentum_final: float = 1.0    # ... raised to this by a cosine schedule over training
     views: list[str] = field(default_factory=lambda: ["mnist", "mnist"])
     invariances: list[str] = field(default_factory=list)       # groups applied at random to the SSL views
     equivariance: list[EquivarianceTask] = field(default_factory=list)
@@ -74,6 +81,7 @@ class PretrainConfig:
     exclude_bias_norm: bool = False       # no weight decay / LARS adaptation for biases and norm parameters
     bias_norm_lr_scale: float = 1.0       # lr multiplier of those (with exclude_bias_norm); Barlow Twins: 0.0048/0.2
     lars_eta: float = 0.001
+    lars_clip: bool = False               # LARS trust ratio capped at the lr (solo-learn's clip_lr)
     predictor_fixed_lr: bool = False      # SimSiam: the predictor keeps the initial lr
     # engineering
     precision: str = "auto"               # auto | bf16 | fp16 | fp32
@@ -119,6 +127,13 @@ class PretrainConfig:
                             "exclude_bias_norm: true as well.")
         if self.warmup_epochs < 0:
             raise EsslError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}.")
+        if not 0.0 <= self.target_momentum <= self.target_momentum_final <= 1.0:
+            raise EsslError(f"the target-network momentum must satisfy 0 <= target_momentum <= target_momentum_final "
+                            f"<= 1 (BYOL and MoCo v3 use 0.99 rising to 1.0), got {self.target_momentum} and "
+                            f"{self.target_momentum_final}.")
+        if min(self.vicreg_sim, self.vicreg_var, self.vicreg_cov) < 0:
+            raise EsslError(f"the VICReg weights vicreg_sim, vicreg_var, vicreg_cov must be >= 0 (the paper: 25, 25, "
+                            f"1), got {self.vicreg_sim}, {self.vicreg_var}, {self.vicreg_cov}.")
         names = [t.group for t in self.equivariance]
         if len(set(names)) != len(names):
             raise EsslError(f"each predicted group may appear once in equivariance, got {names}.")

@@ -11,11 +11,13 @@ from essl.training.config import PretrainConfig
 class LARS(torch.optim.Optimizer):
     """LARS: SGD with momentum where each parameter's update is scaled by the trust ratio
     ``η·‖w‖ / ‖∇w + wd·w‖``. Groups with ``lars_exclude=True`` (biases, norm parameters) get neither weight decay
-    nor the trust ratio, as in the Barlow Twins and E-SSL ImageNet code."""
+    nor the trust ratio, as in the Barlow Twins and E-SSL ImageNet code. ``clip=True`` caps the trust ratio at the
+    learning rate, i.e. scales by ``min(trust / lr, 1)`` (LARC's clipping, solo-learn's ``clip_lr``)."""
 
-    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001):
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001,
+                 clip: bool = False):
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta,
-                                      lars_exclude=False))
+                                      lars_exclude=False, clip=clip))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -28,8 +30,10 @@ class LARS(torch.optim.Optimizer):
                 if not group["lars_exclude"]:
                     d = d.add(p, alpha=group["weight_decay"])
                     w_norm, d_norm = torch.norm(p), torch.norm(d)
-                    trust = torch.where((w_norm > 0) & (d_norm > 0), group["eta"] * w_norm / d_norm,
-                                        torch.ones_like(w_norm))
+                    trust = group["eta"] * w_norm / d_norm
+                    if group.get("clip"):
+                        trust = torch.clamp(trust / group["lr"], max=1.0) if group["lr"] > 0 else torch.ones_like(trust)
+                    trust = torch.where((w_norm > 0) & (d_norm > 0), trust, torch.ones_like(w_norm))
                     d = d.mul(trust)
                 state = self.state[p]
                 if "mu" not in state:
@@ -64,5 +68,6 @@ def param_groups(model: nn.Module, cfg: PretrainConfig) -> list[dict]:
 def build_optimizer(model: nn.Module, cfg: PretrainConfig, lr: float) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg)
     if cfg.optimizer == "lars":
-        return LARS(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, eta=cfg.lars_eta)
+        return LARS(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, eta=cfg.lars_eta,
+                    clip=cfg.lars_clip)
     return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)

@@ -16,7 +16,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from essl.augmentation import Normalize, ViewRecipe, build_view, get_recipe
+from essl.augmentation import Normalize, build_view, view_recipe
 from essl.data.sources import training_data
 from essl.errors import EsslError, Interrupted, interrupts_deferred, os_failure, write_error
 from essl.groups import make_group
@@ -31,16 +31,7 @@ from essl.training.model import ESSLModel
 from essl.training.monitor import KnnMonitor
 from essl.training.online_probe import OnlineProbe, epoch_labels
 from essl.training.optim import build_optimizer
-from essl.training.schedule import warmup_cosine
-
-
-# ----------------------------------------------------------------------------------------------- setup helpers
-def view_recipe(name: str) -> ViewRecipe:
-    """A view recipe by name; ``name@SIZE`` changes its crop size (e.g. ``imagenet1@128`` for a quick run)."""
-    base, sep, size = name.partition("@")
-    if sep and not size.isdigit():
-        raise EsslError(f"View {name!r}: the size after '@' must be a whole number of pixels, e.g. {base}@128.")
-    return get_recipe(base, int(size) if sep else None)
+from essl.training.schedule import momentum_schedule, warmup_cosine
 
 
 # ------------------------------------------------------------------------------------------------ the loop
@@ -85,6 +76,9 @@ class Pretrainer:
         steps = len(self.batches)
         self.lrs = warmup_cosine(scaled_lr, scaled_lr * cfg.final_lr_ratio, cfg.epochs * steps,
                                  round(cfg.warmup_epochs * steps))
+        # BYOL / MoCo v3: the target network's EMA momentum per step (cosine from its base value to its final one)
+        self.taus = (momentum_schedule(cfg.target_momentum, cfg.target_momentum_final, cfg.epochs * steps)
+                     if self.model.target is not None else None)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.labels = labels
         self.probe = (OnlineProbe(self.model.backbone.feature_dim, classes, self.device, cfg.seed)
@@ -100,10 +94,12 @@ class Pretrainer:
 
     # -- state
     def state(self, epoch: int) -> dict[str, Any]:
+        step = epoch * len(self.batches)
+        tau = float(self.taus[step - 1]) if self.taus is not None and step else None  # of the last step taken
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict(), "epoch": epoch, "step": epoch * len(self.batches),
+                "scaler": self.scaler.state_dict(), "epoch": epoch, "step": step,
                 "config": self.cfg.to_dict(), "rng": rng_state(), "world_size": self.denv.world_size,
-                **({"online_probe": self.probe.state_dict()} if self.probe else {})}
+                "target_momentum": tau, **({"online_probe": self.probe.state_dict()} if self.probe else {})}
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         """Continue from a checkpoint, also one written with another number of processes: the model, optimizer,
@@ -189,6 +185,8 @@ class Pretrainer:
                 self.scaler.scale(loss).backward()
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
+                if self.taus is not None:  # momentum target network: ξ ← τ·ξ + (1 − τ)·θ
+                    self.model.update_target(float(self.taus[it]))
                 if self.probe is not None:  # detached features of view 1: the backbone's gradients are done
                     self.probe.step(features, targets[i].to(self.device, non_blocking=True))
                 values = {k: v.item() for k, v in out.items()}
@@ -201,6 +199,8 @@ class Pretrainer:
                                 refresh=False)
             elapsed = time.perf_counter() - t0
             row: dict[str, Any] = {"epoch": epoch + 1, "step": (epoch + 1) * steps, "lr": float(self.lrs[it])}
+            if self.taus is not None:
+                row["target_momentum"] = float(self.taus[it])
             row.update(all_reduce_mean({k: v / steps for k, v in sums.items()}, self.device))
             row.update({"images_per_s": seen / elapsed, "epoch_time_s": elapsed})
             if self.probe is not None:

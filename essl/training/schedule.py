@@ -14,3 +14,10 @@ def warmup_cosine(base: float, final: float, total_steps: int, warmup_steps: int
     progress = np.arange(rest) / max(rest, 1)
     cosine = final + 0.5 * (base - final) * (1 + np.cos(np.pi * progress))
     return np.concatenate([warm, cosine])
+
+
+def momentum_schedule(base: float, final: float, total_steps: int) -> np.ndarray:
+    """Target-network momentum ``τ[s]``: cosine from ``base`` to ``final`` with no warm-up, i.e. BYOL's
+    ``τ_k = 1 − (1 − τ_base)·(cos(πk/K) + 1)/2`` for ``final = 1`` (Grill et al. 2020, §3.1; the MoCo v3 code's
+    ``--moco-m-cos``)."""
+    return warmup_cosine(base, final, total_steps, 0)

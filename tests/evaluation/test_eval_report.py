@@ -38,6 +38,9 @@ def test_report_table_and_plots(evaluated_runs, tmp_path, capsys):
     rows = {line.split(" | ")[0].lstrip("| "): line for line in printed.splitlines() if line.startswith("| ")}
     assert "E-SimCLR (rotation, λ=0.4)" in rows["method"] and "| SimCLR |" in rows["method"]
     assert rows["epochs (done / planned)"].count("2 / 2") == 2
+    # what each run cost: 2 views of 32 px (+ 4 rotations of a 16-px crop: 4 · (16/32)² = 1) and measured time
+    assert rows["backbone passes / image / step (pixel-weighted; cost of the objective)"].endswith("| 3.00 | 2.00 |")
+    assert rows["pretraining time (measured training steps)"].count(" s |") == 2
     assert rows["kNN monitor during training, last (training precision)"].count("(epoch 2, k=10, t=0.1)") == 2
     for name in ("kNN top-1 · knn · k 10 (protocol 200)", "linear probe top-1 · linear_lbfgs",
                  "linear probe top-1 · cifar · epochs 1 (protocol 100) · repeats 2 (protocol 5)",
