@@ -155,7 +155,7 @@ def test_cli_errors_are_clear(tmp_path):
     assert r.returncode == 2 and "Unknown preset" in r.stderr and "Traceback" not in r.stderr
     r = run("pretrain", "mnist5k-simclr", "epochz=3")
     assert r.returncode == 2 and "Unknown setting 'epochz'" in r.stderr
-    r = run("pretrain", "mnist5k-simclr", "method=byol")
+    r = run("pretrain", "mnist5k-simclr", "method=moco")
     assert r.returncode == 2 and "method must be one of" in r.stderr
     r = run("pretrain", "cifar10-esimclr", "data_root=" + str(tmp_path / "nope"))
     assert r.returncode == 2 and "cifar-10-batches-py" in r.stderr
