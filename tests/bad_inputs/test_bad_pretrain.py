@@ -63,7 +63,7 @@ CASES = with_open([
     pre("subset-negative", "subset=-3", names=("subset", "-3")),
     # names that must be known
     pre("unknown-setting", "lrr=0.1", names=("lrr",), fix=r"did you mean lr"),
-    pre("unknown-method", "method=byol", names=("method", "byol")),
+    pre("unknown-method", "method=moco", names=("method", "moco")),
     pre("unknown-optimizer", "optimizer=adam", names=("optimizer", "adam")),
     pre("unknown-dataset", "dataset=svhn", names=("svhn",)),
     pre("unknown-backbone", "backbone=vit", names=("backbone", "vit")),
