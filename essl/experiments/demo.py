@@ -111,10 +111,10 @@ def run_demo(out: Path, epochs: int = DEFAULT_EPOCHS, seed: int = 0, subset: int
     t_start = time.perf_counter()
     for method in names:
         label, base_preset, e_preset = DEMO_METHODS[method]
-        equal_epochs = None
+        equal_epochs = epochs  # set from the first seed's measured times before the first equal-compute run
         for s in seed_list:  # seed-major: a demo stopped early holds complete seeds
             for variant in variants:
-                if variant == "equal_compute" and equal_epochs is None:
+                if variant == "equal_compute" and s == seed_list[0]:
                     first = {r["variant"]: r["pretrain_seconds"] for r in runs
                              if r["base"] == method and r["seed"] == seed_list[0]}
                     equal_epochs = equal_compute_epochs(epochs, first["base"], first["essl"])

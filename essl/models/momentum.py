@@ -28,7 +28,8 @@ def frozen_copy(module: nn.Module) -> nn.Module:
 @torch.no_grad()
 def ema_update(target: nn.Module, online: nn.Module, tau: float) -> None:
     """``ξ ← τ·ξ + (1 − τ)·θ`` for every parameter pair (same architecture, same parameter order)."""
-    t_params, o_params = list(target.parameters()), list(online.parameters())
+    t_params: list[torch.Tensor] = list(target.parameters())
+    o_params: list[torch.Tensor] = [p.detach() for p in online.parameters()]
     if len(t_params) != len(o_params):
         raise ValueError("target and online networks must have the same parameters")
-    torch._foreach_lerp_(t_params, [p.detach() for p in o_params], 1.0 - tau)
+    torch._foreach_lerp_(t_params, o_params, 1.0 - tau)
