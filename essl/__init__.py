@@ -9,11 +9,21 @@ The building blocks live in sub-packages that mirror the architecture:
 - ``essl.objectives``    SSL losses and the E-SSL prediction loss
 - ``essl.training``      the pretraining loop, schedules, optimisers, checkpoints
 - ``essl.evaluation``    kNN, linear probe and equivariance diagnostics
-- ``essl.photonics``     photonic-crystal unit cells, the DOS solver and datasets
+- ``essl.photonics``     photonic-crystal unit cells, the DOS solver and datasets (``pip install 'essl[phc]'``)
+
+``essl.load_backbone(path)`` loads a trained backbone (an export, a run folder or a released checkpoint).
 """
 
 __version__ = "0.1.0"
 
 from essl.errors import EsslError  # noqa: E402
 
-__all__ = ["EsslError", "__version__"]
+__all__ = ["EsslError", "__version__", "load_backbone"]
+
+
+def __getattr__(name: str):  # the heavy entry points import torch only when first used
+    if name == "load_backbone":
+        from essl.export import load_backbone
+
+        return load_backbone
+    raise AttributeError(f"module 'essl' has no attribute {name!r}")

@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "essl.evaluation.commands",   # knn, probe, finetune, diagnose, report
     "essl.experiments.commands",  # demo, sweep
     "essl.photonics.commands",    # phc generate | label | merge | finetune | experiment
+    "essl.export",                # export
 ]
 #: command families behind an optional extra: module -> its command, still listed (with an error naming the
 #: extra to install) when the extra is missing

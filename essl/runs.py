@@ -33,6 +33,7 @@ CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
 EVAL_DIR = "eval"
+RUN_JSON = "run.json"    # provenance of a run (versions, command, device, start/end); read by essl export
 #: Summary files of an experiment folder (demo, sweep).
 RESULTS_MD = "results.md"
 RESULTS_JSON = "results.json"

@@ -20,3 +20,14 @@ def test_readme_shows_the_example_verbatim():
     for line in body.strip().splitlines():
         if line.strip():
             assert line in readme, f"README is out of date with examples/custom_loop.py: {line!r}"
+
+
+def test_custom_backbone_example_runs(monkeypatch, capsys, tmp_path):
+    example = EXAMPLE.parent / "custom_backbone.py"
+    monkeypatch.setattr(sys, "argv", ["custom_backbone.py", "--epochs", "1", "--subset", "128",
+                                      "--out", str(tmp_path / "run")])
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the example adds its folder to sys.path
+    runpy.run_path(str(example), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "custom_backbone:tiny_convnet, 64-d features" in out
+    assert (tmp_path / "run" / "tiny.safetensors").is_file()
