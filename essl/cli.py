@@ -73,11 +73,20 @@ def _register_unavailable(sub: argparse._SubParsersAction, command: str, exc: Mi
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and isinstance(getattr(args, "overrides", None), list) and \
+            all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides += extra  # `essl pretrain P --no-progress epochs=1`: settings after an option
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
     try:
+        from essl.training.validation import check_options
+
+        command = " ".join(filter(None, (args.command, getattr(args, "phc_command", None))))
+        check_options(command, vars(args))  # every numeric option against its rule, before anything runs
         return int(args.func(args) or 0)
     except EsslError as exc:
         print(f"essl: error: {exc}", file=sys.stderr)

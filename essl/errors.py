@@ -84,3 +84,7 @@ def interrupts_deferred() -> Iterator[None]:
     if caught and previous not in (signal.SIG_IGN, None):
         raise KeyboardInterrupt
 
+
+class MissingSplit(EsslError):
+    """A dataset has no such split (e.g. an image folder without ``test/``): callers that can do without it, such
+    as the kNN monitor, catch this and nothing else."""

@@ -137,3 +137,19 @@ def test_image_folder_errors(tmp_path):
     (tmp_path / "bad" / "x" / "broken.png").write_bytes(b"not a png")
     with pytest.raises(EsslError, match="Cannot read image"):
         load_image_folder(tmp_path / "bad")
+
+
+def test_image_folder_test_classes_matched_by_name(tmp_path):
+    """A test split with fewer (or differently ordered) class folders keeps the train split's class indices; a test
+    class that train lacks is refused by name."""
+    rng = np.random.default_rng(0)
+    for split, classes in (("train", ("ant", "bee", "cat")), ("test", ("cat",))):
+        for cls in classes:
+            (tmp_path / split / cls).mkdir(parents=True)
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(tmp_path / split / cls / "0.png")
+    test = load_dataset("folder", "test", str(tmp_path), image_size=8)
+    assert test.labels.tolist() == [2] and test.num_classes == 3  # by position it would have been class 0, "ant"
+    (tmp_path / "test" / "dog").mkdir()
+    Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "test" / "dog" / "0.png")
+    with pytest.raises(EsslError, match="'dog' of .*test have no counterpart in .*train"):
+        load_dataset("folder", "test", str(tmp_path), image_size=8)

@@ -71,10 +71,22 @@ RECIPES: dict[str, ViewRecipe] = {
 }
 
 
+def parse_view(name: str) -> tuple[str, int | None]:
+    """``"recipe@SIZE"`` → ``("recipe", SIZE)``; ``"recipe"`` → ``("recipe", None)``."""
+    base, sep, size = str(name).partition("@")
+    if not sep:
+        return base, None
+    if not size.strip().lstrip("+-").isdigit():
+        raise EsslError(f"View {name!r}: the size after '@' must be a whole number of pixels, e.g. {base}@128.")
+    return base, int(size)
+
+
 def get_recipe(name: str, size: int | None = None) -> ViewRecipe:
     """Look up a named recipe; ``size`` overrides its crop size (e.g. ``crop_only`` at 28 px)."""
     if name not in RECIPES:
         raise EsslError(f"Unknown view recipe {name!r}. Known recipes: {', '.join(sorted(RECIPES))}.")
+    if size is not None and size < 1:
+        raise EsslError(f"View {name}@{size}: the crop size must be at least 1 pixel.")
     recipe = RECIPES[name]
     return replace(recipe, size=size) if size else recipe
 

@@ -9,7 +9,7 @@ from essl.data.image_folder import load_image_folder
 from essl.data.mnist5k import load_mnist5k
 from essl.data.npy import load_npy
 from essl.data.types import ImageData
-from essl.errors import EsslError
+from essl.errors import EsslError, MissingSplit
 
 DATASETS = ("mnist5k", "cifar10", "cifar100", "folder", "npy", "imagenet", "phc-gpm", "phc-blob")
 CHANNEL_DATASETS = ("folder", "imagenet")  # decoded from image files: `channels` picks greyscale (1) or RGB (3)
@@ -57,11 +57,13 @@ def load_dataset(name: str, split: str = "train", root: str | None = None, image
             raise EsslError(f"Decoding {folder} at {image_size} px would take {need / 2**30:.0f} GiB of memory. "
                             f"Only pretraining streams ImageNet from disk; evaluate on a smaller folder "
                             f"(dataset=folder) or a subset.")
-        return load_image_folder(folder, image_size, channels)
+        return load_image_folder(folder, image_size, channels, train_root=None if split == "train" else
+                                 split_folder(root, "train"))
     base = Path(root).expanduser()
     if (base / split).is_dir():
-        return load_image_folder(base / split, image_size, channels)
+        return load_image_folder(base / split, image_size, channels,
+                                 train_root=base / "train" if split != "train" else None)
     if split == "train" and base.is_dir() and not (base / "test").is_dir():
         return load_image_folder(base, image_size, channels)
-    raise EsslError(f"Image folder {base} has no '{split}' subfolder. Lay it out as {base}/train/<class>/... and "
-                    f"{base}/test/<class>/....")
+    raise MissingSplit(f"Image folder {base} has no '{split}' subfolder. Lay it out as {base}/train/<class>/... "
+                       f"and {base}/test/<class>/....")

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from essl.augmentation.crops import PaddedImages
 from essl.data.image_folder import IMAGENET_MEAN, IMAGENET_STD, scan_image_folder
-from essl.errors import EsslError
+from essl.errors import EsslError, MissingSplit
 from essl.data.batches import ShardedOrder
 
 STREAMED_DATASETS = ("imagenet",)
@@ -54,7 +54,7 @@ def split_folder(root: str | Path | None, split: str) -> Path:
     for name in names:
         if (base / name).is_dir():
             return base / name
-    raise EsslError(f"{base} has no {' or '.join(n + '/' for n in names)} folder. Lay ImageNet out as "
+    raise MissingSplit(f"{base} has no {' or '.join(n + '/' for n in names)} folder. Lay ImageNet out as "
                     f"{base}/train/<class>/<image> and {base}/val/<class>/<image>.")
 
 
@@ -156,6 +156,7 @@ class ImageFolderBatches(ShardedOrder):
         files, labels, classes = scan_image_folder(root)
         label_tensor = None if labels is None else torch.tensor(labels)
         keep = stratified_subset(label_tensor, len(files), subset, seed).tolist()
+        self.total = len(files)  # before the subset
         self.files = [files[i] for i in keep]
         self.labels = None if labels is None else torch.tensor([labels[i] for i in keep])
         self.classes = classes

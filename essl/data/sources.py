@@ -17,7 +17,7 @@ from essl.data.batches import BatchSource, TensorBatches
 from essl.data.datasets import load_dataset
 from essl.data.imagenet import STREAMED_DATASETS, ImageFolderBatches, split_folder
 from essl.data.types import ImageData
-from essl.errors import EsslError
+from essl.errors import EsslError, MissingSplit
 
 
 @dataclass
@@ -43,6 +43,14 @@ class TrainingData:
     val: Path | None = None
 
 
+def check_subset(subset: int, n_train: int, dataset: str) -> None:
+    """``subset`` (images drawn for training; 0: all) may not exceed the ``n_train`` images of the training set (the
+    one setting whose range needs the data; the others are in essl/training/validation.py)."""
+    if subset > n_train:
+        raise EsslError(f"subset={subset} is larger than the training set ({n_train} images of {dataset!r}); use "
+                        f"subset={n_train} or less (0: all of them).")
+
+
 def training_data(dataset: str, root: str | None, image_size: int, batch_size: int, seed: int, rank: int = 0,
                   world_size: int = 1, *, subset: int = 0, shuffle: bool = True, workers: int = 0,
                   pin_memory: bool = False, monitor: bool = False) -> TrainingData:
@@ -52,21 +60,23 @@ def training_data(dataset: str, root: str | None, image_size: int, batch_size: i
         batches = ImageFolderBatches(split_folder(root, "train"), batch_size, seed, rank, world_size,
                                      image_size=image_size, workers=workers, pin_memory=pin_memory, subset=subset,
                                      shuffle=shuffle)
+        check_subset(subset, batches.total, dataset)
         val = None
         if monitor and batches.labels is not None:
             try:
                 val = split_folder(root, "val")
-            except EsslError:
+            except MissingSplit:
                 val = None  # no labelled val split: the kNN monitor is skipped
         return TrainingData(batches, batches.channels, batches.mean, batches.std, batches.fingerprint(),
                             batches.labels, len(batches.classes), files=batches.files, val=val)
     bank = load_dataset(dataset, "train", root, image_size)
+    check_subset(subset, len(bank), dataset)
     train = bank.take(subset, seed) if subset else bank  # the monitor keeps the whole labelled train split
     test = None
     if monitor and bank.labels is not None:
         try:
             test = load_dataset(dataset, "test", root, image_size)
-        except EsslError:
+        except MissingSplit:
             test = None  # no labelled test split: the kNN monitor is skipped
     if test is not None and test.labels is None:
         test = None

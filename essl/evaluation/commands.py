@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Weighted kNN (the training monitor's code): cosine similarity, top-k votes "
                                    "weighted by exp(sim/t); bank = train split, evaluated on the test split.")
     _target_args(k, "fp32")
-    k.add_argument("--k", type=int, default=200)
+    k.add_argument("--k", type=int, help="neighbours (default 200, or every training image if there are fewer)")
     k.add_argument("--t", type=float, default=0.1)
     k.set_defaults(func=cmd_knn)
 
@@ -128,12 +128,6 @@ def _protocol_args(p: argparse.ArgumentParser) -> None:
 
 
 def _target(args: argparse.Namespace) -> EvalTarget:
-    if args.threads < 0:
-        raise EsslError(f"--threads must be >= 0 (0: torch's default), got {args.threads}.")
-    if args.image_size is not None and args.image_size < 8:
-        raise EsslError(f"--image-size must be at least 8 pixels, got {args.image_size}.")
-    if args.workers < 0:
-        raise EsslError(f"--workers must be >= 0 (0: decode in the main process), got {args.workers}.")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.backbone_file is None and args.run_dir is None:
@@ -170,8 +164,12 @@ def _where(target: EvalTarget) -> str:
 
 def cmd_knn(args: argparse.Namespace) -> int:
     target = _target(args)
-    r = evaluate_knn(target, args.k, args.t, device=args.device, precision=args.precision)
-    print(f"kNN top-1 [knn: k={args.k}, t={args.t}]: {r['top1']:.2f}%  {_where(target)}")
+    if args.k is not None and args.k > len(target.train):
+        raise EsslError(f"--k {args.k} is larger than the kNN memory bank ({len(target.train)} training images); "
+                        f"use --k {len(target.train)} or less.")
+    k = 200 if args.k is None else args.k
+    r = evaluate_knn(target, k, args.t, device=args.device, precision=args.precision)
+    print(f"kNN top-1 [knn: k={k}, t={args.t}]: {r['top1']:.2f}%  {_where(target)}")
     return 0
 
 
@@ -211,8 +209,6 @@ def _run_trained(args: argparse.Namespace, what: str) -> int:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    if args.max_train < 1:
-        raise EsslError(f"--max-train must be at least 1, got {args.max_train}.")
     target = _target(args)
     for group in args.group or ["rotation"]:
         r = evaluate_diagnostics(target, group, max_train=args.max_train, seed=args.seed, device=args.device,

@@ -37,6 +37,7 @@ from essl.evaluation.streamed import (cached_features, diagnose_streamed, dist_i
 from essl.groups import make_group
 from essl.runs import write_result
 from essl.runtime import resolve_runtime
+from essl.training.validation import OPTION_RULES
 
 LBFGS_WEIGHT_DECAY = 1e-4          # linear_lbfgs's L2 penalty
 DIAGNOSTICS_MAX_TRAIN = 10000      # train images whose orbits fit the classifier of g
@@ -129,8 +130,8 @@ def frozen_features(target: EvalTarget, device: str = "cpu", precision: str = "f
 def evaluate_knn(target: EvalTarget | Path | str, k: int = 200, t: float = 0.1, data_root: str | None = None, *,
                  device: str = "cpu", precision: str = "fp32") -> dict[str, Any]:
     """Weighted kNN top-1 (:func:`knn_accuracy`, the same code as the training monitor); result ``knn``."""
-    if k < 1 or t <= 0:
-        raise EsslError(f"kNN needs k >= 1 and t > 0, got k={k}, t={t}.")
+    OPTION_RULES["k"].check("--k", k)
+    OPTION_RULES["t"].check("--t", t)
     target = as_target(target, data_root)
     t0 = time.perf_counter()
     f = frozen_features(target, device, precision)

@@ -185,6 +185,8 @@ def load_target(run_dir: Path | str | None = None, *, backbone_file: Path | str 
                   "backbone": arch, **info}
         seeds = {}
         out_dir = Path(out) if out else path.with_name(f"{path.stem}-eval")
+    if name != "mnist5k" and not root:
+        raise EsslError(f"Dataset {name!r} is read from disk: give its location with --data-root PATH.")
     folders = image_folder_splits(name, root)
     streamed = folders is not None and (name == "imagenet" or not fits_in_memory(folders, size))
     if streamed:
@@ -192,7 +194,8 @@ def load_target(run_dir: Path | str | None = None, *, backbone_file: Path | str 
             size = DEFAULT_WORKING_SIZE
         channels = 1 if _in_channels(backbone) == 1 else 3  # a greyscale backbone reads the images as grey
         train, test = (StreamedSplit.scan(folders[0], size, f"{data_label(name, root)}:train", workers, channels),
-                       StreamedSplit.scan(folders[1], size, f"{data_label(name, root)}:test", workers, channels))
+                       StreamedSplit.scan(folders[1], size, f"{data_label(name, root)}:test", workers, channels,
+                                          train_root=folders[0]))
     else:
         train = load_dataset(name, "train", root, size)
         test = load_dataset(name, "test", root, size)

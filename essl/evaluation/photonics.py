@@ -52,6 +52,7 @@ from essl.errors import EsslError
 from essl.data.photonics import FAMILIES, LabelledSplits, load_labelled_splits
 from essl.runs import load_checkpoint, read_metrics, result_path, write_result
 from essl.runtime import resolve_device
+from essl.training.validation import option_rule
 
 RESULT_PREFIX = "phc-finetune"
 #: Regression targets: the density of states (the paper's) or the band structures (official ``predict``).
@@ -78,19 +79,18 @@ class FinetuneSettings:
     nbands: int = 10
 
     def validate(self) -> None:
-        for name in ("epochs", "batch_size", "n_train", "eval_batch"):
-            if getattr(self, name) < 1:
-                raise EsslError(f"Fine-tuning {name.replace('_', '-')} must be at least 1, got {getattr(self, name)}.")
+        """Each setting against its option's rule (essl/training/validation.py), then the seeds."""
+        for name in ("epochs", "batch_size", "n_train", "eval_batch", "lr", "weight_decay", "subset_seed", "seeds",
+                     "nbands"):
+            flag = "--" + name.replace("_", "-")
+            for value in getattr(self, name) if name == "seeds" else [getattr(self, name)]:
+                option_rule("phc finetune", name).check(flag, value)
         if not self.seeds:
             raise EsslError("Give at least one fine-tuning seed (e.g. --seeds 1 2 3).")
         if len(set(self.seeds)) != len(self.seeds):
             raise EsslError(f"Fine-tuning seeds must be distinct, got {self.seeds}.")
         if self.target not in TARGETS:
             raise EsslError(f"The fine-tuning target must be {' or '.join(TARGETS)}, got {self.target!r}.")
-        if self.nbands < 1:
-            raise EsslError(f"--nbands must be at least 1, got {self.nbands}.")
-        if self.lr <= 0 or self.weight_decay < 0:
-            raise EsslError(f"Fine-tuning needs lr > 0 and weight decay >= 0, got {self.lr} and {self.weight_decay}.")
 
     def result_name(self) -> str:
         """``RUN_DIR/eval/<name>.json``: one file per (labelled-set size, epochs, frozen or not)."""

@@ -44,6 +44,7 @@ import torch
 
 from essl.augmentation import get_recipe
 from essl.errors import EsslError
+from essl.training.validation import OPTION_RULES
 
 
 @dataclass(frozen=True)
@@ -155,8 +156,7 @@ def adapt_protocol(protocol: EvalProtocol, dataset: str, image_size: int, *, epo
     used = dataclasses.replace(protocol, hflip=hflip)
     for key, value in (("epochs", epochs), ("repeats", repeats), ("batch_size", batch_size)):
         if value is not None and value != getattr(protocol, key):
-            if value < 1:
-                raise EsslError(f"--{key.replace('_', '-')} must be at least 1, got {value}.")
+            OPTION_RULES[key].check(f"--{key.replace('_', '-')}", value)
             overrides[key] = {"protocol": getattr(protocol, key), "used": value, "why": "user override"}
             used = dataclasses.replace(used, **{key: value})
     if n_train is not None and used.batch_size > n_train:
@@ -187,8 +187,7 @@ def lr_schedule(protocol: EvalProtocol, steps_per_epoch: int) -> np.ndarray:
 def stratified_subset(labels: torch.Tensor, fraction: float, seed: int = 0) -> torch.Tensor:
     """Sorted indices of a seeded, class-stratified subset: ``max(1, round(fraction·n_c))`` of each class ``c``
     (the few-label setting: 1% / 10% of the labels, cf. the Barlow Twins ``--train-percent`` option)."""
-    if not 0 < fraction <= 1:
-        raise EsslError(f"--label-fraction must be in (0, 1], e.g. 0.01 for 1% of the labels; got {fraction}.")
+    OPTION_RULES["label_fraction"].check("--label-fraction", fraction)
     g = torch.Generator().manual_seed(seed)
     picked = []
     for c in torch.unique(labels):

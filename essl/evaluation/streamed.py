@@ -73,9 +73,11 @@ class StreamedSplit:
     workers: int = 4
 
     @classmethod
-    def scan(cls, root: Path, size: int, name: str, workers: int = 4, channels: int = 3) -> StreamedSplit:
-        """The labelled images under ``root``, decoded to ``channels`` (3: RGB, ImageNet statistics; 1: grey)."""
-        files, labels, classes = scan_image_folder(root)
+    def scan(cls, root: Path, size: int, name: str, workers: int = 4, channels: int = 3,
+             train_root: Path | None = None) -> StreamedSplit:
+        """The labelled images under ``root``, decoded to ``channels`` (3: RGB, ImageNet statistics; 1: grey); a
+        test split gives ``train_root`` so that its classes match the train split's by name."""
+        files, labels, classes = scan_image_folder(root, train_root)
         if labels is None:
             raise EsslError(f"{root} has no class subfolders; evaluation needs labelled images "
                             f"(one subfolder per class).")

@@ -147,6 +147,8 @@ def run_experiment(family: str, data_root: str | Path, out: str | Path, budget: 
     overrides += list(extra_overrides or [])
     settings = FinetuneSettings(**{**spec.finetune, **(finetune_overrides or {})})
     settings.validate()
+    for suffix, _ in METHODS:  # every preset's settings are valid before the first run starts
+        load_config(f"phc-{family}-{suffix}", overrides)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

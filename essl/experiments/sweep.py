@@ -33,6 +33,7 @@ from typing import Any
 
 from essl.augmentation import get_recipe
 from essl.data import load_dataset
+from essl.data.sources import check_subset
 from essl.errors import EsslError
 from essl.evaluation.evaluate import evaluate_knn, evaluate_linear_lbfgs
 from essl.evaluation.plots import figure, png
@@ -43,6 +44,7 @@ from essl.runs import (RESULTS_JSON, RESULTS_MD, create_file, has_config, read_c
                        write_files)
 from essl.training.config import EquivarianceTask, PretrainConfig, config_from_dict, load_config
 from essl.training.cost import backbone_passes, pretraining_seconds, seconds_text
+from essl.training.validation import option_rule
 
 #: The seven transformations of the paper's sweep, in the order of its figure.
 PAPER_TRANSFORMS = ("hflip", "grayscale", "rotation", "vflip", "jigsaw", "blur", "inversion")
@@ -310,12 +312,9 @@ def build_spec(preset: str, overrides: list[str], transforms: list[str] | None, 
     overrides with crop-only views, nothing predicted, no invariances and the kNN monitor off."""
     if protocol not in PROTOCOLS:
         raise EsslError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}.")
-    if seeds < 1:
-        raise EsslError(f"--seeds must be at least 1, got {seeds}.")
-    if weight <= 0:
-        raise EsslError(f"--weight (λ) must be positive, got {weight}.")
-    if samples < 0:
-        raise EsslError(f"--pred-samples must be >= 0 (0: every element of the group), got {samples}.")
+    for flag, dest, value in (("--seeds", "seeds", seeds), ("--weight", "weight", weight),
+                              ("--pred-samples", "pred_samples", samples)):
+        option_rule("sweep", dest).check(flag, value)  # essl/training/validation.py
     transforms = list(PAPER_TRANSFORMS if transforms is None else transforms)
     if not transforms:
         raise EsslError("--transforms is empty; name at least one, e.g. --transforms rotation,hflip.")
@@ -330,6 +329,9 @@ def build_spec(preset: str, overrides: list[str], transforms: list[str] | None, 
     get_recipe(view), get_recipe(pred_view)
     base = dataclasses.replace(base, views=[view, view], invariances=[], equivariance=[], knn_every=0)
     base.validate()
+    for t in transforms:  # the prediction runs' settings (e.g. --pred-samples at most the group's order)
+        if make_group(t).finite:
+            run_config(base, SweepRun(t, "essl", 0), weight, pred_view, head, samples)
     spec = SweepSpec(preset, list(overrides), transforms, list(range(seeds)), float(weight), protocol, view,
                      pred_view, head, samples)
     return spec, base
@@ -349,6 +351,7 @@ def run_sweep(spec: SweepSpec, base: PretrainConfig, out: Path, progress: bool =
         raise EsslError(f"No sweep folder at {out}; --report rebuilds the table of an existing sweep.")
     check_sweep_settings(out, spec, base)  # a shard with other settings changes nothing in the folder
     train = load_dataset(base.dataset, "train", base.data_root, base.image_size)
+    check_subset(base.subset, len(train), base.dataset)
     channels = train.channels
     view_size, pred_size = get_recipe(spec.view).size, get_recipe(spec.pred_view).size
     skipped = {t: why for t in spec.transforms

@@ -45,6 +45,7 @@ def mlp(dims: list[int], norm: str | None = "bn", bias: bool = False, last_bias:
 
 PROJECTORS = ("cifar", "small", "simclr_imagenet", "simsiam_imagenet", "barlow_imagenet", "photonics", "byol",
               "byol_small", "mocov3", "mocov3_small", "vicreg_cifar", "vicreg_imagenet", "vicreg_small")
+HEADS = ("cifar_simclr", "cifar_simsiam", "small", "imagenet_simclr", "imagenet_simsiam", "photonics")
 
 
 def projector(kind: str, in_dim: int) -> nn.Sequential:
@@ -138,5 +139,4 @@ def prediction_head(kind: str, in_dim: int, num_classes: int) -> nn.Sequential:
         return mlp([in_dim, 2048, 2048, bottleneck, num_classes], norm="ln", bias=True, relu=[True, True, False])
     if kind == "photonics":
         return shared_norm_mlp(in_dim, 512, num_classes)
-    raise EsslError(f"Unknown prediction head {kind!r}; use cifar_simclr, cifar_simsiam, small, imagenet_simclr "
-                    f"or imagenet_simsiam.")
+    raise EsslError(f"Unknown prediction head {kind!r}; use one of {', '.join(HEADS)}.")

@@ -34,6 +34,7 @@ from essl.photonics.generate import GenerationSpec, generate, merge_shards
 from essl.photonics.h5io import DATASETS
 from essl.photonics.label import LabelConfig, label_images
 from essl.runs import write_atomic
+from essl.photonics.solver import plane_wave_orders
 
 __all__ = ["cmd_generate", "cmd_label", "cmd_merge", "cmd_finetune", "cmd_experiment", "register"]
 
@@ -52,8 +53,10 @@ def _add_label_options(p: argparse.ArgumentParser) -> None:
 
 
 def _label_config(args: argparse.Namespace) -> LabelConfig:
-    if not args.pw_cutoff >= 1:
-        raise EsslError(f"--pw-cutoff must be >= 1, got {args.pw_cutoff}")
+    waves = len(plane_wave_orders(args.pw_cutoff))  # the range of --pw-cutoff is checked with every option
+    if args.nbands > waves:
+        raise EsslError(f"--nbands {args.nbands} is more than the {waves} plane waves of --pw-cutoff "
+                        f"{args.pw_cutoff:g}; lower --nbands or raise --pw-cutoff.")
     return LabelConfig(cutoff=args.pw_cutoff, nbands=args.nbands, nk=args.nk,
                        method=args.method)
 

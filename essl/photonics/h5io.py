@@ -157,8 +157,20 @@ def write_sample(h5: Any, index: int, image: np.ndarray, epsavg: float,
 def present_indices(h5: Any, labels: bool, target: str = "dos") -> set[int]:
     """Indices whose required keys are all present (image, epsavg and, if ``labels``, the ``target``'s label:
     DOS, or band structures)."""
+    import h5py
+
     def keys(group: str) -> set[int]:
-        return {int(k) for k in h5[group].keys()} if group in h5 else set()
+        obj = h5.get(group)
+        if obj is None:
+            return set()
+        if not isinstance(obj, h5py.Group):
+            raise EsslError(f"{h5.filename}: '{group}' is a dataset where a group is expected (one dataset per "
+                            f"sample, '{group}/1', '{group}/2', ...); regenerate the file in the E-SSL layout.")
+        bad = [k for k in obj.keys() if not k.isdigit()]
+        if bad:
+            raise EsslError(f"{h5.filename}: '{group}' holds {bad[0]!r}, not a sample index; the E-SSL layout "
+                            f"names samples '{group}/1', '{group}/2', ...")
+        return {int(k) for k in obj.keys()}
 
     have = keys(IMAGE_KEY) & keys(EPSAVG_KEY)
     if not labels:
@@ -204,12 +216,26 @@ class PhCData:
         return int(self.x.shape[0])
 
 
-def _read_scalar_or_array(h5: Any, key: str, path: Path) -> np.ndarray:
-    try:
-        return np.asarray(h5[key][()])
-    except KeyError:
+def _read_number_array(h5: Any, key: str, path: Path) -> np.ndarray:
+    """The real numbers stored at ``key``; a missing key, a group, text or complex values are errors."""
+    import h5py
+
+    obj = h5.get(key)
+    if obj is None:
         raise EsslError(f"{path}: key '{key}' is missing (expected the E-SSL layout with "
-                        f"1-based indices); {_generate_hint(path)}") from None
+                        f"1-based indices); {_generate_hint(path)}")
+    if not isinstance(obj, h5py.Dataset):
+        raise EsslError(f"{path}: '{key}' is a group where a dataset is expected; regenerate the file in the E-SSL "
+                        f"layout ({_generate_hint(path)}).")
+    value = np.asarray(obj[()])
+    if value.dtype.kind == "c":
+        raise EsslError(f"{path}: '{key}' holds complex numbers ({value.dtype}); permittivities must be real "
+                        f"(complex, lossy permittivities are not supported); store the real part explicitly if "
+                        f"that is what you mean.")
+    if value.dtype.kind not in "fiu":
+        raise EsslError(f"{path}: '{key}' holds {value.dtype} values, expected real numbers (float32); regenerate "
+                        f"the file ({_generate_hint(path)}).")
+    return value
 
 
 def load_phc(path: str | os.PathLike[str], indices: Any = None, labelled: bool = True,
@@ -253,16 +279,25 @@ def load_phc(path: str | os.PathLike[str], indices: Any = None, labelled: bool =
         eps: list[float] = []
         dos: list[Any] = []
         for i in idx:
-            img = _read_scalar_or_array(h5, f"{IMAGE_KEY}/{i}", path)
+            img = _read_number_array(h5, f"{IMAGE_KEY}/{i}", path)
             if img.ndim != 2 or img.shape[0] != img.shape[1]:
                 raise EsslError(f"{path}: '{IMAGE_KEY}/{i}' has shape {img.shape}, expected a "
                                 f"square image such as (32, 32)")
+            if images and img.shape != images[0].shape:
+                raise EsslError(f"{path}: '{IMAGE_KEY}/{i}' is {img.shape[0]}×{img.shape[1]} but "
+                                f"'{IMAGE_KEY}/{idx[0]}' is {images[0].shape[0]}×{images[0].shape[1]}; all unit "
+                                f"cells of a file must have the same size (32×32 in E-SSL): remove or regenerate "
+                                f"sample {i}.")
             images.append(img)
-            eps.append(float(_read_scalar_or_array(h5, f"{EPSAVG_KEY}/{i}", path)))
+            e = _read_number_array(h5, f"{EPSAVG_KEY}/{i}", path)
+            if e.size != 1:
+                raise EsslError(f"{path}: '{EPSAVG_KEY}/{i}' has shape {e.shape}, expected a single number (the "
+                                f"mean permittivity of the cell); regenerate sample {i}.")
+            eps.append(float(e.reshape(())))
             if labelled and target == "bands":
                 dos.append([_read_bands(h5, f"{key}/{i}", path, nbands) for key in BAND_KEYS])
             elif labelled:
-                d = _read_scalar_or_array(h5, f"{DOS_KEY}/{i}", path)
+                d = _read_number_array(h5, f"{DOS_KEY}/{i}", path)
                 if d.ndim != 1 or d.shape[0] < udos:
                     raise EsslError(f"{path}: '{DOS_KEY}/{i}' has shape {d.shape}, expected "
                                     f"(500,)")
@@ -288,7 +323,7 @@ def _read_bands(h5: Any, key: str, path: Path, nbands: int) -> np.ndarray:
     if key not in h5:
         raise EsslError(f"{path}: '{key}' is missing; the band-structure target needs files generated with "
                         f"`essl phc generate ... --store-bands`.")
-    value = np.asarray(h5[key][()])
+    value = _read_number_array(h5, key, path)
     if value.ndim != 2 or value.shape[1] < nbands:
         raise EsslError(f"{path}: '{key}' has shape {value.shape}, expected (k-points, >= {nbands} bands).")
     return value[:, :nbands].reshape(-1)

@@ -7,6 +7,7 @@ states every setting that differs from the defaults below, with its source.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,9 @@ from typing import Any
 import yaml
 
 from essl.errors import EsslError
-from essl.groups import make_group
-from essl.objectives.equivariance import PREDICTION_LOSSES
+from essl.training.validation import CONFIG_RULES, METHODS, TASK_RULES, check_config  # noqa: F401 (METHODS)
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
-METHODS = ("simclr", "simsiam", "barlow_twins", "byol", "vicreg", "mocov3")
 #: Methods with a momentum (EMA) target network: BYOL (Grill et al. 2020), MoCo v3 (Chen, Xie & He 2021).
 MOMENTUM_METHODS = ("byol", "mocov3")
 
@@ -99,105 +98,31 @@ class PretrainConfig:
     notes: str = ""
 
     def validate(self) -> None:
-        if self.method not in METHODS:
-            raise EsslError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}.")
-        if self.optimizer not in ("sgd", "lars"):
-            raise EsslError(f"optimizer must be 'sgd' or 'lars', got {self.optimizer!r}.")
-        if self.precision not in ("auto", "bf16", "fp16", "fp32"):
-            raise EsslError(f"precision must be auto, bf16, fp16 or fp32, got {self.precision!r}.")
-        if str(self.channels_last).lower() not in ("auto", "true", "false"):
-            raise EsslError(f"channels_last must be auto, true or false, got {self.channels_last!r}.")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise EsslError(f"device must be auto, cpu or cuda, got {self.device!r}.")
-        if self.knn_subset < 0:
-            raise EsslError(f"knn_subset must be >= 0 images per class (0: every image), got {self.knn_subset}.")
-        if self.subset < 0:
-            raise EsslError(f"subset must be >= 0 (0 means the whole training set), got {self.subset}.")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise EsslError(f"{name} must be at least 1, got {getattr(self, name)}.")
-        if len(self.views) != 2:
-            raise EsslError(f"views must name exactly two view recipes, got {self.views!r}.")
-        if self.lr <= 0 or self.temperature <= 0:
-            raise EsslError("lr and temperature must be positive.")
-        if self.bias_norm_lr_scale <= 0:
-            raise EsslError(f"bias_norm_lr_scale must be positive, got {self.bias_norm_lr_scale}.")
-        if self.bias_norm_lr_scale != 1.0 and not self.exclude_bias_norm:
-            raise EsslError("bias_norm_lr_scale applies to biases and norm parameters in their own group: set "
-                            "exclude_bias_norm: true as well.")
-        if self.warmup_epochs < 0:
-            raise EsslError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}.")
-        if not 0.0 <= self.target_momentum <= self.target_momentum_final <= 1.0:
-            raise EsslError(f"the target-network momentum must satisfy 0 <= target_momentum <= target_momentum_final "
-                            f"<= 1 (BYOL and MoCo v3 use 0.99 rising to 1.0), got {self.target_momentum} and "
-                            f"{self.target_momentum_final}.")
-        if min(self.vicreg_sim, self.vicreg_var, self.vicreg_cov) < 0:
-            raise EsslError(f"the VICReg weights vicreg_sim, vicreg_var, vicreg_cov must be >= 0 (the paper: 25, 25, "
-                            f"1), got {self.vicreg_sim}, {self.vicreg_var}, {self.vicreg_cov}.")
-        names = [t.group for t in self.equivariance]
-        if len(set(names)) != len(names):
-            raise EsslError(f"each predicted group may appear once in equivariance, got {names}.")
-        for t in self.equivariance:
-            if not make_group(t.group).finite:  # an unknown name raises with the list of known groups
-                raise EsslError(f"{t.group!r} is a continuous transformation: it can be an invariance but not a "
-                                f"predicted group (equivariance needs finitely many elements to predict).")
-            if t.weight <= 0:
-                raise EsslError(f"the weight (λ) of the predicted group {t.group!r} must be positive, got {t.weight}.")
-            if t.samples < 0:
-                raise EsslError(f"samples of the predicted group {t.group!r} must be >= 0 (0: every element), got "
-                                f"{t.samples}.")
-            if t.loss not in PREDICTION_LOSSES:
-                raise EsslError(f"loss of the predicted group {t.group!r} must be one of {', '.join(PREDICTION_LOSSES)}"
-                                f", got {t.loss!r}.")
+        """Every field against its rule in :data:`essl.training.validation.CONFIG_RULES`, then the rules between
+        fields; raises :class:`EsslError` naming the setting."""
+        check_config(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def _coerce(name: str, value: Any, default: Any, annotation: str) -> Any:
-    if name == "equivariance":
-        if not isinstance(value, list):
-            raise EsslError("equivariance must be a list of {group, weight, view, head[, samples]} entries (or []).")
-        tasks, defaults = [], EquivarianceTask()
-        for entry in value:
-            if isinstance(entry, EquivarianceTask):
-                tasks.append(entry)
-                continue
-            if not isinstance(entry, dict):
-                raise EsslError(f"equivariance entry {entry!r} must be a mapping with group, weight, view, head.")
-            unknown = set(entry) - set(dataclasses.asdict(defaults))
-            if unknown:
-                raise EsslError(f"unknown equivariance key(s) {sorted(unknown)}; use group, weight, view, head, "
-                                f"samples.")
-            tasks.append(EquivarianceTask(**{k: _coerce(f"equivariance {k}", v, getattr(defaults, k), "")
-                                             for k, v in entry.items()}))
-        return tasks
-    if value is None:
-        if "None" in annotation:
-            return None
-        raise EsslError(f"{name} cannot be empty.")
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        raise EsslError(f"{name} must be true or false, got {value!r}.")
-    if isinstance(default, list):
-        if isinstance(value, str):
-            value = [v for v in value.split(",") if v]
-        if not isinstance(value, list):
-            raise EsslError(f"{name} must be a list, got {value!r}.")
-        return [str(v) for v in value]
-    if isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(default, int) and isinstance(value, int) and not isinstance(value, bool):
+def _coerce(name: str, value: Any) -> Any:
+    """A value from YAML or an override → the type of setting ``name`` (its rule in the validation table)."""
+    value = CONFIG_RULES[name].coerce(name, value)
+    if name != "equivariance":
         return value
-    if isinstance(default, float) and isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if isinstance(default, str) or default is None:
-        return str(value)
-    raise EsslError(f"{name} expects a value like {default!r}, got {value!r}.")
+    tasks, keys = [], [f.name for f in dataclasses.fields(EquivarianceTask)]
+    for entry in value:
+        if isinstance(entry, EquivarianceTask):
+            tasks.append(entry)
+            continue
+        if not isinstance(entry, dict):
+            raise EsslError(f"equivariance entry {entry!r} must be a mapping with {', '.join(keys)}.")
+        unknown = set(entry) - set(keys)
+        if unknown:
+            raise EsslError(f"unknown equivariance key(s) {sorted(unknown)}; use {', '.join(keys)}.")
+        tasks.append(EquivarianceTask(**{k: TASK_RULES[k].coerce(f"equivariance {k}", v) for k, v in entry.items()}))
+    return tasks
 
 
 def config_from_dict(values: dict[str, Any], base: PretrainConfig | None = None) -> PretrainConfig:
@@ -206,10 +131,11 @@ def config_from_dict(values: dict[str, Any], base: PretrainConfig | None = None)
     fields = {f.name: f for f in dataclasses.fields(PretrainConfig)}
     for key, value in values.items():
         if key not in fields:
-            close = [n for n in fields if n.startswith(key[:3])]
+            close = difflib.get_close_matches(key, fields, n=3, cutoff=0.6) or [n for n in fields
+                                                                                 if n.startswith(key[:3])]
             hint = f" Did you mean {', '.join(close)}?" if close else ""
             raise EsslError(f"Unknown setting {key!r}.{hint} `essl presets --show NAME` lists a preset's settings.")
-        setattr(cfg, key, _coerce(key, value, getattr(PretrainConfig(), key), str(fields[key].type)))
+        setattr(cfg, key, _coerce(key, value))
     cfg.validate()
     return cfg
 

@@ -51,11 +51,12 @@ class KnnMonitor:
     @classmethod
     def streamed_folders(cls, train_files: list[Path], train_labels: torch.Tensor, num_classes: int,
                          val_root: Path, image_size: int, per_class: int, seed: int, mean: tuple[float, ...],
-                         std: tuple[float, ...], k: int, t: float, workers: int, channels: int = 3) -> KnnMonitor:
+                         std: tuple[float, ...], k: int, t: float, workers: int, channels: int = 3,
+                         train_root: Path | None = None) -> KnnMonitor:
         """Bank: ``per_class`` of ``train_files`` (the training source's list, not scanned again); queries:
-        ``per_class`` of the labelled images under ``val_root``."""
+        ``per_class`` of the labelled images under ``val_root``, their classes matched to ``train_root``'s by name."""
         crop = center_crop_size(image_size)
-        val_files, val_labels, _ = scan_image_folder(val_root)
+        val_files, val_labels, _ = scan_image_folder(val_root, train_root)
         parts = []
         for files, y, s in ((train_files, train_labels, seed), (val_files, torch.tensor(val_labels), seed + 1)):
             keep = per_class_subset(y, per_class, s) if per_class else torch.arange(len(files))
@@ -70,7 +71,8 @@ class KnnMonitor:
         queries): streamed folders or data in memory."""
         if data.files is not None and data.val is not None and data.labels is not None:
             return cls.streamed_folders(data.files, data.labels, data.num_classes, data.val, image_size, per_class,
-                                        seed, data.mean, data.std, k, t, workers, data.channels)
+                                        seed, data.mean, data.std, k, t, workers, data.channels,
+                                        train_root=getattr(data.batches, "root", None))
         if data.bank is not None and data.test is not None:
             return cls.in_memory(data.bank, data.test, per_class, seed, k, t)
         return None

@@ -2,10 +2,11 @@
 
 import pytest
 
-from .harness import Case, check, params, with_open, write_file
+from .harness import Case, check, params, write_file
 
 # a cheap base so that a bad setting that is accepted by mistake trains for seconds, not minutes
-CHEAP = ("epochs=1", "subset=64", "batch_size=32", "knn_every=0", "num_threads=1", "precision=fp32")
+CHEAP = ("epochs=1", "subset=64", "batch_size=32", "knn_every=0", "num_threads=1", "precision=fp32",
+         "warmup_epochs=0")
 
 
 def pre(case_id: str, *overrides: str, names: tuple[str, ...], fix: str | None = None, preset: str = "mnist5k-simclr",
@@ -18,7 +19,7 @@ def pre(case_id: str, *overrides: str, names: tuple[str, ...], fix: str | None =
 
 EQ = "equivariance=[{group: rotation, weight: %s, view: mnist_small, head: small, samples: %s}]"
 
-CASES = with_open([
+CASES = [
     # ranges and finiteness of single settings
     pre("final_lr_ratio-negative", "final_lr_ratio=-1", names=("final_lr_ratio", "-1")),
     pre("knn_k-zero", "knn_every=1", "knn_k=0", names=("knn_k",)),
@@ -51,7 +52,7 @@ CASES = with_open([
     pre("views-size-zero", "views=mnist@0,mnist", names=("mnist@0",)),
     pre("views-unknown-recipe", "views=mnist,nosuchview", names=("nosuchview",)),
     pre("views-three", "views=mnist,mnist,mnist", names=("views",)),
-    pre("warmup-longer-than-training", "warmup_epochs=5", names=("warmup_epochs", "epochs")),
+    pre("warmup-negative", "warmup_epochs=-1", names=("warmup_epochs", "-1")),
     pre("warmup-nan", "warmup_epochs=nan", names=("warmup_epochs", "nan")),
     pre("lars_eta-negative", "optimizer=lars", "lars_eta=-1", names=("lars_eta", "-1")),
     pre("bias_norm_lr_scale-nan", "exclude_bias_norm=true", "bias_norm_lr_scale=nan", names=("bias_norm_lr_scale",)),
@@ -86,13 +87,7 @@ CASES = with_open([
     Case("override-after-option-bad-value", ("pretrain", "mnist5k-simclr", "--no-progress", "lr=nan", "--out", "r"),
          ("lr", "nan")),
     Case("presets-show-unknown", ("presets", "--show", "nope"), ("nope",)),
-], {**dict.fromkeys("""final_lr_ratio-negative knn_k-zero knn_k-negative knn_t-zero knn_t-nan lr-nan
-lr-inf lr-negative temperature-nan temperature-inf barlow_lambda-inf barlow_lambda-negative
-equivariance-weight-nan equivariance-weight-inf momentum-negative momentum-above-one weight_decay-negative weight_decay-nan
-batch_size-one predictor_hidden-zero image_size-zero seed-30-digits seed-negative subset-larger-than-dataset
-samples-larger-than-group num_threads-negative knn_every-negative views-size-zero warmup-longer-than-training warmup-nan
-lars_eta-negative bias_norm_lr_scale-nan workers-negative unknown-setting""".split(), "i9b: validation table (issue 9 point 3)"),
-    "override-after-option-bad-value": "i9b: overrides after an option (issue 9 point 10)"})
+]
 
 
 @pytest.mark.parametrize("case", params(CASES))

@@ -185,7 +185,7 @@ def test_protocol_adaptation_is_recorded():
     assert result_name("probe-cifar", {"overrides": {"epochs": {"used": 2}}}, 0.01) == "probe-cifar-epochs2-labels1pct"
     with pytest.raises(EsslError, match="Unknown evaluation protocol"):
         get_protocol("cifar100")
-    with pytest.raises(EsslError, match="at least 1"):
+    with pytest.raises(EsslError, match="--epochs must be a whole number >= 1"):
         adapt_protocol(PROTOCOLS["cifar"], "cifar10", 32, epochs=0)
 
 

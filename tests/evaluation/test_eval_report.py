@@ -103,9 +103,10 @@ def test_report_and_cli_errors(tmp_path, tiny_runs, capsys):
     assert main(["knn", str(tiny_runs[0]), "--threads", "-1"]) == 2
     assert main(["diagnose", str(tiny_runs[0]), "--group", "spin"]) == 2
     err = capsys.readouterr().err
-    assert "--max-train must be at least 1" in err and "--threads must be >= 0" in err
+    assert "--max-train must be a whole number >= 1" in err and "--threads must be a whole number >= 0" in err
     assert "Unknown transformation group 'spin'" in err
-    assert "--epochs applies to the trained protocols" in err and "label-fraction must be in (0, 1]" in err
+    assert "--epochs applies to the trained protocols" in err
+    assert "--label-fraction must be a finite number in (0, 1]" in err
     assert "Name a run folder" in err
 
 

@@ -233,7 +233,7 @@ def test_experiment_writes_the_table_and_resumes(root, tmp_path):
     from essl.experiments.photonics import run_experiment
 
     d, _ = root
-    kw = dict(pretrain_epochs=1, extra_overrides=["batch_size=8", "precision=fp32"],
+    kw = dict(pretrain_epochs=1, extra_overrides=["batch_size=8", "precision=fp32", "subset=0"],  # 16 cells here
               finetune_overrides={"epochs": 1, "n_train": 8, "seeds": [1]}, progress=False)
     rec = run_experiment("gpm", d, tmp_path / "exp", "small", **kw)
     assert [r["label"] for r in rec["rows"]] == ["SimCLR", "SimCLR + Transform", "E-SimCLR"]
@@ -276,7 +276,7 @@ def test_bad_inputs_raise_essl_errors(root, tmp_path, h5_writer):
         load_dataset("phc-gpm", "train", str(tmp_path / "junk"))
     with pytest.raises(EsslError, match="does not exist"):
         encoder_from_run(tmp_path / "no-run")
-    with pytest.raises(EsslError, match="at least 1"):
+    with pytest.raises(EsslError, match="--epochs must be a whole number >= 1"):
         FinetuneSettings(epochs=0).validate()
     assert essl_main(["phc", "finetune", "--data-root", str(d)]) == 2  # neither RUN_DIR nor --scratch
     assert essl_main(["phc", "experiment", "--family", "gpm", "--data-root", str(tmp_path)]) == 2

@@ -157,7 +157,7 @@ def test_prediction_options_pretrain(root, tmp_path, options, outputs):
     assert 0 <= row["pred_acc/translation"] <= 1
     state = torch.load(run / "checkpoint.pt", weights_only=True)["model"]
     assert state["heads.translation.6.weight"].shape[0] == outputs
-    with pytest.raises(EsslError, match="loss of the predicted group"):
+    with pytest.raises(EsslError, match="equivariance .translation.: loss must be one of"):
         load_config("phc-blob-esimclr", [task.replace(options, "loss: hinge")])
 
 
