@@ -13,7 +13,7 @@ import os
 import sys
 
 from essl import __version__
-from essl.errors import EsslError, Interrupted, os_failure, os_reason
+from essl.errors import EsslError, Interrupted, Preempted, os_failure, os_reason
 from essl.extras import MissingExtra
 
 COMMAND_MODULES = [
@@ -91,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     except EsslError as exc:
         print(f"essl: error: {exc}", file=sys.stderr)
         return 2
+    except Preempted as exc:  # SIGTERM with step checkpoints on: the checkpoint is written
+        print(f"essl: {exc}", file=sys.stderr)
+        return 143
     except BrokenPipeError:  # e.g. `essl report ... | head`: the reader went away, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python exits
         return 0

@@ -88,3 +88,8 @@ def interrupts_deferred() -> Iterator[None]:
 class MissingSplit(EsslError):
     """A dataset has no such split (e.g. an image folder without ``test/``): callers that can do without it, such
     as the kNN monitor, catch this and nothing else."""
+
+
+class Preempted(Exception):
+    """Training stopped on SIGTERM (e.g. SLURM preemption) after writing a checkpoint; the message says how to
+    continue. The command-line tool prints it and exits 143 (128 + SIGTERM)."""

@@ -4,7 +4,10 @@ A run folder holds::
 
     config.yaml       the run's settings (:class:`~essl.training.config.PretrainConfig`), written before training
     metrics.jsonl     one JSON line per finished epoch (loss parts, lr, throughput, kNN monitor)
-    checkpoint.pt     the last finished epoch: model, optimiser, scaler, RNG, config (weights-only readable)
+    checkpoint.pt     the last checkpoint (end of an epoch, or a step with checkpoint_every): model, optimiser,
+                      scaler, RNG, config (weights-only readable)
+    checkpoints/      kept milestones, epoch_0100.pt ... (keep_checkpoints, keep_every)
+    changes.jsonl     settings changed when the run was resumed (essl pretrain --resume RUN key=value)
     eval/<name>.json  one machine-readable result per evaluation (protocol, checkpoint, numbers)
 
 Experiment folders (``essl demo``, ``essl sweep``, ``essl phc experiment``) hold run folders plus their own
@@ -34,6 +37,8 @@ METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
 EVAL_DIR = "eval"
 RUN_JSON = "run.json"    # provenance of a run (versions, command, device, start/end); read by essl export
+MILESTONE_DIR = "checkpoints"
+CHANGES = "changes.jsonl"
 #: Summary files of an experiment folder (demo, sweep).
 RESULTS_MD = "results.md"
 RESULTS_JSON = "results.json"
@@ -178,6 +183,78 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
         detail = next((ln for ln in lines if "Unsupported global" in ln), lines[0] if lines else "")
         raise EsslError(f"Cannot read checkpoint {path} ({type(exc).__name__}: {detail}). The file is corrupt, "
                         f"truncated, or holds objects that weights-only loading refuses.") from None
+
+
+# ------------------------------------------------------------------------------------------------ milestones
+def milestone_name(epoch: int) -> str:
+    """``epoch_0100`` for epoch 100: the name ``--checkpoint`` takes."""
+    return f"epoch_{epoch:04d}"
+
+
+def milestone_path(run_dir: Path | str, epoch_or_name: int | str) -> Path:
+    name = milestone_name(epoch_or_name) if isinstance(epoch_or_name, int) else epoch_or_name
+    return Path(run_dir) / MILESTONE_DIR / f"{name}.pt"
+
+
+def keep_milestone(run_dir: Path | str, epoch: int) -> Path:
+    """Keep the run's current checkpoint as ``RUN/checkpoints/epoch_NNNN.pt`` (a hard link where the file system
+    allows, else a copy; both atomic): the rolling checkpoint is replaced later, the milestone stays."""
+    src, dst = Path(run_dir) / CHECKPOINT, milestone_path(run_dir, epoch)
+    dst.parent.mkdir(exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return dst
+
+
+def list_milestones(run_dir: Path | str) -> list[str]:
+    """Names of the kept checkpoints of a run, oldest first."""
+    folder = Path(run_dir) / MILESTONE_DIR
+    return sorted(p.stem for p in folder.glob("epoch_*.pt")) if folder.is_dir() else []
+
+
+def resolve_checkpoint(run_dir: Path | str, choice: str | None = None) -> Path:
+    """The checkpoint file for ``--checkpoint``: None → the rolling checkpoint of ``run_dir`` (or ``run_dir`` when
+    it names a file); a milestone name (``epoch_0100``, or ``100``) → ``RUN/checkpoints/epoch_0100.pt``;
+    otherwise a path."""
+    run_dir = Path(run_dir)
+    if choice is None or choice in ("", "last", "checkpoint"):
+        return checkpoint_path(run_dir)
+    run_dir = run_dir if run_dir.is_dir() else run_dir.parent
+    if choice.isdigit():
+        choice = milestone_name(int(choice))
+    if choice.startswith("epoch_") and "/" not in choice and not choice.endswith(".pt"):
+        path = milestone_path(run_dir, choice)
+        if not path.is_file():
+            kept = list_milestones(run_dir)
+            have = f"kept: {', '.join(kept)}" if kept else "the run kept none (set keep_checkpoints or keep_every)"
+            raise EsslError(f"No checkpoint {choice} in {run_dir / MILESTONE_DIR} ({have}).")
+        return path
+    path = Path(choice)
+    if not path.is_file():
+        raise EsslError(f"--checkpoint {choice}: no such file. Give a milestone name such as epoch_0100 or the path "
+                        f"of a .pt file.")
+    return path
+
+
+# ------------------------------------------------------------------------------------- changes made on resume
+def append_change(run_dir: Path | str, entry: dict[str, Any]) -> Path:
+    """Append one resume's changes (a JSON line) to ``changes.jsonl``."""
+    path = Path(run_dir) / CHANGES
+    previous = path.read_text() if path.is_file() else ""
+    return write_atomic(path, previous + json.dumps(entry) + "\n")
+
+
+def read_changes(run_dir: Path | str) -> list[dict[str, Any]]:
+    path = Path(run_dir) / CHANGES
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
 # ------------------------------------------------------------------------------------------------ results

@@ -93,10 +93,89 @@ def get_recipe(name: str, size: int | None = None) -> ViewRecipe:
 
 def view_recipe(name: str) -> ViewRecipe:
     """A view recipe by name; ``name@SIZE`` changes its crop size (e.g. ``imagenet1@128`` for a quick run)."""
-    base, sep, size = name.partition("@")
-    if sep and not size.isdigit():
-        raise EsslError(f"View {name!r}: the size after '@' must be a whole number of pixels, e.g. {base}@128.")
-    return get_recipe(base, int(size) if sep else None)
+    return resolve_view(name)
+
+
+ViewSpec = "str | dict"  # a recipe name, ``name@SIZE``, or ``{recipe: name, <ViewRecipe field>: value, ...}``
+_TUPLES = {"scale": 2, "ratio": 2, "jitter": 4, "blur_sigma": 2}
+_PROBABILITIES = ("hflip", "jitter_p", "grayscale_p", "blur_p", "solarize_p")
+
+
+def resolve_view(spec: str | dict | ViewRecipe) -> ViewRecipe:
+    """A view setting → :class:`ViewRecipe`. ``spec`` is a recipe name (``imagenet1``), ``name@SIZE``
+    (``crop_only@24``: the recipe at another crop size), or a mapping that overrides any field of a recipe, e.g.
+    ``{recipe: imagenet_small, scale: [0.08, 1.0]}`` (the official crop-scale ablation); an unknown name or field,
+    or a value out of range, is an :class:`EsslError` that names it."""
+    if isinstance(spec, ViewRecipe):
+        return spec
+    if isinstance(spec, str):
+        base, sep, size = spec.partition("@")
+        if sep and not (size.isdigit() and int(size) > 0):
+            raise EsslError(f"View {spec!r}: the size after '@' must be a whole number of pixels >= 1, e.g. "
+                            f"{base}@128.")
+        return get_recipe(base, int(size) if sep else None)
+    if not isinstance(spec, dict) or not isinstance(spec.get("recipe"), str):
+        raise EsslError(f"A view must be a recipe name, NAME@SIZE, or a mapping with a 'recipe' name and fields to "
+                        f"change, e.g. {{recipe: imagenet1, scale: [0.08, 1.0]}}; got {spec!r}.")
+    recipe = resolve_view(spec["recipe"])
+    known = {f for f in recipe.__dataclass_fields__}
+    changes = {}
+    for key, value in spec.items():
+        if key == "recipe":
+            continue
+        if key not in known:
+            raise EsslError(f"View {spec!r}: unknown field {key!r}; a view mapping may set {', '.join(sorted(known))}.")
+        default = getattr(recipe, key)
+        if key in _TUPLES:
+            if not (isinstance(value, (list, tuple)) and len(value) == _TUPLES[key]
+                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+                raise EsslError(f"View field {key} takes {_TUPLES[key]} numbers, e.g. {list(default)}; got {value!r}.")
+            value = tuple(float(v) for v in value)
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise EsslError(f"View field {key} is true or false, got {value!r}.")
+        elif isinstance(default, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise EsslError(f"View field {key} is a number, got {value!r}.")
+            if isinstance(default, float):
+                value = float(value)
+            elif isinstance(value, float) and value.is_integer():
+                value = int(value)
+        elif key == "resample" and value not in ("bilinear", "bicubic", "nearest"):
+            raise EsslError(f"View field resample is bilinear, bicubic or nearest, got {value!r}.")
+        changes[key] = value
+    out = replace(recipe, **changes)
+    check_recipe(out, spec)
+    return out
+
+
+def check_recipe(recipe: ViewRecipe, spec: object) -> None:
+    """Ranges: probabilities in [0, 1], a crop size >= 1, 0 < scale low <= high <= 1, 0 < ratio low <= high."""
+    bad = [f"{k}={getattr(recipe, k)} (a probability in [0, 1])" for k in _PROBABILITIES
+           if not 0 <= getattr(recipe, k) <= 1]
+    if recipe.crop and (not isinstance(recipe.size, int) or recipe.size < 1):
+        bad.append(f"size={recipe.size} (a whole number of pixels >= 1)")
+    lo, hi = recipe.scale
+    if not 0 < lo <= hi <= 1:
+        bad.append(f"scale={list(recipe.scale)} (0 < low <= high <= 1)")
+    lo, hi = recipe.ratio
+    if not 0 < lo <= hi:
+        bad.append(f"ratio={list(recipe.ratio)} (0 < low <= high)")
+    if any(v < 0 for v in recipe.jitter) or not 0 < recipe.blur_sigma[0] <= recipe.blur_sigma[1]:
+        bad.append(f"jitter={list(recipe.jitter)} / blur_sigma={list(recipe.blur_sigma)} (jitter >= 0, "
+                   f"0 < sigma low <= high)")
+    if bad:
+        raise EsslError(f"View {spec!r}: {'; '.join(bad)}.")
+
+
+def view_name(spec: str | dict) -> str:
+    """A short label of a view setting for tables and file names (``imagenet1``, ``crop_only@24``,
+    ``imagenet_small{scale=0.08-1}``)."""
+    if isinstance(spec, str):
+        return spec
+    fields = ",".join(f"{k}={'-'.join(f'{x:g}' for x in v) if isinstance(v, (list, tuple)) else v}"
+                      for k, v in spec.items() if k != "recipe")
+    return f"{spec.get('recipe')}{{{fields}}}"
 
 
 def build_view(recipe: ViewRecipe, channels: int, mean: tuple[float, ...] | None = None,

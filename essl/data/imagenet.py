@@ -29,6 +29,7 @@ of an epoch are identical for any number of processes, and every process reads o
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -144,6 +145,13 @@ class DecodedFiles(Dataset):
         return torch.from_numpy(box), torch.tensor(valid)
 
 
+def _ignore_sigterm(worker_id: int) -> None:
+    """DataLoader workers ignore SIGTERM: SLURM sends it to every process of a job step, and the training process
+    must finish its step and write a checkpoint (essl/training/preemption.py) before the workers go; they end
+    with the loader."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class ImageFolderBatches(ShardedOrder):
     """This rank's :class:`~essl.augmentation.crops.PaddedImages` batches (``global_batch / world_size`` images in
     ``(C, L, L)`` boxes, ``L = box_size(S)``, with their valid sizes) of an image folder, decoded by
@@ -176,7 +184,7 @@ class ImageFolderBatches(ShardedOrder):
             return
         kw = dict(num_workers=self.workers, pin_memory=self.pin_memory, drop_last=False)
         if self.workers > 0:
-            kw.update(prefetch_factor=self.prefetch, persistent_workers=False)
+            kw.update(prefetch_factor=self.prefetch, persistent_workers=False, worker_init_fn=_ignore_sigterm)
         # A new loader (and new workers) per epoch: simple, and negligible next to an ImageNet epoch.
         loader = DataLoader(self.dataset, batch_size=self.local_batch, sampler=indices, shuffle=False, **kw)
         for images, sizes in loader:

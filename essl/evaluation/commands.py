@@ -40,6 +40,9 @@ def _target_args(p: argparse.ArgumentParser, precision: str) -> None:
     g.add_argument("--backbone-file", type=Path, metavar="PATH",
                    help="a released backbone instead of RUN_DIR (layouts: {'backbone': torchvision keys}, "
                         "{'state_dict': 'module.backbone.*'}, or a bare torchvision state_dict)")
+    g.add_argument("--checkpoint", metavar="NAME|PATH",
+                   help="evaluate a kept milestone of RUN_DIR (e.g. epoch_0100, see keep_checkpoints) or another "
+                        "checkpoint file, instead of the last checkpoint.pt")
     g.add_argument("--arch", default="resnet50", choices=RELEASED_ARCHS, help="architecture of --backbone-file")
     g.add_argument("--dataset", help="evaluate on this dataset (mnist5k, cifar10, cifar100, folder) instead of "
                                      "the run's; required with --backbone-file")
@@ -141,7 +144,8 @@ def _target(args: argparse.Namespace) -> EvalTarget:
         args.quiet = True
     return load_target(args.run_dir, backbone_file=args.backbone_file, dataset=args.dataset,
                        data_root=args.data_root, image_size=args.image_size, arch=args.arch, out=args.out,
-                       workers=args.workers)
+                       workers=args.workers,
+                       checkpoint=args.checkpoint)
 
 
 def _progress(args: argparse.Namespace) -> Callable[[str], None] | None:

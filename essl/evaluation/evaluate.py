@@ -80,9 +80,10 @@ def _user_settings(settings: dict[str, tuple[Any, Any]]) -> dict[str, dict[str, 
 
 
 def _name(target: EvalTarget, name: str) -> str:
-    """Result name, with ``-on-<dataset>`` when a run is evaluated on other data than it was pretrained on."""
-    other = target.source.get("other_data")
-    return f"{name}-on-{other}" if other else name
+    """Result name, with ``-on-<dataset>`` when a run is evaluated on other data than it was pretrained on and
+    ``-epoch_NNNN`` when a kept milestone is evaluated instead of the last checkpoint."""
+    other, milestone = target.source.get("other_data"), target.source.get("milestone")
+    return name + (f"-on-{other}" if other else "") + (f"-{milestone}" if milestone else "")
 
 
 def _record(target: EvalTarget, evaluation: str, protocol: dict, data: dict, seeds: dict, runtime: dict,

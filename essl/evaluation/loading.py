@@ -1,14 +1,9 @@
-"""Load what is evaluated: the backbone of a run folder, or a released backbone file, with its data.
+"""Load what is evaluated: the backbone of a run folder (its last checkpoint or a kept milestone), or a released
+or exported backbone file, with its data.
 
-Everything is read with weights-only unpickling (:func:`essl.runs.load_checkpoint`).
-
-Released files (the ImageNet checkpoints linked from the rdangovs/essl README) come in the layouts of the official ImageNet scripts:
-
-- ``{"backbone": {torchvision ResNet keys}}`` (E-SimCLR, E-Barlow Twins; read by their ``linear_probe.py``);
-- ``{"state_dict": {"module.backbone.<torchvision key>": ...}}`` (E-SimSiam, read by its ``main_lincls``);
-- a bare torchvision ResNet state_dict.
-
-``fc.*`` and a ``module.`` prefix are dropped; every other key must match the architecture exactly.
+Everything is read with weights-only unpickling (:func:`essl.runs.load_checkpoint`); the key
+layouts of released files (the official ImageNet, SimSiam and CIFAR-10 checkpoints) are recognised by
+:mod:`essl.models.layouts`.
 """
 
 from __future__ import annotations
@@ -26,23 +21,26 @@ from essl.data.image_folder import scan_image_folder
 from essl.data.imagenet import split_folder
 from essl.errors import EsslError
 from essl.evaluation.streamed import DEFAULT_WORKING_SIZE, StreamedSplit
-from essl.runs import checkpoint_path, load_checkpoint
+from essl.models.layouts import load_part, split_layout
+from essl.runs import MILESTONE_DIR, load_checkpoint, resolve_checkpoint
 from essl.training.config import PretrainConfig, config_from_dict
 
-RELEASED_ARCHS = ("resnet50", "resnet18")
+RELEASED_ARCHS = ("resnet50", "resnet18", "resnet18_cifar")
 
 
-def load_run_backbone(path: Path | str) -> tuple[nn.Module, PretrainConfig, Path]:
-    """``(backbone in eval mode, its config, checkpoint path)`` from a run folder or its ``checkpoint.pt``."""
-    backbone, cfg, ckpt_path, _ = _load_run(path)
+def load_run_backbone(path: Path | str, checkpoint: str | None = None) -> tuple[nn.Module, PretrainConfig, Path]:
+    """``(backbone in eval mode, its config, checkpoint path)`` from a run folder or its ``checkpoint.pt``;
+    ``checkpoint`` picks a kept milestone (``epoch_0100``) or another file (:func:`resolve_checkpoint`)."""
+    backbone, cfg, ckpt_path, _ = load_run(path, checkpoint)
     return backbone, cfg, ckpt_path
 
 
-def _load_run(path: Path | str) -> tuple[nn.Module, PretrainConfig, Path, dict[str, Any]]:
+def load_run(path: Path | str,
+             checkpoint: str | None = None) -> tuple[nn.Module, PretrainConfig, Path, dict[str, Any]]:
+    """As :func:`load_run_backbone`, plus ``{"epoch": completed epochs, "milestone": name or None}``."""
     from essl.training.model import ESSLModel
 
-    path = Path(path)
-    ckpt_path = checkpoint_path(path)
+    ckpt_path = resolve_checkpoint(path, checkpoint)
     ckpt = load_checkpoint(ckpt_path)
     if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
         hint = (" It looks like a released backbone file: pass it with --backbone-file PATH --dataset ... instead."
@@ -51,7 +49,8 @@ def _load_run(path: Path | str) -> tuple[nn.Module, PretrainConfig, Path, dict[s
     cfg = config_from_dict(ckpt["config"])
     model = ESSLModel(cfg, _channels_from_state(ckpt["model"]))
     model.load_state_dict(ckpt["model"])
-    return model.backbone.eval(), cfg, ckpt_path, {"epoch": ckpt.get("epoch")}
+    milestone = ckpt_path.stem if checkpoint and ckpt_path.parent.name == MILESTONE_DIR else None
+    return model.backbone.eval(), cfg, ckpt_path, {"epoch": ckpt.get("epoch"), "milestone": milestone}
 
 
 def _channels_from_state(state: dict[str, torch.Tensor]) -> int:
@@ -61,48 +60,29 @@ def _channels_from_state(state: dict[str, torch.Tensor]) -> int:
     raise EsslError("Cannot infer the number of input channels from the checkpoint.")
 
 
-def released_state_dict(ckpt: Any, path: Path) -> tuple[dict[str, torch.Tensor], str]:
-    """The torchvision-keyed backbone weights inside a released file, and the layout found."""
-    if not isinstance(ckpt, dict):
-        raise EsslError(f"{path} holds a {type(ckpt).__name__}, not a state_dict.")
-    if isinstance(ckpt.get("backbone"), dict):
-        return ckpt["backbone"], "backbone"
-    if isinstance(ckpt.get("state_dict"), dict):
-        inner = ckpt["state_dict"]
-        for prefix in ("module.backbone.", "module.encoder.", "backbone.", "encoder."):
-            found = {k[len(prefix):]: v for k, v in inner.items() if k.startswith(prefix)}
-            if found:
-                return found, f"state_dict[{prefix}*]"
-        return inner, "state_dict"
-    if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        return ckpt, "torchvision"
-    if "model" in ckpt and "config" in ckpt:
-        raise EsslError(f"{path} is an essl run checkpoint; evaluate it with its run folder (RUN_DIR) instead of "
-                        f"--backbone-file.")
-    raise EsslError(f"{path} has none of the released layouts: a 'backbone' dict of torchvision ResNet weights, a "
-                    f"'state_dict' with 'module.backbone.' keys, or a bare torchvision state_dict "
-                    f"(top-level keys: {', '.join(list(ckpt)[:6])}).")
-
-
 def load_backbone_file(path: Path | str, arch: str = "resnet50") -> tuple[nn.Module, dict[str, Any]]:
-    """A released backbone (eval mode) and a description of the file (layout, arch)."""
-    from essl.models import load_torchvision_state_dict, make_backbone
+    """A released or exported backbone (eval mode) and a description of the file (layout, arch); every layout of
+    :func:`essl.models.layouts.split_layout` except an essl run checkpoint (evaluate the run folder instead)."""
+    from essl.models import make_backbone
 
     if arch not in RELEASED_ARCHS:
-        raise EsslError(f"--arch must be one of {', '.join(RELEASED_ARCHS)} (torchvision layouts), got {arch!r}.")
+        raise EsslError(f"--arch must be one of {', '.join(RELEASED_ARCHS)}, got {arch!r}.")
     path = Path(path)
-    state, layout = released_state_dict(load_checkpoint(path), path)
-    stem = state.get("conv1.weight", state.get("module.conv1.weight"))
+    weights = split_layout(load_checkpoint(path), str(path))
+    if weights.layout == "essl-run":
+        raise EsslError(f"{path} is an essl run checkpoint; evaluate it with its run folder (RUN_DIR, and "
+                        f"--checkpoint for a milestone) instead of --backbone-file.")
+    stem = weights.backbone.get("conv1.weight")
     if not isinstance(stem, torch.Tensor) or stem.ndim != 4:
-        raise EsslError(f"{path}: no 'conv1.weight' among the backbone weights (layout {layout}); this is not a "
-                        f"torchvision ResNet.")
+        raise EsslError(f"{path}: no 'conv1.weight' among the backbone weights (layout {weights.layout}); this is "
+                        f"not a ResNet.")
     backbone = make_backbone(arch, in_channels=stem.shape[1])
     try:
-        load_torchvision_state_dict(backbone, state)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0:3]
-        raise EsslError(f"{path} does not fit a torchvision {arch}: {' '.join(first)} Pass the right --arch.") from None
-    return backbone.eval(), {"layout": layout, "arch": arch}
+        load_part(backbone, weights.backbone, "backbone", str(path))
+    except EsslError as exc:
+        raise EsslError(f"{path} does not fit a {arch}: {exc} Pass the right --arch ({', '.join(RELEASED_ARCHS)})."
+                        ) from None
+    return backbone.eval(), {"layout": weights.layout, "arch": arch}
 
 
 def file_digest(path: Path) -> str:
@@ -143,12 +123,13 @@ class EvalTarget:
 
 def load_target(run_dir: Path | str | None = None, *, backbone_file: Path | str | None = None,
                 dataset: str | None = None, data_root: str | None = None, image_size: int | None = None,
-                arch: str = "resnet50", out: Path | str | None = None, workers: int = 4) -> EvalTarget:
+                arch: str = "resnet50", out: Path | str | None = None, workers: int = 4,
+                checkpoint: str | None = None) -> EvalTarget:
     """Resolve the command-line choices into an :class:`EvalTarget`.
 
     Either ``run_dir`` (an ``essl pretrain`` folder; its dataset unless ``dataset``/``data_root`` say otherwise,
-    results in ``RUN_DIR/eval``) or ``backbone_file`` with ``dataset`` (results in ``out``, by default
-    ``<file stem>-eval/`` next to the file).
+    results in ``RUN_DIR/eval``; ``checkpoint`` picks a kept milestone such as ``epoch_0100``) or ``backbone_file``
+    with ``dataset`` (results in ``out``, by default ``<file stem>-eval/`` next to the file).
 
     ``dataset=imagenet``, and an image folder whose decoded splits would exceed the in-memory limit, are streamed
     from disk in ``workers`` DataLoader workers (:class:`~essl.evaluation.streamed.StreamedSplit`); ``image_size``
@@ -158,7 +139,7 @@ def load_target(run_dir: Path | str | None = None, *, backbone_file: Path | str 
         raise EsslError("Give either a run folder (RUN_DIR) or --backbone-file PATH (a released backbone), not "
                         "both and not neither.")
     if run_dir is not None:
-        backbone, cfg, ckpt_path, meta = _load_run(run_dir)
+        backbone, cfg, ckpt_path, meta = load_run(run_dir, checkpoint)
         run_path = Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent
         name = dataset or cfg.dataset
         root = data_root or (cfg.data_root if name == cfg.dataset else None)
@@ -167,12 +148,15 @@ def load_target(run_dir: Path | str | None = None, *, backbone_file: Path | str 
         source = {"kind": "run", "run_dir": str(run_path), "method": cfg.method, "dataset": name,
                   "pretrain_dataset": cfg.dataset, "other_data": None if same else data_label(name, root),
                   "backbone": cfg.backbone, "epochs": cfg.epochs,
-                  "epochs_done": meta.get("epoch"),
+                  "epochs_done": meta.get("epoch"), "milestone": meta.get("milestone"),
                   "equivariance": [{"group": t.group, "weight": t.weight} for t in cfg.equivariance],
                   "invariances": list(cfg.invariances)}
         seeds = {"pretrain": cfg.seed}
         out_dir = Path(out) if out else run_path
     else:
+        if checkpoint is not None:
+            raise EsslError("--checkpoint picks a checkpoint of a run folder; with --backbone-file the file itself "
+                            "is the checkpoint.")
         if not dataset:
             raise EsslError("--backbone-file needs --dataset (e.g. --dataset folder --data-root PATH with train/ "
                             "and test/ class folders, or --dataset cifar10 --data-root PATH).")

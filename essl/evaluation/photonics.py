@@ -50,7 +50,7 @@ from torch import nn
 
 from essl.errors import EsslError
 from essl.data.photonics import FAMILIES, LabelledSplits, load_labelled_splits
-from essl.runs import load_checkpoint, read_metrics, result_path, write_result
+from essl.runs import load_checkpoint, result_path, write_result
 from essl.runtime import resolve_device
 from essl.training.validation import option_rule
 
@@ -212,17 +212,16 @@ class EncoderSource:
     data_root: str | None
 
 
-def encoder_from_run(run_dir: Path | str) -> EncoderSource:
-    """The backbone of an ``essl pretrain`` run on ``phc-gpm``/``phc-blob`` and the run's invariances."""
-    from essl.evaluation.loading import file_digest, load_run_backbone
+def encoder_from_run(run_dir: Path | str, checkpoint: str | None = None) -> EncoderSource:
+    """The backbone of an ``essl pretrain`` run on ``phc-gpm``/``phc-blob`` and the run's invariances;
+    ``checkpoint`` picks a kept milestone (``epoch_0100``) instead of the last checkpoint."""
+    from essl.evaluation.loading import file_digest, load_run
 
     run_path = Path(run_dir)
     if not run_path.exists():
         raise EsslError(f"Run folder {run_path} does not exist. Pass a folder written by `essl pretrain` on a "
                         f"phc-gpm or phc-blob preset, or use --scratch.")
-    backbone, cfg, ckpt_path = load_run_backbone(run_path)
-    rows = read_metrics(ckpt_path.parent)
-    meta = {"epoch": rows[-1]["epoch"] if rows else None}
+    backbone, cfg, ckpt_path, meta = load_run(run_path, checkpoint)
     family = cfg.dataset.removeprefix("phc-")
     if family not in FAMILIES:
         raise EsslError(f"{run_path} was pretrained on {cfg.dataset!r}; photonics fine-tuning needs a run on "
@@ -230,6 +229,7 @@ def encoder_from_run(run_dir: Path | str) -> EncoderSource:
     out_dir = run_path if run_path.is_dir() else run_path.parent
     source = {"kind": "run", "run_dir": str(out_dir), "method": cfg.method, "pretrain_dataset": cfg.dataset,
               "backbone": cfg.backbone, "pretrain_epochs": cfg.epochs, "epochs_done": meta.get("epoch"),
+              "milestone": meta.get("milestone"),
               "invariances": list(cfg.invariances),
               "equivariance": [{"group": t.group, "weight": t.weight} for t in cfg.equivariance]}
     checkpoint = {"path": str(ckpt_path), "epoch": meta.get("epoch"), "sha256": file_digest(ckpt_path)}
@@ -289,6 +289,12 @@ def encoder_from_scratch(family: str, out_dir: Path | str, backbone: str = "phc_
     return EncoderSource(encoder, family, inv, Path(out_dir), source, None, None)
 
 
+def result_stem(src: EncoderSource, settings: FinetuneSettings) -> str:
+    """``phc-finetune-n<N>-e<E>``, with ``-epoch_NNNN`` when a kept milestone is fine-tuned."""
+    milestone = src.source.get("milestone")
+    return settings.result_name() + (f"-{milestone}" if milestone else "")
+
+
 def finetune(src: EncoderSource, data_root: str | Path | None, settings: FinetuneSettings,
              overwrite: bool = False, log: Callable[[str], None] | None = print,
              verbose: bool = False) -> tuple[Path, dict[str, Any]]:
@@ -300,7 +306,7 @@ def finetune(src: EncoderSource, data_root: str | Path | None, settings: Finetun
 
     settings.validate()
     root = data_root or src.data_root
-    path = result_path(src.out_dir, settings.result_name())
+    path = result_path(src.out_dir, result_stem(src, settings))
     if path.exists() and not overwrite:
         raise EsslError(f"{path} already exists (a fine-tuning result with the same --n-train and --epochs); pass "
                         f"--overwrite to replace it.")
@@ -349,7 +355,7 @@ def finetune(src: EncoderSource, data_root: str | Path | None, settings: Finetun
         "per_seed": per_seed,
         "wall_time_s": time.perf_counter() - t0,
     }
-    out = write_result(src.out_dir, settings.result_name(), payload)
+    out = write_result(src.out_dir, result_stem(src, settings), payload)
     if log:
         what = "fractional band error" if settings.target == "bands" else "relative DOS error"
         log(f"{src.family}: {what} {summary['mean']:.4f} ± {summary['std']:.4f} (min over epochs, "

@@ -66,8 +66,11 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weight", type=float, default=0.4, help="λ of the E-SSL prediction loss (default 0.4)")
     p.add_argument("--protocol", default="knn", choices=PROTOCOLS,
                    help="evaluation of every run: knn (k=200, t=0.1) or linear_lbfgs (cached-feature probe)")
-    p.add_argument("--view", help="SSL view recipe (default crop_only_mnist on mnist5k, else crop_only)")
-    p.add_argument("--pred-view", help="prediction-crop recipe (default crop_only_mnist_small / crop_only_small)")
+    p.add_argument("--view", help="SSL view recipe: a name, NAME@SIZE (crop_only@24) or a mapping such as "
+                                  "'{recipe: crop_only, scale: [0.5, 1.0]}' (default crop_only_mnist on mnist5k, else "
+                                  "crop_only)")
+    p.add_argument("--pred-view", help="prediction-crop recipe, in the same forms (default crop_only_mnist_small / "
+                                       "crop_only_small)")
     p.add_argument("--head", help="prediction head (default: small for small_cnn, cifar_simclr/cifar_simsiam else)")
     p.add_argument("--pred-samples", type=int, default=0, metavar="R",
                    help="E-SSL runs predict R drawn elements per crop instead of every element (default 0: the "

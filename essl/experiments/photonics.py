@@ -33,7 +33,7 @@ from typing import Any
 from essl.data.photonics import FAMILIES, present_in_window
 from essl.errors import EsslError
 from essl.evaluation.photonics import (EncoderSource, FinetuneSettings, encoder_from_run, encoder_from_scratch,
-                                       finetune)
+                                       finetune, result_stem)
 from essl.evaluation.report import markdown_lines
 from essl.experiments.lifecycle import ensure_run
 from essl.runs import read_config, read_metrics, read_result, result_path, write_files
@@ -87,8 +87,8 @@ def _protocol_matches(payload: dict[str, Any], settings: FinetuneSettings) -> bo
 def ensure_finetuned(src: EncoderSource, data_root: str, settings: FinetuneSettings,
                      log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Fine-tune ``src`` unless its folder already holds a result of the same protocol; returns the payload."""
-    path = result_path(src.out_dir, settings.result_name())
-    payload = read_result(src.out_dir, settings.result_name())
+    path = result_path(src.out_dir, result_stem(src, settings))
+    payload = read_result(src.out_dir, result_stem(src, settings))
     if payload is not None:
         if not _protocol_matches(payload, settings):
             raise EsslError(f"{path} was fine-tuned with another protocol (seeds, lr, batch ...); it is left "

@@ -31,7 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from essl.augmentation import get_recipe
+import yaml
+
+from essl.augmentation import resolve_view
 from essl.data import load_dataset
 from essl.data.sources import check_subset
 from essl.errors import EsslError
@@ -93,7 +95,7 @@ def plan_runs(transforms: list[str], seeds: list[int]) -> list[SweepRun]:
     return runs
 
 
-def run_config(base: PretrainConfig, run: SweepRun, weight: float, pred_view: str, head: str,
+def run_config(base: PretrainConfig, run: SweepRun, weight: float, pred_view: str | dict, head: str,
                samples: int = 0) -> PretrainConfig:
     """The :class:`PretrainConfig` of one run: the base (crop-only views, nothing predicted) plus ``T``."""
     cfg = dataclasses.replace(base, seed=run.seed, invariances=[], equivariance=[])
@@ -296,8 +298,8 @@ class SweepSpec:
     seeds: list[int]
     weight: float
     protocol: str
-    view: str
-    pred_view: str
+    view: str | dict   # a view setting: NAME, NAME@SIZE or a mapping (essl.augmentation.resolve_view)
+    pred_view: str | dict
     head: str
     samples: int = 0
 
@@ -305,8 +307,18 @@ class SweepSpec:
 SWEEP_SPEC_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SweepSpec)}
 
 
+def parse_view(text: str | dict | None) -> str | dict | None:
+    """``--view``: a recipe name, ``NAME@SIZE``, or a YAML mapping such as ``{recipe: crop_only, scale: [0.5, 1]}``."""
+    if isinstance(text, str) and text.strip().startswith("{"):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise EsslError(f"--view {text!r} is not a valid mapping: {exc}") from None
+    return text
+
+
 def build_spec(preset: str, overrides: list[str], transforms: list[str] | None, seeds: int, weight: float,
-               protocol: str, view: str | None = None, pred_view: str | None = None,
+               protocol: str, view: str | dict | None = None, pred_view: str | dict | None = None,
                head: str | None = None, samples: int = 0) -> tuple[SweepSpec, PretrainConfig]:
     """Validate the user's choices; returns ``(spec, base config)``. The base config is the preset plus
     overrides with crop-only views, nothing predicted, no invariances and the kNN monitor off."""
@@ -324,16 +336,17 @@ def build_spec(preset: str, overrides: list[str], transforms: list[str] | None, 
         make_group(t)  # unknown names raise with the list of known ones
     base = load_config(preset, overrides)
     dv, dp = default_views(base.dataset)
-    view, pred_view = view or dv, pred_view or dp
+    ssl_view: str | dict = parse_view(view) or dv
+    small_view: str | dict = parse_view(pred_view) or dp
     head = head or default_head(base.backbone, base.method)
-    get_recipe(view), get_recipe(pred_view)
-    base = dataclasses.replace(base, views=[view, view], invariances=[], equivariance=[], knn_every=0)
+    resolve_view(ssl_view), resolve_view(small_view)
+    base = dataclasses.replace(base, views=[ssl_view, ssl_view], invariances=[], equivariance=[], knn_every=0)
     base.validate()
     for t in transforms:  # the prediction runs' settings (e.g. --pred-samples at most the group's order)
         if make_group(t).finite:
-            run_config(base, SweepRun(t, "essl", 0), weight, pred_view, head, samples)
-    spec = SweepSpec(preset, list(overrides), transforms, list(range(seeds)), float(weight), protocol, view,
-                     pred_view, head, samples)
+            run_config(base, SweepRun(t, "essl", 0), weight, small_view, head, samples)
+    spec = SweepSpec(preset, list(overrides), transforms, list(range(seeds)), float(weight), protocol, ssl_view,
+                     small_view, head, samples)
     return spec, base
 
 
@@ -353,7 +366,7 @@ def run_sweep(spec: SweepSpec, base: PretrainConfig, out: Path, progress: bool =
     train = load_dataset(base.dataset, "train", base.data_root, base.image_size)
     check_subset(base.subset, len(train), base.dataset)
     channels = train.channels
-    view_size, pred_size = get_recipe(spec.view).size, get_recipe(spec.pred_view).size
+    view_size, pred_size = resolve_view(spec.view).size, resolve_view(spec.pred_view).size
     skipped = {t: why for t in spec.transforms
                if (why := transform_problem(t, channels, view_size, pred_size)) is not None}
     for t, why in skipped.items():

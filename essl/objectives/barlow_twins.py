@@ -5,8 +5,17 @@ cross-correlation ``C = z̃1ᵀ z̃2 / N`` is formed, and
 
     L = Σ_i (1 - C_ii)² + λ·Σ_{i≠j} C_ij²,   λ = 0.0051.
 
-The batch statistics and ``C`` are summed over ranks (:func:`all_reduce_sum`), so with DDP the loss and its
-gradient are those of one process holding the whole batch (the official code needs SyncBatchNorm for this).
+The batch statistics and ``C`` are summed over ranks with a differentiable all-reduce (:func:`all_reduce_sum`),
+so with DDP the loss *and its gradient* are those of one process holding the whole batch.
+
+The official code does not do this: ``imagenet/barlowtwins/main.py`` (rdangovs/essl, as facebookresearch/
+barlowtwins) sums ``C`` with ``torch.distributed.all_reduce``, which autograd does not see. Each process then
+back-propagates the global loss through its own share of ``C`` only, and DDP *averages* those gradients over the
+W processes: the Barlow Twins gradient is the exact one divided by W (the loss value is the same), while a
+per-process mean loss such as the E-SSL rotation term keeps its exact gradient. The paper's E-Barlow Twins
+(λ = 8, 32 GPUs) therefore weighted the rotation term 32× more, relative to the Barlow Twins term, than the
+same λ does with an exact gradient. :func:`scale_gradient` with ``1 / W`` reproduces that on any number of
+processes (``barlow_official_gpus: W``; preset ``imagenet-ebarlow-official``).
 """
 
 from __future__ import annotations
@@ -30,6 +39,12 @@ def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 0.0051)
     on_diag = (torch.diagonal(c) - 1).pow(2).sum()
     off_diag = c.pow(2).sum() - torch.diagonal(c).pow(2).sum()
     return on_diag + lambd * off_diag
+
+
+def scale_gradient(loss: torch.Tensor, factor: float) -> torch.Tensor:
+    """``loss`` unchanged in value, with its gradient multiplied by ``factor`` (the official code's Barlow Twins
+    gradient on W processes is the exact one with ``factor = 1 / W``; see the module docstring)."""
+    return loss.detach() + (loss - loss.detach()) * factor
 
 
 class BarlowTwinsLoss(nn.Module):

@@ -220,6 +220,9 @@ def _add_finetune_and_experiment(phc_subparsers: Any) -> None:
                     help="regress the DOS (the paper's) or the band structures (official predict='bandstructures'; "
                          "needs files generated with --store-bands; metric: the official calpercloss) [dos]")
     ft.add_argument("--nbands", type=positive_int, default=10, help="with --target bands: bands predicted [10]")
+    ft.add_argument("--checkpoint", metavar="NAME|PATH",
+                    help="fine-tune a kept milestone of RUN_DIR (e.g. epoch_0100; see keep_checkpoints) instead of "
+                         "the last checkpoint; the result is named ...-epoch_0100.json")
     ft.add_argument("--scratch", action="store_true", help="fine-tune a randomly initialised encoder instead")
     ft.add_argument("--backbone-file", type=Path, metavar="PATH",
                     help="fine-tune an encoder file instead: an official photonics checkpoint (EP100/EP200 of "
@@ -268,6 +271,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     if len(sources) > 1:
         raise EsslError(f"Give one encoder: RUN_DIR (a pretrained run), --scratch (a random one) or --backbone-file "
                         f"PATH; got {' and '.join(sources)}.")
+    if args.checkpoint and args.run_dir is None:
+        raise EsslError("--checkpoint picks a kept checkpoint of RUN_DIR (e.g. epoch_0100); it does not go with "
+                        "--scratch or --backbone-file.")
     if args.scratch or args.backbone_file is not None:
         what = "--scratch" if args.scratch else "--backbone-file"
         if not args.family or not args.out or not args.data_root:
@@ -283,7 +289,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         if args.family or args.out or args.invariances:
             raise EsslError("--family, --out and --invariances go with --scratch or --backbone-file; a run folder "
                             "knows its family and invariances and holds its results.")
-        src = encoder_from_run(args.run_dir)
+        src = encoder_from_run(args.run_dir, args.checkpoint)
     finetune(src, args.data_root, settings, overwrite=args.overwrite, verbose=args.verbose)
     return 0
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ class EquivarianceTask:
 
     group: str = "rotation"
     weight: float = 0.4
-    view: str = "cifar_small"
+    view: str | dict = "cifar_small"      # a recipe name, NAME@SIZE, or {recipe: NAME, field: value, ...}
     head: str = "cifar_simclr"
     samples: int = 0
     relative: bool = False
@@ -54,6 +55,7 @@ class PretrainConfig:
     backbone: str = "small_cnn"
     projector: str = "small"
     predictor_hidden: int = 512           # predictor width (SimSiam, BYOL, MoCo v3)
+    init_from: str | None = None          # warm start: a run folder, an exported backbone or a released checkpoint
     # objective
     method: str = "simclr"
     temperature: float = 0.5
@@ -64,7 +66,8 @@ class PretrainConfig:
     vicreg_cov: float = 1.0
     target_momentum: float = 0.99         # BYOL / MoCo v3: EMA momentum τ of the target network at the first step
     target_momentum_final: float = 1.0    # ... raised to this by a cosine schedule over training
-    views: list[str] = field(default_factory=lambda: ["mnist", "mnist"])
+    barlow_official_gpus: int = 0         # W > 0: the official code's Barlow Twins gradient on W GPUs (exact / W)
+    views: list[str | dict] = field(default_factory=lambda: ["mnist", "mnist"])  # names, NAME@SIZE or mappings
     invariances: list[str] = field(default_factory=list)       # groups applied at random to the SSL views
     equivariance: list[EquivarianceTask] = field(default_factory=list)
     # optimisation
@@ -95,6 +98,11 @@ class PretrainConfig:
     knn_t: float = 0.1
     knn_subset: int = 0                   # kNN monitor on this many images per class of train and test/val (0: all)
     online_probe: bool = True             # online linear probe on detached features (where labels exist)
+    log_every: int = 50                   # steps between reads of the losses (progress bar, non-finite check)
+    # checkpoints (docs/long-runs.md)
+    checkpoint_every: int = 0             # also write checkpoint.pt every N steps (0: at the end of each epoch only)
+    keep_checkpoints: list[int] = field(default_factory=list)  # keep RUN/checkpoints/epoch_NNNN.pt after these epochs
+    keep_every: int = 0                   # … and after every K-th epoch (0: off)
     notes: str = ""
 
     def validate(self) -> None:
@@ -138,6 +146,49 @@ def config_from_dict(values: dict[str, Any], base: PretrainConfig | None = None)
         setattr(cfg, key, _coerce(key, value))
     cfg.validate()
     return cfg
+
+
+# ------------------------------------------------------------------------------- resuming with changed settings
+# Settings a resumed run may change freely: where the data is, how it is read, when to evaluate, log and
+# checkpoint, and how long to train (the cosine schedule is recomputed for the new length).
+RESUME_SAFE = frozenset({"epochs", "data_root", "workers", "num_threads", "device", "knn_every", "knn_k", "knn_t",
+                         "log_every", "checkpoint_every", "keep_checkpoints", "keep_every", "notes"})
+# Settings that change the optimisation from here on; allowed with --allow-change.
+RESUME_WITH_ALLOW = frozenset({"lr", "precision", "compile", "channels_last"})
+_REFUSED_WHY = {
+    "model": "the checkpoint's weights and optimizer state belong to the model it was written with",
+    "data": "the data order, steps per epoch and schedule position of the run depend on it",
+    "objective": "it changes the objective the run has been optimising",
+}
+_REFUSED_KIND = {**dict.fromkeys(("backbone", "projector", "predictor_hidden", "method", "equivariance",
+                                  "optimizer", "init_from"), "model"),
+                 **dict.fromkeys(("dataset", "image_size", "subset", "batch_size", "seed"), "data")}
+
+
+def resume_changes(old: PretrainConfig, new: PretrainConfig, allow_change: bool = False) -> dict[str, list[Any]]:
+    """``{setting: [old, new]}`` for every setting ``new`` changes, or an :class:`EsslError` naming each refused
+    change and why (``essl pretrain --resume RUN key=value``)."""
+    a, b = old.to_dict(), new.to_dict()
+    changed = {k: [a[k], b[k]] for k in a if a[k] != b[k]}
+    refused = [f"{k} ({_REFUSED_WHY[_REFUSED_KIND.get(k, 'objective')]})" for k in changed
+               if k not in RESUME_SAFE | RESUME_WITH_ALLOW]
+    if refused:
+        raise EsslError(f"A resumed run cannot change {'; '.join(refused)}. Start a new run instead, warm-started "
+                        f"from this one with init_from=RUN_DIR. Settings a resume may change: "
+                        f"{', '.join(sorted(RESUME_SAFE))}; with --allow-change also {', '.join(sorted(RESUME_WITH_ALLOW))}.")
+    needs = sorted(k for k in changed if k in RESUME_WITH_ALLOW)
+    if needs and not allow_change:
+        raise EsslError(f"Changing {', '.join(needs)} in a resumed run changes its optimisation from here on (the "
+                        f"run no longer matches its settings from the start; the change is recorded in the run "
+                        f"folder). Pass --allow-change to do it.")
+    return changed
+
+
+def nonfinite_settings(cfg: PretrainConfig) -> list[str]:
+    """Names of the numeric settings that are nan or ±inf (a non-finite loss then comes from them)."""
+    bad = [f"{k}={v}" for k, v in dataclasses.asdict(cfg).items() if isinstance(v, float) and not math.isfinite(v)]
+    bad += [f"equivariance weight of {t.group}={t.weight}" for t in cfg.equivariance if not math.isfinite(t.weight)]
+    return bad
 
 
 def list_presets() -> list[str]:

@@ -102,6 +102,24 @@ def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str,
     return dict(zip(keys, t.tolist()))
 
 
+def any_rank(device: torch.device, *flags: bool) -> list[bool]:
+    """For each flag, whether it is true on any rank (one small all-reduce; the flags themselves otherwise)."""
+    if not is_initialized():
+        return [bool(f) for f in flags]
+    t = torch.tensor([int(bool(f)) for f in flags], dtype=torch.int32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]
+
+
+def all_gather_objects(obj: object) -> list:
+    """Every rank's ``obj`` (picklable), in rank order; ``[obj]`` in a single process."""
+    if not is_initialized():
+        return [obj]
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def check_same_on_all_ranks(what: str, text: str, device: torch.device) -> None:
     """Raise on every rank if ``text`` (e.g. the list of training files) differs between ranks: exact epochs
     need the same dataset, in the same order, everywhere."""

@@ -18,7 +18,7 @@ from torch import nn
 from essl.groups import make_group
 from essl.models import (ema_update, frozen_copy, make_backbone, method_predictor, prediction_head, projector,
                          projector_dim)
-from essl.objectives import (barlow_twins_loss, byol_loss, info_nce, mocov3_loss, nt_xent, prediction_loss,
+from essl.objectives import (barlow_twins_loss, byol_loss, info_nce, mocov3_loss, nt_xent, prediction_loss, scale_gradient,
                              simsiam_loss, vicreg_loss)
 from essl.objectives.equivariance import head_outputs, relative_features
 from essl.training.config import MOMENTUM_METHODS, PretrainConfig
@@ -30,6 +30,7 @@ class ESSLModel(nn.Module):
         self.method, self.temperature = cfg.method, cfg.temperature
         self.full_nt_xent, self.barlow_lambda = cfg.full_nt_xent, cfg.barlow_lambda
         self.vicreg_weights = (cfg.vicreg_sim, cfg.vicreg_var, cfg.vicreg_cov)
+        self.barlow_official_gpus = cfg.barlow_official_gpus
         self.backbone = make_backbone(cfg.backbone, in_channels)
         dim = self.backbone.feature_dim
         self.projector = projector(cfg.projector, dim)
@@ -75,6 +76,8 @@ class ESSLModel(nn.Module):
                 loss = vicreg_loss(z1, z2, *self.vicreg_weights)
             else:
                 loss = barlow_twins_loss(z1, z2, self.barlow_lambda)
+                if self.barlow_official_gpus:  # the official code's gradient on that many GPUs (objectives/barlow_twins)
+                    loss = scale_gradient(loss, 1.0 / self.barlow_official_gpus)
         return loss, h1
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor,

@@ -73,11 +73,16 @@ class OnlineProbe:
         return 100.0 * hits / max(len(features), 1)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"head": self.head.state_dict(), "optimizer": self.optimizer.state_dict()}
+        """Head, optimizer and the running epoch's counters (non-zero in a mid-epoch checkpoint)."""
+        return {"head": self.head.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "hits": self._hits.cpu(), "seen": self._seen}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.head.load_state_dict(state["head"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if "hits" in state:
+            self._hits = state["hits"].to(self.device)
+            self._seen = int(state["seen"])
 
 
 def epoch_labels(batches: Any, labels: torch.Tensor, epoch: int) -> torch.Tensor:

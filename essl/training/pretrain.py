@@ -8,7 +8,10 @@ written ``checkpoint.pt`` from which ``--resume`` continues exactly.
 
 from __future__ import annotations
 
+import math
+import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,22 +19,35 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from essl.augmentation import Normalize, build_view, view_recipe
+from essl.augmentation import Normalize, build_view, resolve_view
+from essl.data.batches import TensorBatches
 from essl.data.sources import training_data
-from essl.errors import EsslError, Interrupted, interrupts_deferred, os_failure, write_error
+from essl.errors import EsslError, Interrupted, Preempted, interrupts_deferred, os_failure, write_error
 from essl.groups import make_group
-from essl.runs import (CHECKPOINT, CONFIG, METRICS, check_run_dir, default_run_dir, load_checkpoint,
-                       prepare_run_dir, read_metrics, save_checkpoint, write_config, write_metrics)
+from essl.models.layouts import init_from_weights, split_layout
+from essl.runs import (CHECKPOINT, METRICS, append_change, check_run_dir, default_run_dir, keep_milestone,
+                       load_checkpoint, milestone_path, prepare_run_dir, read_metrics, save_checkpoint, write_config,
+                       write_metrics)
 from essl.runtime import autocast_context, resolve_channels_last, resolve_device, resolve_precision
 from essl.training.checkpoint import rng_state, set_rng_state
-from essl.training.config import PretrainConfig, config_from_dict
-from essl.training.distributed import (DistEnv, all_reduce_mean, barrier, check_same_on_all_ranks, cuda_index,
-                                       init_distributed)
+from essl.training.config import PretrainConfig, config_from_dict, nonfinite_settings, resume_changes
+from essl.training.distributed import (DistEnv, all_gather_objects, all_reduce_mean, any_rank, barrier,
+                                       check_same_on_all_ranks, cuda_index, init_distributed)
 from essl.training.model import ESSLModel
 from essl.training.monitor import KnnMonitor
 from essl.training.online_probe import OnlineProbe, epoch_labels
 from essl.training.optim import build_optimizer
+from essl.training.preemption import sigterm_flag
 from essl.training.schedule import momentum_schedule, warmup_cosine
+
+
+GPU_RESIDENT_BYTES = 4 << 30  # in-memory training sets up to this size are moved to the GPU once
+
+
+def is_milestone(cfg: PretrainConfig, epoch: int) -> bool:
+    """Whether the checkpoint after ``epoch`` is kept (``keep_checkpoints`` lists it, or ``keep_every`` divides
+    it)."""
+    return epoch in cfg.keep_checkpoints or bool(cfg.keep_every and epoch % cfg.keep_every == 0)
 
 
 # ------------------------------------------------------------------------------------------------ the loop
@@ -46,6 +62,8 @@ class Pretrainer:
             self.device = torch.device("cuda", cuda_index(self.denv))
         if cfg.num_threads > 0:
             torch.set_num_threads(cfg.num_threads)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input shapes: cuDNN autotunes its kernels once
         torch.manual_seed(cfg.seed)
         self.dtype = resolve_precision(cfg.precision, self.device)
         self.channels_last = resolve_channels_last(cfg.channels_last)
@@ -56,14 +74,17 @@ class Pretrainer:
                                   monitor=cfg.knn_every > 0)
         check_same_on_all_ranks("training files", self.data.fingerprint, self.device)
         self.batches, self.train = self.data.batches, self.data.train
+        if (isinstance(self.batches, TensorBatches) and self.device.type == "cuda"
+                and self.batches.images.nbytes <= GPU_RESIDENT_BYTES):
+            self.batches.images = self.batches.images.to(self.device)  # no host-to-device copy per step
         channels, mean, std = self.data.channels, self.data.mean, self.data.std
         labels, classes = self.data.labels, self.data.num_classes
         self.monitor = (KnnMonitor.for_training(self.data, cfg.image_size, cfg.knn_subset, cfg.seed, cfg.knn_k,
                                                 cfg.knn_t, cfg.workers) if cfg.knn_every > 0 else None)
         self.normalize = Normalize(mean, std).to(self.device)
-        self.views = [build_view(view_recipe(v), channels).to(self.device) for v in cfg.views]
+        self.views = [build_view(resolve_view(v), channels).to(self.device) for v in cfg.views]
         self.invariances = [make_group(g) for g in cfg.invariances]
-        self.tasks = [(make_group(t.group), build_view(view_recipe(t.view), channels).to(self.device), t)
+        self.tasks = [(make_group(t.group), build_view(resolve_view(t.view), channels).to(self.device), t)
                       for t in cfg.equivariance]
 
         self.model = ESSLModel(cfg, channels).to(self.device)
@@ -71,7 +92,7 @@ class Pretrainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         if self.denv.enabled and self.device.type == "cuda":
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        scaled_lr = cfg.lr * cfg.batch_size / 256
+        self.scaled_lr = scaled_lr = cfg.lr * cfg.batch_size / 256
         self.optimizer = build_optimizer(self.model, cfg, scaled_lr)
         steps = len(self.batches)
         self.lrs = warmup_cosine(scaled_lr, scaled_lr * cfg.final_lr_ratio, cfg.epochs * steps,
@@ -83,8 +104,10 @@ class Pretrainer:
         self.labels = labels
         self.probe = (OnlineProbe(self.model.backbone.feature_dim, classes, self.device, cfg.seed)
                       if cfg.online_probe and labels is not None else None)
-        self.start_epoch = 0
-        self.saved_epoch = 0  # the epoch of the checkpoint on disk (0: none yet)
+        self.start_epoch, self.start_step = 0, 0
+        self.partial: dict[str, Any] | None = None
+        self.rng_restored = False
+        self.saved_at: tuple[int, int] | None = None  # (epochs done, steps into the next) of the checkpoint on disk
         self.net: torch.nn.Module = self.model
         if self.denv.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -92,28 +115,109 @@ class Pretrainer:
         if cfg.compile:
             self.net = torch.compile(self.net)
 
+    def warm_start(self, source: str) -> dict[str, list[str]]:
+        """``init_from``: the backbone (and, where keys and shapes match, projector, predictor and heads) from a
+        run folder (its checkpoint.pt), an exported backbone, or a released checkpoint in any official layout
+        (:mod:`essl.models.layouts`). Only the weights: the optimizer, schedule and data start afresh."""
+        path = Path(source).expanduser()
+        if path.is_dir():
+            path = path / CHECKPOINT
+        if not path.is_file():
+            raise EsslError(f"init_from={source}: no such file or run folder. Give an essl run folder, an exported "
+                            f"backbone, or a released checkpoint (.pth).")
+        report = init_from_weights(self.model, split_layout(load_checkpoint(path), str(path)), str(path))
+        if self.denv.is_main:
+            skipped = f"; not loaded: {', '.join(report['skipped'])}" if report["skipped"] else ""
+            print(f"essl: init_from {path}: loaded {', '.join(report['loaded'])}{skipped}", file=sys.stderr)
+        return report
+
     # -- state
-    def state(self, epoch: int) -> dict[str, Any]:
-        step = epoch * len(self.batches)
+    def state(self, epoch: int, step_in_epoch: int = 0, partial: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Everything :meth:`restore` needs: ``epoch`` completed epochs plus ``step_in_epoch`` steps of the next
+        one (``partial`` holds that epoch's running metric sums). Collective: every rank's RNG state is
+        gathered, so that a mid-epoch resume with the same number of processes is exact on every rank."""
+        steps = len(self.batches)
+        step = epoch * steps + step_in_epoch
         tau = float(self.taus[step - 1]) if self.taus is not None and step else None  # of the last step taken
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict(), "epoch": epoch, "step": step,
-                "config": self.cfg.to_dict(), "rng": rng_state(), "world_size": self.denv.world_size,
-                "target_momentum": tau, **({"online_probe": self.probe.state_dict()} if self.probe else {})}
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scaler": self.scaler.state_dict(), "epoch": epoch, "step": epoch * steps + step_in_epoch,
+                 "steps_per_epoch": steps, "config": self.cfg.to_dict(), "rng": rng_state(),
+                 "world_size": self.denv.world_size, "target_momentum": tau,
+                 **({"online_probe": self.probe.state_dict()} if self.probe else {})}
+        if self.denv.enabled:
+            state["rng_ranks"] = all_gather_objects(state["rng"])
+        if partial is not None:
+            state["partial"] = partial
+        return state
+
+    def save(self, epoch: int, step_in_epoch: int = 0, partial: dict[str, Any] | None = None,
+             rows: list[dict[str, Any]] | None = None) -> None:
+        """Write ``checkpoint.pt`` atomically on rank 0 (every rank calls this); at the end of an epoch (``rows``)
+        ``metrics.jsonl`` first and a kept milestone after it. Ctrl-C waits until they are written; a failed
+        write says what happened and which checkpoint is intact."""
+        state = self.state(epoch, step_in_epoch, partial)
+        if self.denv.is_main:
+            writes = [(self.run_dir / CHECKPOINT, lambda: save_checkpoint(self.run_dir / CHECKPOINT, state))]
+            if rows is not None:
+                writes.insert(0, (self.run_dir / METRICS, lambda: write_metrics(self.run_dir, rows)))
+                if is_milestone(self.cfg, epoch):
+                    writes.append((milestone_path(self.run_dir, epoch), lambda: keep_milestone(self.run_dir, epoch)))
+            with interrupts_deferred():
+                for path, write in writes:
+                    try:
+                        write()
+                    except Exception as exc:
+                        if os_failure(exc) is None:
+                            raise
+                        raise write_error(path, exc, self.kept(), self.go_on()) from None
+                    if path.name == CHECKPOINT:
+                        self.saved_at = (epoch, step_in_epoch)
+        self.saved_at = (epoch, step_in_epoch)
+        barrier()
+
+    def kept(self) -> str:
+        """What a stopped run leaves (for the messages of Ctrl-C and of failed writes)."""
+        if self.saved_at is None:
+            why = "" if self.cfg.checkpoint_every else " (the first epoch did not finish)"
+            return f"No checkpoint was written yet{why}, so there is nothing to resume."
+        e, st = self.saved_at
+        return f"The checkpoint of {f'epoch {e + 1}, step {st}' if st else f'epoch {e}'} in {self.run_dir} is intact."
+
+    def go_on(self) -> str:
+        if self.saved_at is not None:
+            return f"continue with `essl pretrain --resume {self.run_dir}`"
+        return f"start the run again (with --overwrite to replace {self.run_dir})"
 
     def restore(self, ckpt: dict[str, Any]) -> None:
-        """Continue from a checkpoint, also one written with another number of processes: the model, optimizer,
-        schedule position and data order carry over unchanged; only the augmentation random streams differ."""
+        """Continue from a checkpoint, also a mid-epoch one (step checkpoints) or one written with another number
+        of processes: the model, optimizer, schedule position and data order carry over unchanged; with the same
+        number of processes every rank's augmentation stream continues too, so the run is bit-identical to an
+        uninterrupted one (on the CPU); with another number they are reseeded."""
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scaler.load_state_dict(ckpt["scaler"])
+        for group in self.optimizer.param_groups:  # a fixed-lr group (SimSiam predictor) follows a changed lr
+            if group.get("fixed_lr"):
+                group["lr"] = self.scaled_lr
+        if self.scaler.is_enabled() and ckpt["scaler"]:  # empty when written without fp16 (precision changed)
+            self.scaler.load_state_dict(ckpt["scaler"])
         if self.probe is not None and "online_probe" in ckpt:
             self.probe.load_state_dict(ckpt["online_probe"])
-        self.start_epoch = self.saved_epoch = int(ckpt["epoch"])
-        set_rng_state(ckpt["rng"])  # rank 0's stream: a resume with the same process count is exact
-        if self.denv.world_size != ckpt.get("world_size", 1):
+        steps = len(self.batches)
+        if "steps_per_epoch" in ckpt:
+            if int(ckpt["steps_per_epoch"]) != steps:
+                raise EsslError(f"The checkpoint was written with {ckpt['steps_per_epoch']} steps per epoch, but the "
+                                f"data now gives {steps}: the training set or batch size differs from the run's. "
+                                f"Point data_root at the same data the run started with.")
+            self.start_epoch, self.start_step = divmod(int(ckpt["step"]), steps)
+        else:  # written before step checkpoints existed: always at an epoch boundary
+            self.start_epoch, self.start_step = int(ckpt["epoch"]), 0
+        self.partial = ckpt.get("partial") if self.start_step else None
+        self.saved_at = (self.start_epoch, self.start_step)
+        ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
+        self.rng_restored = len(ranks) == self.denv.world_size == ckpt.get("world_size", 1)
+        set_rng_state(ranks[self.denv.rank] if self.rng_restored else ckpt["rng"])
+        if not self.rng_restored:  # another number of processes: fresh per-rank streams
             self.seed_augmentations(self.start_epoch)
-        # ranks > 0 reseed at the start of every epoch (fit), so they resume exactly too
 
     def seed_augmentations(self, epoch: int) -> None:
         """Seed this process's augmentation stream from (seed, epoch, rank)."""
@@ -140,6 +244,31 @@ class Pretrainer:
             predictions.append((self.normalize(xg).contiguous(memory_format=fmt), g))
         return views[0], views[1], predictions
 
+    def train_step(self, x: torch.Tensor, it: int, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """One optimisation step (global step ``it``) on this rank's uint8 batch ``x`` (and one step of the online
+        probe on ``labels``); returns the loss terms and accuracies as device tensors (nothing is read back to the
+        host here)."""
+        for group in self.optimizer.param_groups:
+            if not group.get("fixed_lr"):
+                scale = self.cfg.bias_norm_lr_scale if group.get("lars_exclude") else 1.0
+                group["lr"] = float(self.lrs[it]) * scale
+        if self.device.type == "cuda" and isinstance(x, torch.Tensor) and x.device.type == "cpu" and not x.is_pinned():
+            x = x.pin_memory()  # so that the copy is asynchronous (streamed batches come pinned from the loader)
+        x = x.to(self.device, non_blocking=True)
+        x1, x2, predictions = self.make_inputs(x)
+        with autocast_context(self.device, self.dtype):
+            out = self.net(x1, x2, predictions, return_features=self.probe is not None)
+        features = out.pop("features", None)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(out["loss"]).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.taus is not None:  # momentum target network: ξ ← τ·ξ + (1 − τ)·θ
+            self.model.update_target(float(self.taus[it]))
+        if self.probe is not None:  # detached features of view 1: the backbone's gradients are done
+            self.probe.step(features, labels.to(self.device, non_blocking=True))
+        return out
+
     def knn_monitor(self) -> dict[str, float]:
         """``knn_top1`` (and ``online_probe_val_top1``) on the monitor's data; {} where there is none."""
         if self.monitor is None:
@@ -154,125 +283,161 @@ class Pretrainer:
             raise Interrupted(f"{self.kept()} To go on, {self.go_on()}.") from None
 
     def _fit(self) -> list[dict[str, Any]]:
+        """Train from (start_epoch, start_step) to the end. Losses and accuracies are summed on the device and
+        read every ``log_every`` steps, at step checkpoints and at the end of each epoch (no host-device sync in
+        between); the non-finite check runs on those sums, before any checkpoint is written."""
         cfg, steps = self.cfg, len(self.batches)
         rows = [r for r in read_metrics(self.run_dir) if r.get("epoch", 0) <= self.start_epoch]
-        bar = tqdm(total=cfg.epochs * steps, initial=self.start_epoch * steps, unit="step", dynamic_ncols=True,
-                   disable=not (self.progress and self.denv.is_main), desc="pretrain", smoothing=0.1)
-        for epoch in range(self.start_epoch, cfg.epochs):
-            self.net.train()
-            if self.denv.rank:  # same weights everywhere, but each rank its own augmentation stream
-                self.seed_augmentations(epoch)
-            sums: dict[str, float] = {}
-            t0, seen = time.perf_counter(), 0
-            targets = epoch_labels(self.batches, self.labels, epoch) if self.probe else None
-            for i, x in enumerate(self.batches.epoch(epoch)):
-                it = epoch * steps + i
-                for group in self.optimizer.param_groups:
-                    if not group.get("fixed_lr"):
-                        scale = cfg.bias_norm_lr_scale if group.get("lars_exclude") else 1.0
-                        group["lr"] = float(self.lrs[it]) * scale
-                x = x.to(self.device, non_blocking=True)
-                x1, x2, predictions = self.make_inputs(x)
-                with autocast_context(self.device, self.dtype):
-                    out = self.net(x1, x2, predictions, return_features=self.probe is not None)
-                features = out.pop("features", None)
-                loss = out["loss"]
-                if not torch.isfinite(loss):
-                    raise EsslError(f"The loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}. Lower lr "
-                                    f"(now {cfg.lr}) or use precision=fp32; resume from the last checkpoint with "
-                                    f"--resume after fixing the setting in {self.run_dir / CONFIG}.")
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(loss).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                if self.taus is not None:  # momentum target network: ξ ← τ·ξ + (1 − τ)·θ
-                    self.model.update_target(float(self.taus[it]))
-                if self.probe is not None:  # detached features of view 1: the backbone's gradients are done
-                    self.probe.step(features, targets[i].to(self.device, non_blocking=True))
-                values = {k: v.item() for k, v in out.items()}
-                for k, v in values.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                seen += x.shape[0] * self.denv.world_size
-                bar.update(1)
-                bar.set_postfix(ep=f"{epoch + 1}/{cfg.epochs}", loss=f"{values['loss']:.3f}",
-                                lr=f"{self.lrs[it]:.3g}", img_s=f"{seen / (time.perf_counter() - t0):.0f}",
-                                refresh=False)
-            elapsed = time.perf_counter() - t0
-            row: dict[str, Any] = {"epoch": epoch + 1, "step": (epoch + 1) * steps, "lr": float(self.lrs[it])}
-            if self.taus is not None:
-                row["target_momentum"] = float(self.taus[it])
-            row.update(all_reduce_mean({k: v / steps for k, v in sums.items()}, self.device))
-            row.update({"images_per_s": seen / elapsed, "epoch_time_s": elapsed})
-            if self.probe is not None:
-                row["online_probe_top1"] = self.probe.epoch_top1()
-            if cfg.knn_every and ((epoch + 1) % cfg.knn_every == 0 or epoch + 1 == cfg.epochs):
-                measured = self.knn_monitor()
-                row.update(measured)
-                if "knn_top1" in measured:
-                    probe = (f", online probe {measured['online_probe_val_top1']:.2f}%"
-                             if "online_probe_val_top1" in measured else "")
-                    bar.write(f"epoch {epoch + 1}: kNN top-1 {measured['knn_top1']:.2f}% (k={cfg.knn_k}, "
-                              f"t={cfg.knn_t}){probe}")
-            rows.append(row)
-            if self.denv.is_main:
-                self.commit(rows, epoch + 1)
-            barrier()
+        bar = tqdm(total=cfg.epochs * steps, initial=self.start_epoch * steps + self.start_step, unit="step",
+                   dynamic_ncols=True, disable=not (self.progress and self.denv.is_main), desc="pretrain",
+                   smoothing=0.1)
+        with sigterm_flag(cfg.checkpoint_every > 0) as sigterm:
+            for epoch in range(self.start_epoch, cfg.epochs):
+                first = self.start_step if epoch == self.start_epoch else 0
+                self.net.train()
+                if self.denv.rank and not (first and self.rng_restored):
+                    self.seed_augmentations(epoch)  # same weights everywhere, each rank its own augmentations
+                part = self.partial if first else None
+                sums = {k: v.to(self.device) for k, v in part["sums"].items()} if part else {}
+                seen, spent = (part["seen"], part["elapsed"]) if part else (0, 0.0)
+                t0, logged = time.perf_counter(), (first, sums.get("loss", 0.0))
+                targets = epoch_labels(self.batches, self.labels, epoch) if self.probe else None
+                for i, x in enumerate(self.batches.epoch(epoch, first), start=first):
+                    it = epoch * steps + i
+                    out = self.train_step(x, it, targets[i] if targets is not None else None)
+                    for k, v in out.items():  # on the device: no sync
+                        v = v.detach().double()
+                        sums[k] = sums[k] + v if k in sums else v
+                    seen += x.shape[0] * self.denv.world_size
+                    bar.update(1)
+
+                    done = i + 1
+                    checkpoint_due = cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0 and done < steps
+                    local_stop = sigterm.is_set and not self.denv.enabled  # several processes agree at syncs
+                    if done % cfg.log_every and done < steps and not checkpoint_due and not local_stop:
+                        continue
+                    # a sync point: read the sums, check them, agree on a SIGTERM across processes
+                    total = float(sums["loss"])
+                    stop, nonfinite = any_rank(self.device, sigterm.is_set, not math.isfinite(total))
+                    if nonfinite:
+                        raise EsslError(self.nonfinite_message(epoch, logged[0] + 1, done))
+                    elapsed = spent + time.perf_counter() - t0
+                    bar.set_postfix(ep=f"{epoch + 1}/{cfg.epochs}",
+                                    loss=f"{(total - float(logged[1])) / (done - logged[0]):.3f}",
+                                    lr=f"{self.lrs[it]:.3g}", img_s=f"{seen / elapsed:.0f}", refresh=False)
+                    logged = (done, total)
+                    if checkpoint_due or (stop and done < steps):
+                        partial = {"sums": {k: v.cpu() for k, v in sums.items()}, "seen": seen, "elapsed": elapsed}
+                        self.save(epoch, done, partial)
+                    if stop:
+                        if done == steps:
+                            self.end_epoch(epoch, rows, sums, seen, elapsed, bar)
+                        bar.close()
+                        where = f"step {done} of {steps} in epoch {epoch + 1}" if done < steps else \
+                            f"the end of epoch {epoch + 1}"
+                        raise Preempted(f"SIGTERM: a checkpoint was written at {where}; continue with "
+                                        f"`essl pretrain --resume {self.run_dir}`.")
+                self.end_epoch(epoch, rows, sums, seen, spent + time.perf_counter() - t0, bar)
         bar.close()
         return rows
 
-    def commit(self, rows: list[dict[str, Any]], epoch: int) -> None:
-        """Write the metrics and the checkpoint of ``epoch`` (Ctrl-C waits until both are written); a failed
-        write says what happened and which checkpoint is intact."""
-        with interrupts_deferred():
-            for path, write in ((self.run_dir / METRICS, lambda: write_metrics(self.run_dir, rows)),
-                                (self.run_dir / CHECKPOINT,
-                                 lambda: save_checkpoint(self.run_dir / CHECKPOINT, self.state(epoch)))):
-                try:
-                    write()
-                except Exception as exc:
-                    if os_failure(exc) is None:
-                        raise
-                    raise write_error(path, exc, self.kept(), self.go_on()) from None
-            self.saved_epoch = epoch
+    def end_epoch(self, epoch: int, rows: list[dict[str, Any]], sums: dict[str, torch.Tensor], seen: int,
+                  elapsed: float, bar: tqdm) -> None:
+        """The epoch's metrics line, the kNN monitor, the rolling checkpoint and any milestone."""
+        cfg, steps = self.cfg, len(self.batches)
+        row: dict[str, Any] = {"epoch": epoch + 1, "step": (epoch + 1) * steps,
+                               "lr": float(self.lrs[(epoch + 1) * steps - 1])}
+        means = (torch.stack(list(sums.values())) / steps).tolist()  # one device-to-host copy
+        row.update(all_reduce_mean(dict(zip(sums, means)), self.device))
+        if self.taus is not None:
+            row["target_momentum"] = float(self.taus[(epoch + 1) * steps - 1])
+        row.update({"images_per_s": seen / elapsed, "epoch_time_s": elapsed})
+        if self.probe is not None:
+            row["online_probe_top1"] = self.probe.epoch_top1()
+        if cfg.knn_every and ((epoch + 1) % cfg.knn_every == 0 or epoch + 1 == cfg.epochs):
+            measured = self.knn_monitor()
+            row.update(measured)
+            if "knn_top1" in measured:
+                probe = (f", online probe {measured['online_probe_val_top1']:.2f}%"
+                         if "online_probe_val_top1" in measured else "")
+                bar.write(f"epoch {epoch + 1}: kNN top-1 {measured['knn_top1']:.2f}% (k={cfg.knn_k}, "
+                          f"t={cfg.knn_t}){probe}")
+        rows.append(row)
+        self.save(epoch + 1, rows=rows)
 
-    def kept(self) -> str:
-        """What a stopped run leaves (for the messages of Ctrl-C and of failed writes)."""
-        if self.saved_epoch:
-            return f"The checkpoint of epoch {self.saved_epoch} in {self.run_dir} is intact."
-        return "No checkpoint was written yet (the first epoch did not finish), so there is nothing to resume."
-
-    def go_on(self) -> str:
-        if self.saved_epoch:
-            return f"continue with `essl pretrain --resume {self.run_dir}`"
-        return f"start the run again (with --overwrite to replace {self.run_dir})"
+    def nonfinite_message(self, epoch: int, first: int, last: int) -> str:
+        """Why the loss is not finite and what to do, true to the run's state: a non-finite setting is named;
+        otherwise the last checkpoint (written before the failure: checkpoints follow the check) is continued
+        with a lower learning rate by a resume with changed settings."""
+        where = f"epoch {epoch + 1}, step {first}" + (f"-{last}" if last > first else "")
+        bad = nonfinite_settings(self.cfg)
+        if bad:
+            return (f"The loss became non-finite at {where} because {', '.join(bad)} is not a finite number. "
+                    f"Start a new run with a finite value.")
+        lower = f"lr={self.cfg.lr / 2:g}"
+        if self.saved_at is None:
+            return (f"The loss became non-finite (nan or inf) at {where}, before the first checkpoint. Start the "
+                    f"run again with a lower learning rate ({lower}; now lr={self.cfg.lr:g})"
+                    f"{' or precision=fp32' if self.dtype != torch.float32 else ''}.")
+        e, st = self.saved_at
+        at = f"epoch {e + 1}, step {st}" if st else f"the end of epoch {e}"
+        fp32 = " precision=fp32" if self.dtype != torch.float32 else ""
+        return (f"The loss became non-finite (nan or inf) at {where}. The last checkpoint ({at}) was written before "
+                f"that and is intact. Continue from it with a lower learning rate (now lr={self.cfg.lr:g}): "
+                f"`essl pretrain --resume {self.run_dir} {lower}{fp32} --allow-change`.")
 
 
 def pretrain(cfg: PretrainConfig | None, run_dir: Path | str | None = None, resume: bool = False,
-             overwrite: bool = False, progress: bool = True, preset_name: str = "run") -> Path:
-    """Run (or, with ``resume``, continue) a pretraining run; returns the run folder."""
+             overwrite: bool = False, progress: bool = True, preset_name: str = "run",
+             changes: dict[str, Any] | None = None, allow_change: bool = False) -> Path:
+    """Run (or, with ``resume``, continue) a pretraining run; returns the run folder.
+
+    A resumed run may change some settings (``changes``, e.g. ``{"epochs": 200}``; :func:`resume_changes` says
+    which); every change is recorded in ``RUN/changes.jsonl`` and ``config.yaml`` is rewritten with the new
+    settings. A longer ``epochs`` recomputes the warm-up + cosine schedule for the new length from the step
+    reached: the lr follows the new curve from there (docs/long-runs.md)."""
     from essl.training.distributed import detect_env
 
     main = detect_env().is_main
     run_dir = Path(run_dir) if run_dir else default_run_dir(preset_name)
-    ckpt = None
+    ckpt, changed = None, {}
     if resume:
         ckpt = load_checkpoint(run_dir / CHECKPOINT)
-        cfg = config_from_dict(ckpt["config"])
+        stored = config_from_dict(ckpt["config"])
+        cfg = config_from_dict(changes, base=stored) if changes else stored
+        changed = resume_changes(stored, cfg, allow_change)
     else:
         if cfg is None:
             raise EsslError("Give pretrain() a config, or resume=True to continue a run with its stored one.")
+        if changes:
+            raise EsslError("changes apply to a resumed run only.")
         cfg.validate()
         if main:
             check_run_dir(run_dir, overwrite)
     # loads the data and builds the model: a bad dataset or setting fails here, before the folder is touched
     trainer = Pretrainer(cfg, run_dir, progress)
+    if ckpt is None and cfg.init_from:
+        trainer.warm_start(cfg.init_from)
     if ckpt is None and main:
         prepare_run_dir(run_dir, overwrite)
         write_config(run_dir, cfg)
     if ckpt is not None:
         trainer.restore(ckpt)
         if trainer.start_epoch >= cfg.epochs:
-            raise EsslError(f"The run in {run_dir} already finished all {cfg.epochs} epochs; nothing to resume.")
+            if "epochs" in changed:
+                raise EsslError(f"The run in {run_dir} has already trained {trainer.start_epoch} epochs; epochs="
+                                f"{cfg.epochs} would end before that. Give more epochs than {trainer.start_epoch}.")
+            raise EsslError(f"The run in {run_dir} already finished all {cfg.epochs} epochs; nothing to resume. "
+                            f"Extend it with `essl pretrain --resume {run_dir} epochs=N`.")
+        if changed and main:
+            record_changes(run_dir, cfg, changed, ckpt, allow_change)
     trainer.fit()
     return run_dir
 
+
+def record_changes(run_dir: Path, cfg: PretrainConfig, changed: dict[str, list[Any]], ckpt: dict[str, Any],
+                   allow_change: bool) -> None:
+    """Append the resume's changes to ``changes.jsonl`` and rewrite ``config.yaml`` with the new settings."""
+    append_change(run_dir, {"time": datetime.now().isoformat(timespec="seconds"), "epoch": int(ckpt["epoch"]),
+                            "step": int(ckpt.get("step", 0)), "changes": changed, "allow_change": allow_change})
+    write_config(run_dir, cfg)

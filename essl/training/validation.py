@@ -21,7 +21,6 @@ from dataclasses import dataclass, fields
 from typing import Any
 from collections.abc import Callable, Iterable
 
-from essl.augmentation.views import RECIPES, parse_view
 from essl.data.datasets import DATASETS
 from essl.errors import EsslError
 from essl.groups import make_group
@@ -49,7 +48,8 @@ class Rule:
 
     def describe(self) -> str:
         words = {"int": "a whole number", "float": "a finite number", "bool": "true or false", "str": "a text",
-                 "names": "a list of names", "tasks": "a list of entries"}[self.kind]
+                 "names": "a list of names", "tasks": "a list of entries",
+                 "views": "a list of view recipes", "view": "a view recipe", "epochs": "a list of epochs"}[self.kind]
         low = (f"[{_num(self.ge)}" if self.ge is not None else f"({_num(self.gt)}" if self.gt is not None else None)
         if low is not None and self.le is not None:
             return f"{words} in {low}, {_num(self.le)}]"
@@ -90,6 +90,22 @@ class Rule:
                 value = [v.strip() for v in value.split(",") if v.strip()]
             if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
                 return [str(v) for v in value]
+        elif self.kind == "views":
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if isinstance(value, list) and all(isinstance(v, (str, dict)) for v in value):
+                return value
+        elif self.kind == "view":
+            if isinstance(value, (str, dict)):
+                return value
+        elif self.kind == "epochs":
+            if isinstance(value, int) and not isinstance(value, bool):
+                value = [value]
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool)
+                                               or isinstance(v, str) and v.isdigit() for v in value):
+                return sorted({int(v) for v in value})
         elif self.kind == "tasks":
             if isinstance(value, list):
                 return value
@@ -105,8 +121,10 @@ class Rule:
                   (self.le is not None and not value <= self.le)
             if bad:
                 raise EsslError(f"{name} must be {self.describe()}{self._note()}; got {_num(value)}.")
-        names = value if self.kind == "names" else [value] if self.kind == "str" else []
-        if self.kind == "names" and self.length is not None and len(value) != self.length:
+        if self.kind == "epochs" and any(v < 1 for v in value):
+            raise EsslError(f"{name} lists epochs, whole numbers >= 1{self._note()}; got {value!r}.")
+        names = value if self.kind in ("names", "views") else [value] if self.kind in ("str", "view") else []
+        if self.kind in ("names", "views") and self.length is not None and len(value) != self.length:
             raise EsslError(f"{name} must name exactly {self.length}{self._note()}; got {value!r}.")
         for v in names:
             if self.choices is not None:
@@ -145,13 +163,14 @@ BOOL = Rule("bool")
 
 
 # -------------------------------------------------------------------------------------------- named things
-def check_view(name: str, value: str) -> None:
-    """A view recipe, optionally ``recipe@SIZE`` with SIZE >= 1 pixel."""
-    base, size = parse_view(value)
-    if base not in RECIPES:
-        raise EsslError(f"{name}: unknown view recipe {base!r}. Known recipes: {', '.join(sorted(RECIPES))}.")
-    if size is not None and size < 1:
-        raise EsslError(f"{name}: the crop size of {value!r} must be at least 1 pixel, e.g. {base}@28.")
+def check_view(name: str, value: Any) -> None:
+    """A view setting: a recipe, ``recipe@SIZE`` (SIZE >= 1 pixel) or a mapping overriding recipe fields."""
+    from essl.augmentation.views import resolve_view
+
+    try:
+        resolve_view(value)
+    except EsslError as exc:
+        raise EsslError(f"{name}: {exc}") from None
 
 
 def check_backbone(name: str, value: str) -> None:
@@ -193,7 +212,7 @@ CONFIG_RULES: dict[str, Rule] = {
     "vicreg_cov": Float(ge=0, note="VICReg covariance weight"),
     "target_momentum": Float(ge=0, le=1, note="EMA momentum of the target network at the first step"),
     "target_momentum_final": Float(ge=0, le=1, note="EMA momentum at the end of training"),
-    "views": Rule("names", length=2, item=check_view, note="two view recipes, e.g. mnist,mnist or cifar@24,cifar"),
+    "views": Rule("views", length=2, item=check_view, note="two view recipes, e.g. mnist,mnist or cifar@24,cifar"),
     "invariances": Rule("names", item=check_group, note="transformation groups applied to the SSL views"),
     "equivariance": Rule("tasks", note="{group, weight, view, head[, samples, relative, loss]} mappings, or []"),
     # optimisation
@@ -225,13 +244,20 @@ CONFIG_RULES: dict[str, Rule] = {
     "knn_subset": Int(ge=0, note="images per class in the kNN monitor; 0: all"),
     "online_probe": BOOL,
     "notes": Rule("str"),
+    # warm starts, checkpoints and logging (docs/long-runs.md)
+    "init_from": Rule("str", optional=True, note="a run folder, an exported backbone or a released checkpoint"),
+    "barlow_official_gpus": Int(ge=0, note="0: the exact gradient; W: the official code's on W GPUs"),
+    "log_every": Int(ge=1, note="steps between reads of the losses"),
+    "checkpoint_every": Int(ge=0, note="steps; 0 writes checkpoint.pt at the end of each epoch only"),
+    "keep_checkpoints": Rule("epochs", note="e.g. [100, 200]"),
+    "keep_every": Int(ge=0, note="0: off"),
 }
 
 #: The keys of one ``equivariance`` entry (:class:`essl.training.config.EquivarianceTask`).
 TASK_RULES: dict[str, Rule] = {
     "group": Rule("str", item=check_group),
     "weight": Float(gt=0, note="λ, the weight of the prediction loss"),
-    "view": Rule("str", item=check_view),
+    "view": Rule("view", item=check_view),
     "head": Choice(*HEADS),
     "samples": Int(ge=0, note="0 predicts every element; r > 0 predicts r drawn elements per crop"),
     "relative": BOOL,
@@ -254,6 +280,8 @@ def check_config(cfg: Any) -> None:
 
 def cross_checks(cfg: Any) -> None:
     """Rules between fields (known before any data is loaded)."""
+    if cfg.barlow_official_gpus and cfg.method != "barlow_twins":
+        raise EsslError("barlow_official_gpus applies to method=barlow_twins only.")
     if cfg.bias_norm_lr_scale != 1.0 and not cfg.exclude_bias_norm:
         raise EsslError("bias_norm_lr_scale applies to biases and norm parameters in their own group: set "
                         "exclude_bias_norm: true as well.")

@@ -41,7 +41,7 @@ def released_resnet50(tmp_path_factory):
 def test_released_backbone_loads_exactly(released_resnet50):
     path, state = released_resnet50
     backbone, info = load_backbone_file(path)
-    assert info == {"layout": "backbone", "arch": "resnet50"} and not backbone.training
+    assert info == {"layout": "official-resnet50", "arch": "resnet50"} and not backbone.training
     loaded = backbone.state_dict()
     assert set(loaded) == set(state) and all(torch.equal(loaded[k], state[k]) for k in state)
 
@@ -54,7 +54,7 @@ def test_released_backbone_cli_knn_probe_diagnose_report(released_resnet50, tiny
     assert main(["diagnose", *common, "--group", "hflip", "--max-train", "12"]) == 0
     out_dir = path.with_name(f"{path.stem}-eval")
     knn = json.loads((out_dir / "eval" / "knn-k5-t0.1.json").read_text())
-    assert knn["source"]["kind"] == "released" and knn["source"]["layout"] == "backbone"
+    assert knn["source"]["kind"] == "released" and knn["source"]["layout"] == "official-resnet50"
     assert knn["checkpoint_info"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert knn["protocol"]["overrides"]["k"] == {"protocol": 200, "used": 5, "why": "user override"}
     assert 0 <= knn["top1"] <= 100 and knn["data"]["image_size"] == 32
@@ -80,7 +80,7 @@ def test_simsiam_layout_and_bare_state_dict(tmp_path):
                               "module.projector.0.weight": torch.zeros(3, 3)}, "epoch": 100}
     torch.save(wrapped, tmp_path / "simsiam.pth")
     torch.save(state, tmp_path / "bare.pth")
-    for name, layout in (("simsiam.pth", "state_dict[module.backbone.*]"), ("bare.pth", "torchvision")):
+    for name, layout in (("simsiam.pth", "official-simsiam"), ("bare.pth", "bare")):
         backbone, info = load_backbone_file(tmp_path / name, "resnet18")
         assert info["layout"] == layout
         assert torch.equal(backbone.layer4[1].bn2.running_var, model.layer4[1].bn2.running_var)
@@ -95,7 +95,7 @@ def test_bad_files_are_refused_with_clear_errors(tmp_path, tiny_runs):
     with pytest.raises(EsslError, match="weights-only"):
         load_backbone_file(tmp_path / "evil.pth")
     torch.save({"backbone": dict(resnet18().state_dict())}, tmp_path / "r18.pth")
-    with pytest.raises(EsslError, match="does not fit a torchvision resnet50"):
+    with pytest.raises(EsslError, match="does not fit a resnet50"):
         load_backbone_file(tmp_path / "r18.pth", "resnet50")
     with pytest.raises(EsslError, match="needs --dataset"):
         load_target(backbone_file=tmp_path / "r18.pth")
