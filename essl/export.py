@@ -26,7 +26,8 @@ from torch import nn
 from essl import __version__
 from essl.augmentation import get_recipe
 from essl.errors import EsslError
-from essl.evaluation.loading import _load_run, file_digest, released_state_dict
+from essl.evaluation.loading import file_digest, load_run
+from essl.models.layouts import split_layout
 from essl.models import make_backbone
 from essl.runs import RUN_JSON, load_checkpoint, read_results
 from essl.training.config import PretrainConfig
@@ -137,7 +138,7 @@ def export_backbone(run: Path | str, out: Path | str, *, fmt: str | None = None,
     if not weights.parent.is_dir():
         raise EsslError(f"The folder {weights.parent} does not exist. Create it first, or choose another OUT.")
     run = Path(run)
-    backbone, cfg, ckpt_path, info = _load_run(run)
+    backbone, cfg, ckpt_path, info = load_run(run)
     run_dir = run if run.is_dir() else ckpt_path.parent
     metadata = run_metadata(backbone, cfg, ckpt_path, info, run_dir)
     state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
@@ -193,7 +194,7 @@ def load_backbone(path: Path | str, *, arch: str | None = None) -> tuple[nn.Modu
 
 
 def _load_from_run(path: Path) -> tuple[nn.Module, dict[str, Any]]:
-    backbone, cfg, ckpt_path, info = _load_run(path)
+    backbone, cfg, ckpt_path, info = load_run(path)
     run_dir = path if path.is_dir() else ckpt_path.parent
     try:
         metadata = run_metadata(backbone, cfg, ckpt_path, info, run_dir)
@@ -266,7 +267,8 @@ def infer_arch(state: dict[str, torch.Tensor]) -> str:
 
 
 def _load_released(path: Path, ckpt: Any, arch: str | None) -> tuple[nn.Module, dict[str, Any]]:
-    state, layout = released_state_dict(ckpt, path)
+    weights = split_layout(ckpt, str(path))  # every official layout (essl.models.layouts)
+    state, layout = weights.backbone, weights.layout
     state = {k.removeprefix("module."): v for k, v in state.items() if not k.removeprefix("module.").startswith("fc.")}
     arch = arch or infer_arch(state)
     backbone = make_backbone(arch, in_channels=state["conv1.weight"].shape[1])
