@@ -111,11 +111,11 @@ def test_resumed_shards_continue_the_global_batches(monkeypatch):
 
 
 @pytest.mark.parametrize("bad, match", [
-    ("checkpoint_every=-1", "checkpoint_every must be >= 0"),
-    ("keep_every=-2", "keep_every must be >= 0"),
+    ("checkpoint_every=-1", "checkpoint_every must be a whole number >= 0"),
+    ("keep_every=-2", "keep_every must be a whole number >= 0"),
     ("keep_checkpoints=[0]", "keep_checkpoints lists epochs"),
     ("keep_checkpoints=[a]", "keep_checkpoints must be a list of epochs"),
-    ("log_every=0", "log_every must be at least 1"),
+    ("log_every=0", "log_every must be a whole number >= 1"),
 ])
 def test_checkpoint_settings_are_validated(bad, match):
     with pytest.raises(EsslError, match=match):

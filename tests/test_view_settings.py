@@ -49,7 +49,7 @@ def test_mappings_in_pretraining_and_equivariance_entries(tmp_path):
     assert x2.shape[-1] == 24 and predictions[0][0].shape[-1] == 16
     with pytest.raises(EsslError, match="unknown field 'sise'"):
         load_config("mnist5k-esimclr", ["views=[{recipe: mnist, sise: 20}, mnist]"])
-    with pytest.raises(EsslError, match="views takes view recipes"):
+    with pytest.raises(EsslError, match="views must be a list of view recipes"):
         load_config("mnist5k-esimclr", ["views=[3, mnist]"])
 
 
