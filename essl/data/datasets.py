@@ -10,6 +10,7 @@ from essl.data.mnist5k import load_mnist5k
 from essl.data.npy import load_npy
 from essl.data.types import ImageData
 from essl.errors import EsslError, MissingSplit
+from essl.extras import require_extra
 
 DATASETS = ("mnist5k", "cifar10", "cifar100", "folder", "npy", "imagenet", "phc-gpm", "phc-blob")
 CHANNEL_DATASETS = ("folder", "imagenet")  # decoded from image files: `channels` picks greyscale (1) or RGB (3)
@@ -34,6 +35,7 @@ def load_dataset(name: str, split: str = "train", root: str | None = None, image
     if name not in DATASETS:
         raise EsslError(f"Unknown dataset {name!r}. Choose one of: {', '.join(DATASETS)}.")
     if name.startswith("phc-"):  # photonic unit cells, float32 (essl/data/photonics.py)
+        require_extra("phc")  # named before anything is imported, whatever an earlier import left in sys.modules
         from essl.data.photonics import load_pretrain_cells
 
         return load_pretrain_cells(name, root, split)
