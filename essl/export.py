@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from essl import __version__
-from essl.augmentation import get_recipe
+from essl.augmentation import resolve_view
 from essl.errors import EsslError
 from essl.evaluation.loading import file_digest, load_run
 from essl.models.layouts import split_layout
@@ -98,8 +98,7 @@ def run_metadata(backbone: nn.Module, cfg: PretrainConfig, ckpt_path: Path, meta
                  run_dir: Path) -> dict[str, Any]:
     """The metadata of a run's backbone (the ``OUT.json`` of its export, without the ``weights`` entry)."""
     data = data_description(cfg, run_dir)
-    view = get_recipe(cfg.views[0].partition("@")[0],
-                      int(cfg.views[0].partition("@")[2]) if "@" in cfg.views[0] else None)
+    view = resolve_view(cfg.views[0])
     sha = file_digest(ckpt_path)
     evaluations = {name: r for name, r in read_results(run_dir).items()
                    if (r.get("checkpoint_info") or {}).get("sha256") == sha}

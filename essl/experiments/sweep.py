@@ -326,7 +326,9 @@ def build_spec(preset: str, overrides: list[str], transforms: list[str] | None, 
         raise EsslError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}.")
     for flag, dest, value in (("--seeds", "seeds", seeds), ("--weight", "weight", weight),
                               ("--pred-samples", "pred_samples", samples)):
-        option_rule("sweep", dest).check(flag, value)  # essl/training/validation.py
+        rule = option_rule("sweep", dest)  # essl/training/validation.py
+        assert rule is not None, f"no validation rule for sweep option {dest}"
+        rule.check(flag, value)
     transforms = list(PAPER_TRANSFORMS if transforms is None else transforms)
     if not transforms:
         raise EsslError("--transforms is empty; name at least one, e.g. --transforms rotation,hflip.")

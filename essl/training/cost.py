@@ -17,24 +17,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from essl.augmentation import view_recipe
+from essl.augmentation import resolve_view
 from essl.groups import make_group
 from essl.training.config import MOMENTUM_METHODS, PretrainConfig
 
 
-def _side(view: str, cfg: PretrainConfig) -> int:
-    return view_recipe(view).size or cfg.image_size  # size 0: the image as it is
+def _side(view: str | dict, cfg: PretrainConfig) -> float:
+    return float(resolve_view(view).size or cfg.image_size)  # size 0: the image as it is
 
 
 def backbone_passes(cfg: PretrainConfig) -> dict[str, float]:
     """``{"grad": …, "no_grad": …}``: backbone passes per training image per step, in units of the first SSL
     view's pixel count (see the module docstring); ``no_grad`` counts the target network's forward passes."""
     ref = _side(cfg.views[0], cfg) ** 2
-    grad = sum(_side(v, cfg) ** 2 / ref for v in cfg.views)
+    grad = float(sum(_side(v, cfg) ** 2 / ref for v in cfg.views))
     for task in cfg.equivariance:
         images = (task.samples or make_group(task.group).order) + (1 if task.relative else 0)  # + the reference
         grad += images * _side(task.view, cfg) ** 2 / ref
-    no_grad = sum(_side(v, cfg) ** 2 / ref for v in cfg.views) if cfg.method in MOMENTUM_METHODS else 0.0
+    no_grad = float(sum(_side(v, cfg) ** 2 / ref for v in cfg.views)) if cfg.method in MOMENTUM_METHODS else 0.0
     return {"grad": grad, "no_grad": no_grad}
 
 
