@@ -186,7 +186,7 @@ def test_cifar_presets_pair_up_and_take_a_step(method):
 @pytest.mark.parametrize("values, message", [
     ({"target_momentum": 1.01}, "target_momentum"), ({"target_momentum": 0.999, "target_momentum_final": 0.99},
                                                      "target_momentum"),
-    ({"target_momentum": -0.1}, "target_momentum"), ({"vicreg_cov": -1.0}, "VICReg weights"),
+    ({"target_momentum": -0.1}, "target_momentum"), ({"vicreg_cov": -1.0}, "vicreg_cov"),
     ({"lars_clip": "yes"}, "lars_clip"), ({"method": "moco"}, "method must be one of")])
 def test_bad_momentum_method_settings_are_refused(values, message):
     from essl.errors import EsslError
