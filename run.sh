@@ -2,7 +2,7 @@
 # One entry point that sets everything up (a virtualenv in .venv with essl installed) and runs a job:
 #   ./run.sh demo    set up, then `essl demo` (SimCLR vs E-SimCLR on MNIST-5k, ~10 min on 2 CPU cores)
 #   ./run.sh test    set up, then the test suite
-#   ./run.sh check   set up, then ruff (lint) and mypy (the settings are in pyproject.toml)
+#   ./run.sh check   set up, then ruff (lint and format check) and mypy (the settings are in pyproject.toml)
 #   ./run.sh bench   set up, then the training-step benchmark
 #   ./run.sh setup   set up only
 # Extra arguments go to the job (e.g. `./run.sh demo --epochs 5`, `./run.sh test -k losses`).
@@ -43,7 +43,9 @@ case "$job" in
   setup) echo "[setup] done: activate with 'source .venv/bin/activate'" >&2 ;;
   demo)  exec "$PY" -m essl demo "$@" ;;
   test)  exec "$PY" -m pytest -q -n 2 "$@" ;;
-  check) "$PY" -m ruff check essl tests benchmarks examples && exec "$PY" -m mypy ;;
+  check) "$PY" -m ruff check essl tests benchmarks examples hubconf.py \
+           && "$PY" -m ruff format --check essl tests benchmarks examples hubconf.py \
+           && exec "$PY" -m mypy ;;
   bench) exec "$PY" benchmarks/bench_train_step.py "$@" ;;
   *) echo "usage: ./run.sh {demo|test|check|bench|setup} [args...]" >&2; exit 2 ;;
 esac

@@ -85,8 +85,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = resolve_precision("auto", torch.device("cpu"))
-    print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
-          f"{torch.__version__}, {str(dtype).replace('torch.', '')} autocast, channels_last, batch {args.batch}")
+    print(
+        f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
+        f"{torch.__version__}, {str(dtype).replace('torch.', '')} autocast, channels_last, batch {args.batch}"
+    )
     x = torch.randint(0, 256, (args.batch, 3, 32, 32), dtype=torch.uint8)
     print("| method | configuration | backbone passes / image / step | median step time | × base |")
     print("|---|---|---|---|---|")
@@ -103,8 +105,9 @@ def main() -> None:
         base = statistics.median(times["base"])
         for name, cfg in cfgs.items():
             t = statistics.median(times[name])
-            print(f"| {method} | {name} | {passes_text(backbone_passes(cfg))} | {t:.2f} s | {t / base:.2f} |",
-                  flush=True)
+            print(
+                f"| {method} | {name} | {passes_text(backbone_passes(cfg))} | {t:.2f} s | {t / base:.2f} |", flush=True
+            )
 
 
 if __name__ == "__main__":

@@ -112,24 +112,36 @@ def main() -> None:
         index = {f: i for i, f in enumerate(files)}
         for f in files[:5]:  # warm the page cache and the decoders
             data[index[f]], pil_rrc(f, (224,), rnd)
-        rows = list(timed({
-            f"essl worker: decode + resize (shorter side {args.size}) + pad": lambda f: data[index[f]],
-            "PIL RandomResizedCrop(224) + flip (1 view)": lambda f: pil_rrc(f, (224,), rnd),
-            "PIL official E-SimCLR crops (2×224 + 96)": lambda f: pil_rrc(f, (224, 224, 96), rnd),
-        }, files, args.repeats).items())
+        rows = list(
+            timed(
+                {
+                    f"essl worker: decode + resize (shorter side {args.size}) + pad": lambda f: data[index[f]],
+                    "PIL RandomResizedCrop(224) + flip (1 view)": lambda f: pil_rrc(f, (224,), rnd),
+                    "PIL official E-SimCLR crops (2×224 + 96)": lambda f: pil_rrc(f, (224, 224, 96), rnd),
+                },
+                files,
+                args.repeats,
+            ).items()
+        )
     side = box_size(args.size)
     essl_bytes = 3 * side * side + 2 * 8
     official_bytes = 4 * (2 * 3 * 224 * 224 + 3 * 96 * 96)
-    print(f"{args.images} synthetic 500x375 JPEGs (quality 90, {mean_kb:.0f} kB each), {args.repeats} passes, "
-          f"median, one process")
+    print(
+        f"{args.images} synthetic 500x375 JPEGs (quality 90, {mean_kb:.0f} kB each), {args.repeats} passes, "
+        f"median, one process"
+    )
     print(f"{'pipeline':58s} {'images/s per worker':>20s}")
     for name, rate in rows:
         print(f"{name:58s} {rate:20.0f}")
-    print(f"ratio essl / PIL 1 view: {rows[0][1] / rows[1][1]:.2f}; essl / official 3 crops: "
-          f"{rows[0][1] / rows[2][1]:.2f}")
-    print(f"host->device bytes per image: essl {essl_bytes:,} (uint8 {side}x{side} box + valid size); "
-          f"official float32 views {official_bytes:,} ({official_bytes / essl_bytes:.1f}x); "
-          f"one uint8 224 view {3 * 224 * 224:,}")
+    print(
+        f"ratio essl / PIL 1 view: {rows[0][1] / rows[1][1]:.2f}; essl / official 3 crops: "
+        f"{rows[0][1] / rows[2][1]:.2f}"
+    )
+    print(
+        f"host->device bytes per image: essl {essl_bytes:,} (uint8 {side}x{side} box + valid size); "
+        f"official float32 views {official_bytes:,} ({official_bytes / essl_bytes:.1f}x); "
+        f"one uint8 224 view {3 * 224 * 224:,}"
+    )
 
 
 if __name__ == "__main__":

@@ -62,27 +62,29 @@ def _cases(family: str, cells: int, seed: int, hard: bool) -> list[tuple[str, np
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--families", nargs="+", default=["gpm", "blob", "p1", "cylinder"],
-                        choices=sorted(FAMILIES))
+    parser.add_argument("--families", nargs="+", default=["gpm", "blob", "p1", "cylinder"], choices=sorted(FAMILIES))
     parser.add_argument("--cells", type=int, default=4, help="random cells per family [4]")
-    parser.add_argument("--hard-cells", type=int, default=2,
-                        help="GPM level sets relabelled at eps 20/1 and 1/20 [2]")
+    parser.add_argument("--hard-cells", type=int, default=2, help="GPM level sets relabelled at eps 20/1 and 1/20 [2]")
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--cutoff", type=float, default=10.0, help="default accuracy M [10]")
     parser.add_argument("--ref-cutoff", type=float, default=16.0, help="converged M [16]")
-    parser.add_argument("--check-dense", action="store_true",
-                        help="also compare with dense eigensolves at the default M")
+    parser.add_argument(
+        "--check-dense", action="store_true", help="also compare with dense eigensolves at the default M"
+    )
     args = parser.parse_args()
 
     config = LabelConfig(cutoff=args.cutoff)
     ref_config = replace(config, cutoff=args.ref_cutoff)
-    print(f"default: M={args.cutoff:g} ({len(plane_wave_orders(args.cutoff))} plane waves), "
-          f"{config.nk}x{config.nk} grid, {config.nbands} bands, method={config.method}; "
-          f"reference: M={args.ref_cutoff:g} ({len(plane_wave_orders(args.ref_cutoff))} plane "
-          f"waves); 1 BLAS thread")
-    header = (f"{'family':<10}{'cell':>9}{'group':>6}{'k':>5}{'dense':>6}{'cpu s':>8}"
-              f"{'wall s':>8}{'err vs ref %':>14}" + ("  dense cpu s  err vs dense"
-                                                     if args.check_dense else ""))
+    print(
+        f"default: M={args.cutoff:g} ({len(plane_wave_orders(args.cutoff))} plane waves), "
+        f"{config.nk}x{config.nk} grid, {config.nbands} bands, method={config.method}; "
+        f"reference: M={args.ref_cutoff:g} ({len(plane_wave_orders(args.ref_cutoff))} plane "
+        f"waves); 1 BLAS thread"
+    )
+    header = (
+        f"{'family':<10}{'cell':>9}{'group':>6}{'k':>5}{'dense':>6}{'cpu s':>8}"
+        f"{'wall s':>8}{'err vs ref %':>14}" + ("  dense cpu s  err vs dense" if args.check_dense else "")
+    )
     rows: list[tuple[str, float, float]] = []
     jobs = [(fam, False) for fam in args.families]
     if args.hard_cells > 0:
@@ -97,22 +99,24 @@ def main() -> None:
                 lab, cpu, wall = _timed(image, config)
                 ref = label_image(image, ref_config)
                 err = float(relative_l1(_target(lab), _target(ref)))
-                line = (f"{name:<10}{tag:>9}{lab.bands.group:>6}{len(lab.bands.weights):>5}"
-                        f"{lab.bands.n_dense:>6}{cpu:>8.3f}{wall:>8.3f}{100 * err:>14.3f}")
+                line = (
+                    f"{name:<10}{tag:>9}{lab.bands.group:>6}{len(lab.bands.weights):>5}"
+                    f"{lab.bands.n_dense:>6}{cpu:>8.3f}{wall:>8.3f}{100 * err:>14.3f}"
+                )
                 if args.check_dense:
                     dense, dense_cpu, _ = _timed(image, replace(config, method="dense"))
-                    line += (f"{dense_cpu:>13.3f}"
-                             f"  {float(relative_l1(_target(lab), _target(dense))):.1e}")
+                    line += f"{dense_cpu:>13.3f}  {float(relative_l1(_target(lab), _target(dense))):.1e}"
                 print(line, flush=True)
                 rows.append((name, cpu, err))
     print("\nsummary (per labelled cell, one core)")
-    print(f"{'family':<10}{'cells':>6}{'mean cpu s':>12}{'max cpu s':>11}{'mean err %':>12}"
-          f"{'max err %':>11}")
+    print(f"{'family':<10}{'cells':>6}{'mean cpu s':>12}{'max cpu s':>11}{'mean err %':>12}{'max err %':>11}")
     for name in dict.fromkeys(r[0] for r in rows):
         cpu = np.array([r[1] for r in rows if r[0] == name])
         err = np.array([r[2] for r in rows if r[0] == name])
-        print(f"{name:<10}{len(cpu):>6}{cpu.mean():>12.3f}{cpu.max():>11.3f}"
-              f"{100 * err.mean():>12.3f}{100 * err.max():>11.3f}")
+        print(
+            f"{name:<10}{len(cpu):>6}{cpu.mean():>12.3f}{cpu.max():>11.3f}"
+            f"{100 * err.mean():>12.3f}{100 * err.max():>11.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -61,10 +61,12 @@ def _shift_hue(img: Image.Image, factor: float) -> Image.Image:
 
 
 def _color_jitter(img: Image.Image, b=0.4, c=0.4, s=0.4, hue=0.1) -> Image.Image:
-    ops = [lambda im: ImageEnhance.Brightness(im).enhance(random.uniform(1 - b, 1 + b)),
-           lambda im: ImageEnhance.Contrast(im).enhance(random.uniform(1 - c, 1 + c)),
-           lambda im: ImageEnhance.Color(im).enhance(random.uniform(1 - s, 1 + s)),
-           lambda im: _shift_hue(im, random.uniform(-hue, hue))]
+    ops = [
+        lambda im: ImageEnhance.Brightness(im).enhance(random.uniform(1 - b, 1 + b)),
+        lambda im: ImageEnhance.Contrast(im).enhance(random.uniform(1 - c, 1 + c)),
+        lambda im: ImageEnhance.Color(im).enhance(random.uniform(1 - s, 1 + s)),
+        lambda im: _shift_hue(im, random.uniform(-hue, hue)),
+    ]
     random.shuffle(ops)
     for op in ops:
         img = op(img)
@@ -148,9 +150,15 @@ def bench_baseline(images_u8: torch.Tensor, batch: int, warmup: int, steps: int,
     model = make_model(0)
     opt = torch.optim.SGD(model.parameters(), lr=0.12, momentum=0.9, weight_decay=5e-4)
     hwc = images_u8.permute(0, 2, 3, 1).contiguous().numpy()
-    loader = torch.utils.data.DataLoader(PilTripletDataset(hwc), batch_size=batch, shuffle=True, drop_last=True,
-                                         num_workers=workers, persistent_workers=workers > 0,
-                                         prefetch_factor=2 if workers else None)
+    loader = torch.utils.data.DataLoader(
+        PilTripletDataset(hwc),
+        batch_size=batch,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        prefetch_factor=2 if workers else None,
+    )
 
     def batches():
         while True:
@@ -180,18 +188,26 @@ def main() -> None:
     random.seed(0)
     torch.manual_seed(0)
     images = torch.randint(0, 256, (4 * args.batch, 3, 32, 32), dtype=torch.uint8)
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-          f"torch {torch.__version__}, cpu capability {torch.backends.cpu.get_cpu_capability()}")
-    print(f"E-SimCLR CIFAR-10 step, batch {args.batch} (+{4 * args.batch} rotated 16-px crops), "
-          f"{args.warmup} warm-up + {args.steps} timed steps per side")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"torch {torch.__version__}, cpu capability {torch.backends.cpu.get_cpu_capability()}"
+    )
+    print(
+        f"E-SimCLR CIFAR-10 step, batch {args.batch} (+{4 * args.batch} rotated 16-px crops), "
+        f"{args.warmup} warm-up + {args.steps} timed steps per side"
+    )
     base = bench_baseline(images, args.batch, args.warmup, args.steps, args.workers)
     ours, dtype = bench_essl(images, args.batch, args.warmup, args.steps, args.precision, not args.no_channels_last)
     b_ips, e_ips = args.batch / statistics.median(base), args.batch / statistics.median(ours)
-    print(f"baseline (PIL per image, {args.workers} workers, fp32, NCHW): {b_ips:6.1f} img/s  "
-          f"(step {statistics.median(base):.2f} s; steps {', '.join(f'{t:.2f}' for t in base)})")
-    print(f"essl (kornia batched, {str(dtype).replace('torch.', '')}, "
-          f"{'NCHW' if args.no_channels_last else 'channels_last'}): {e_ips:6.1f} img/s  "
-          f"(step {statistics.median(ours):.2f} s; steps {', '.join(f'{t:.2f}' for t in ours)})")
+    print(
+        f"baseline (PIL per image, {args.workers} workers, fp32, NCHW): {b_ips:6.1f} img/s  "
+        f"(step {statistics.median(base):.2f} s; steps {', '.join(f'{t:.2f}' for t in base)})"
+    )
+    print(
+        f"essl (kornia batched, {str(dtype).replace('torch.', '')}, "
+        f"{'NCHW' if args.no_channels_last else 'channels_last'}): {e_ips:6.1f} img/s  "
+        f"(step {statistics.median(ours):.2f} s; steps {', '.join(f'{t:.2f}' for t in ours)})"
+    )
     print(f"speed-up: {e_ips / b_ips:.2f}x")
 
 

@@ -46,10 +46,14 @@ def configurations(dry_run: bool, gpus: int) -> list[dict]:
         return [{"name": "cpu fp32 (dry run)", "precision": "fp32", "compile": False, "procs": 1}]
     out = []
     if torch.cuda.is_bf16_supported():
-        out += [{"name": "bf16", "precision": "bf16", "compile": False, "procs": 1},
-                {"name": "bf16 + compile", "precision": "bf16", "compile": True, "procs": 1}]
-    out += [{"name": "fp16 + scaler", "precision": "fp16", "compile": False, "procs": 1},
-            {"name": "fp16 + scaler + compile", "precision": "fp16", "compile": True, "procs": 1}]
+        out += [
+            {"name": "bf16", "precision": "bf16", "compile": False, "procs": 1},
+            {"name": "bf16 + compile", "precision": "bf16", "compile": True, "procs": 1},
+        ]
+    out += [
+        {"name": "fp16 + scaler", "precision": "fp16", "compile": False, "procs": 1},
+        {"name": "fp16 + scaler + compile", "precision": "fp16", "compile": True, "procs": 1},
+    ]
     if gpus >= 2:
         best = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         out.append({"name": f"torchrun 2 GPUs, SyncBN, {best}", "precision": best, "compile": False, "procs": 2})
@@ -71,17 +75,29 @@ def run_one(args: argparse.Namespace) -> dict:
     from essl.training.pretrain import Pretrainer
 
     device = "cpu" if args.dry_run else "cuda"
-    overrides = ["dataset=npy", f"data_root={args.data}", f"batch_size={args.batch}", f"precision={args.precision}",
-                 f"compile={'true' if args.compile else 'false'}", f"device={device}", "knn_every=0",
-                 f"epochs={max(1, -(-args.steps * args.batch // args.images))}", "warmup_epochs=0", "workers=0"]
+    overrides = [
+        "dataset=npy",
+        f"data_root={args.data}",
+        f"batch_size={args.batch}",
+        f"precision={args.precision}",
+        f"compile={'true' if args.compile else 'false'}",
+        f"device={device}",
+        "knn_every=0",
+        f"epochs={max(1, -(-args.steps * args.batch // args.images))}",
+        "warmup_epochs=0",
+        "workers=0",
+    ]
     cfg = load_config("cifar10-esimclr", overrides)
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Pretrainer(cfg, Path(run_dir), progress=False)
         trainer.net.train()
         steps_per_epoch = len(trainer.batches)
         probe = trainer.probe is not None  # the online linear probe trains alongside, as in `essl pretrain`
-        batches = ((x, epoch_labels(trainer.batches, trainer.labels, epoch)[i] if probe else None)
-                   for epoch in range(cfg.epochs) for i, x in enumerate(trainer.batches.epoch(epoch)))
+        batches = (
+            (x, epoch_labels(trainer.batches, trainer.labels, epoch)[i] if probe else None)
+            for epoch in range(cfg.epochs)
+            for i, x in enumerate(trainer.batches.epoch(epoch))
+        )
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -101,24 +117,49 @@ def run_one(args: argparse.Namespace) -> dict:
         finite = bool(torch.isfinite(torch.stack(losses)).all())
     timed_steps = args.steps - timed_from[1]
     world = trainer.denv.world_size
-    return {"images_per_s": timed_steps * args.batch / (t_end - timed_from[0]),
-            "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None,
-            "first_step_s": first, "finite": finite, "world_size": world, "rank": trainer.denv.rank,
-            "precision": str(trainer.dtype).removeprefix("torch."), "device": device,
-            "gpu": torch.cuda.get_device_name() if device == "cuda" else "cpu"}
+    return {
+        "images_per_s": timed_steps * args.batch / (t_end - timed_from[0]),
+        "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None,
+        "first_step_s": first,
+        "finite": finite,
+        "world_size": world,
+        "rank": trainer.denv.rank,
+        "precision": str(trainer.dtype).removeprefix("torch."),
+        "device": device,
+        "gpu": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+    }
 
 
 def launch(conf: dict, args: argparse.Namespace, data: Path) -> list[dict]:
     """Run one configuration in fresh processes and collect each rank's JSON line."""
-    one = [__file__, "--one", "--data", str(data), "--images", str(args.images), "--steps", str(args.steps),
-           "--batch", str(args.batch), "--precision", conf["precision"]] + (["--compile"] if conf["compile"] else []) \
+    one = (
+        [
+            __file__,
+            "--one",
+            "--data",
+            str(data),
+            "--images",
+            str(args.images),
+            "--steps",
+            str(args.steps),
+            "--batch",
+            str(args.batch),
+            "--precision",
+            conf["precision"],
+        ]
+        + (["--compile"] if conf["compile"] else [])
         + (["--dry-run"] if args.dry_run else [])
+    )
     if conf["procs"] > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={conf['procs']}", *one]
     else:
         cmd = [sys.executable, *one]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent),
-                                                                      os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH")])
+        ),
+    }
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
     rows = [json.loads(line.removeprefix("RESULT ")) for line in res.stdout.splitlines() if line.startswith("RESULT ")]
     if res.returncode or not rows:
@@ -128,8 +169,10 @@ def launch(conf: dict, args: argparse.Namespace, data: Path) -> list[dict]:
 
 
 def table(results: list[tuple[dict, list[dict]]]) -> str:
-    lines = ["| configuration | images/s | peak memory (GiB) | s to first step | losses finite |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| configuration | images/s | peak memory (GiB) | s to first step | losses finite |",
+        "|---|---|---|---|---|",
+    ]
     for conf, rows in results:
         if "error" in rows[0]:
             lines.append(f"| {conf['name']} | failed: {rows[0]['error']} | | | |")
@@ -162,13 +205,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         args.steps, args.batch, args.images = 3, 16, 64
     elif not torch.cuda.is_available():
-        print("gpu_check: no CUDA device here (torch.cuda.is_available() is False); nothing was measured. Run it "
-              "on a machine with a GPU, or pass --dry-run to check the script on the CPU.")
+        print(
+            "gpu_check: no CUDA device here (torch.cuda.is_available() is False); nothing was measured. Run it "
+            "on a machine with a GPU, or pass --dry-run to check the script on the CPU."
+        )
         return 0
     gpus = 0 if args.dry_run else torch.cuda.device_count()
     header = "CPU dry run" if args.dry_run else f"{gpus} × {torch.cuda.get_device_name()}"
-    print(f"gpu_check: cifar10-esimclr, {args.steps} steps, global batch {args.batch}, synthetic 32-px images; "
-          f"{header}; torch {torch.__version__}")
+    print(
+        f"gpu_check: cifar10-esimclr, {args.steps} steps, global batch {args.batch}, synthetic 32-px images; "
+        f"{header}; torch {torch.__version__}"
+    )
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "synthetic"

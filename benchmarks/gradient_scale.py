@@ -45,7 +45,7 @@ def main(kind: str) -> None:
             model = ESSLModel(cfg, x1.shape[1]).train()
             model(x1, x2)["loss"].backward()
             grads = [p.grad for p in model.backbone.parameters() if p.grad is not None]
-            norms[method].append(torch.sqrt(sum((gr ** 2).sum() for gr in grads)).item())
+            norms[method].append(torch.sqrt(sum((gr**2).sum() for gr in grads)).item())
     base = sum(norms["simclr"]) / 2
     print(f"| method ({kind}) | backbone-gradient norm | ratio to SimCLR |\n|---|---|---|")
     for method, values in norms.items():

@@ -17,11 +17,11 @@ from essl.errors import EsslError, Interrupted, Preempted, os_failure, os_reason
 from essl.extras import MissingExtra
 
 COMMAND_MODULES = [
-    "essl.training.commands",     # pretrain, presets
-    "essl.evaluation.commands",   # knn, probe, finetune, diagnose, report
+    "essl.training.commands",  # pretrain, presets
+    "essl.evaluation.commands",  # knn, probe, finetune, diagnose, report
     "essl.experiments.commands",  # demo, sweep
-    "essl.photonics.commands",    # phc generate | label | merge | finetune | experiment
-    "essl.export",                # export
+    "essl.photonics.commands",  # phc generate | label | merge | finetune | experiment
+    "essl.export",  # export
 ]
 #: command families behind an optional extra: module -> its command, still listed (with an error naming the
 #: extra to install) when the extra is missing
@@ -61,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_unavailable(sub: argparse._SubParsersAction, command: str, exc: MissingExtra) -> None:
     """List ``command`` anyway; running it (with any arguments) prints ``exc``, which names the extra."""
-    p = sub.add_parser(command, help=f"(not installed: pip install 'essl[{exc.extra}]')", add_help=False,
-                       prefix_chars="\x00")  # every argument, --help too, reaches the error below
+    p = sub.add_parser(
+        command, help=f"(not installed: pip install 'essl[{exc.extra}]')", add_help=False, prefix_chars="\x00"
+    )  # every argument, --help too, reaches the error below
     p.add_argument("args", nargs=argparse.REMAINDER)
 
     def unavailable(args: argparse.Namespace) -> int:
@@ -74,8 +75,11 @@ def _register_unavailable(sub: argparse._SubParsersAction, command: str, exc: Mi
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and isinstance(getattr(args, "overrides", None), list) and \
-            all("=" in e and not e.startswith("-") for e in extra):
+    if (
+        extra
+        and isinstance(getattr(args, "overrides", None), list)
+        and all("=" in e and not e.startswith("-") for e in extra)
+    ):
         args.overrides += extra  # `essl pretrain P --no-progress epochs=1`: settings after an option
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -104,8 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # an OS failure no command turned into a message of its own
         err = os_failure(exc)
         where = f" {err.filename}" if err is not None and err.filename else ""
-        print(f"essl: error: operating-system failure on{where or ' a file'}: {os_reason(exc)}. Fix the cause "
-              f"(free space, permissions, a writable folder) and run the command again.", file=sys.stderr)
+        print(
+            f"essl: error: operating-system failure on{where or ' a file'}: {os_reason(exc)}. Fix the cause "
+            f"(free space, permissions, a writable folder) and run the command again.",
+            file=sys.stderr,
+        )
         return 1
 
 

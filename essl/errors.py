@@ -27,11 +27,18 @@ class Interrupted(KeyboardInterrupt):
     """Ctrl-C (SIGINT), with a message that says what was kept; the CLI prints it and exits with 130."""
 
 
-_REASONS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
-            errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
-            errno.EPERM: "operation not permitted", errno.EIO: "input/output error",
-            errno.ENAMETOOLONG: "file name too long", errno.ENOTDIR: "a part of the path is a file, not a folder",
-            errno.EISDIR: "it is a folder", errno.ENOENT: "no such file or folder"}
+_REASONS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EIO: "input/output error",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "it is a folder",
+    errno.ENOENT: "no such file or folder",
+}
 
 
 def os_failure(exc: BaseException | None) -> OSError | None:
@@ -55,15 +62,19 @@ def os_reason(exc: BaseException) -> str:
     return _REASONS.get(err.errno or -1) or (err.strerror or str(err)).lower()
 
 
-def write_error(path: Path | str, exc: BaseException, intact: str = "",
-                then: str = "run the command again") -> EsslError:
+def write_error(
+    path: Path | str, exc: BaseException, intact: str = "", then: str = "run the command again"
+) -> EsslError:
     """An :class:`EsslError` for a file or folder that could not be written: what happened, what is intact
     (``intact``) and how to go on (``then``)."""
     reason = os_reason(exc)
-    fix = {"no space left on device": "free some space", "disk quota exceeded": "free some space",
-           "the file system is read-only": "choose a writable folder",
-           "permission denied": "choose a folder you can write to",
-           "operation not permitted": "choose a folder you can write to"}.get(reason, "fix the cause")
+    fix = {
+        "no space left on device": "free some space",
+        "disk quota exceeded": "free some space",
+        "the file system is read-only": "choose a writable folder",
+        "permission denied": "choose a folder you can write to",
+        "operation not permitted": "choose a folder you can write to",
+    }.get(reason, "fix the cause")
     parts = [f"Cannot write {path}: {reason}.", intact, f"To continue, {fix} and {then}."]
     return EsslError(" ".join(p for p in parts if p))
 

@@ -78,8 +78,7 @@ def data_description(cfg: PretrainConfig, run_dir: Path | None = None) -> dict[s
     if cfg.dataset in STREAMED_DATASETS:
         return {"channels": 3, "image_size": cfg.image_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
     data = load_dataset(cfg.dataset, "train", cfg.data_root, cfg.image_size)
-    return {"channels": data.channels, "image_size": data.image_size, "mean": list(data.mean),
-            "std": list(data.std)}
+    return {"channels": data.channels, "image_size": data.image_size, "mean": list(data.mean), "std": list(data.std)}
 
 
 def _recorded_data(run_dir: Path | None) -> dict[str, Any] | None:
@@ -94,36 +93,45 @@ def _recorded_data(run_dir: Path | None) -> dict[str, Any] | None:
     return {k: data[k] for k in keys} if all(k in data for k in keys) else None
 
 
-def run_metadata(backbone: nn.Module, cfg: PretrainConfig, ckpt_path: Path, meta: dict[str, Any],
-                 run_dir: Path) -> dict[str, Any]:
+def run_metadata(
+    backbone: nn.Module, cfg: PretrainConfig, ckpt_path: Path, meta: dict[str, Any], run_dir: Path
+) -> dict[str, Any]:
     """The metadata of a run's backbone (the ``OUT.json`` of its export, without the ``weights`` entry)."""
     data = data_description(cfg, run_dir)
     view = resolve_view(cfg.views[0])
     sha = file_digest(ckpt_path)
-    evaluations = {name: r for name, r in read_results(run_dir).items()
-                   if (r.get("checkpoint_info") or {}).get("sha256") == sha}
+    evaluations = {
+        name: r for name, r in read_results(run_dir).items() if (r.get("checkpoint_info") or {}).get("sha256") == sha
+    }
     return {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "essl_version": __version__,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "essl_version": __version__,
         "architecture": cfg.backbone,
         "keys": "torchvision" if cfg.backbone in TORCHVISION_ARCHS else "essl",
         "in_channels": data["channels"],
-        "input_size": view.size or data["image_size"],       # the crop size the backbone was trained on
+        "input_size": view.size or data["image_size"],  # the crop size the backbone was trained on
         "data_image_size": data["image_size"],
         "feature_dim": feature_dim(backbone),
         "normalization": {"mean": data["mean"], "std": data["std"], "scale": "inputs in [0, 1], then (x - mean) / std"},
         "method": cfg.method,
         "equivariance": [{"group": t.group, "weight": t.weight} for t in cfg.equivariance],
         "dataset": cfg.dataset,
-        "checkpoint": {"path": str(ckpt_path), "sha256": sha, "epoch": meta.get("epoch"),
-                       "milestone": meta.get("milestone")},
+        "checkpoint": {
+            "path": str(ckpt_path),
+            "sha256": sha,
+            "epoch": meta.get("epoch"),
+            "milestone": meta.get("milestone"),
+        },
         "evaluations": evaluations,
         "config": cfg.to_dict(),
     }
 
 
 # ------------------------------------------------------------------------------------------------ export
-def export_backbone(run: Path | str, out: Path | str, *, fmt: str | None = None,
-                    overwrite: bool = False) -> tuple[Path, Path]:
+def export_backbone(
+    run: Path | str, out: Path | str, *, fmt: str | None = None, overwrite: bool = False
+) -> tuple[Path, Path]:
     """Write the backbone of ``run`` (a run folder, or a checkpoint file of one) to ``OUT.safetensors`` (or
     ``.pt``) and ``OUT.json``; returns both paths. Nothing is written unless both can be; an existing file is
     replaced only with ``overwrite``."""
@@ -148,15 +156,21 @@ def export_backbone(run: Path | str, out: Path | str, *, fmt: str | None = None,
         if fmt == "safetensors":
             from safetensors.torch import save_file
 
-            save_file(state, str(tmp_weights), metadata={"format": "pt", "essl_format": FORMAT,
-                                                         "architecture": cfg.backbone})
+            save_file(
+                state, str(tmp_weights), metadata={"format": "pt", "essl_format": FORMAT, "architecture": cfg.backbone}
+            )
         else:
             torch.save(state, tmp_weights)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp_weights, 0o666 & ~umask)  # safetensors creates its file private; the export is shared as usual
-        metadata["weights"] = {"file": weights.name, "format": fmt, "sha256": file_digest(tmp_weights),
-                               "tensors": len(state), "parameters": sum(p.numel() for p in backbone.parameters())}
+        metadata["weights"] = {
+            "file": weights.name,
+            "format": fmt,
+            "sha256": file_digest(tmp_weights),
+            "tensors": len(state),
+            "parameters": sum(p.numel() for p in backbone.parameters()),
+        }
         tmp_meta.write_text(json.dumps(metadata, indent=2) + "\n")
         os.replace(tmp_weights, weights)
         os.replace(tmp_meta, meta_file)
@@ -180,8 +194,10 @@ def load_backbone(path: Path | str, *, arch: str | None = None) -> tuple[nn.Modu
     """
     path = Path(path)
     if not path.exists():
-        raise EsslError(f"{path} does not exist. Pass a run folder, an export (OUT.safetensors / OUT.pt with "
-                        f"OUT.json) or a released checkpoint file.")
+        raise EsslError(
+            f"{path} does not exist. Pass a run folder, an export (OUT.safetensors / OUT.pt with "
+            f"OUT.json) or a released checkpoint file."
+        )
     if path.is_dir():
         return _load_from_run(path)
     if path.suffix == ".safetensors" or metadata_path(path).is_file() and _is_export_metadata(metadata_path(path)):
@@ -198,8 +214,13 @@ def _load_from_run(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     try:
         metadata = run_metadata(backbone, cfg, ckpt_path, info, run_dir)
     except EsslError:  # the training data moved: the weights still load, without data-dependent fields
-        metadata = {"format": FORMAT, "architecture": cfg.backbone, "feature_dim": feature_dim(backbone),
-                    "config": cfg.to_dict(), "checkpoint": {"path": str(ckpt_path), "epoch": info.get("epoch")}}
+        metadata = {
+            "format": FORMAT,
+            "architecture": cfg.backbone,
+            "feature_dim": feature_dim(backbone),
+            "config": cfg.to_dict(),
+            "checkpoint": {"path": str(ckpt_path), "epoch": info.get("epoch")},
+        }
     metadata["source"] = "run"
     return backbone.eval(), metadata
 
@@ -214,17 +235,21 @@ def _is_export_metadata(path: Path) -> bool:
 def _load_export(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     meta_file = metadata_path(path)
     if not meta_file.is_file():
-        raise EsslError(f"{path} has no {meta_file.name} beside it; an essl export is the weights file plus its "
-                        f"metadata (write both with `essl export RUN {path}`).")
+        raise EsslError(
+            f"{path} has no {meta_file.name} beside it; an essl export is the weights file plus its "
+            f"metadata (write both with `essl export RUN {path}`)."
+        )
     try:
         metadata = json.loads(meta_file.read_text())
     except (OSError, ValueError) as exc:
         raise EsslError(f"Cannot read {meta_file}: {exc}") from None
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
-        raise EsslError(f"{meta_file} is not the metadata of an essl export (no \"format\": \"{FORMAT}\").")
+        raise EsslError(f'{meta_file} is not the metadata of an essl export (no "format": "{FORMAT}").')
     if metadata.get("format_version", 0) > FORMAT_VERSION:
-        raise EsslError(f"{meta_file} was written by a newer essl (format version {metadata['format_version']}); "
-                        f"upgrade essl to load it.")
+        raise EsslError(
+            f"{meta_file} was written by a newer essl (format version {metadata['format_version']}); "
+            f"upgrade essl to load it."
+        )
     for key in ("architecture", "in_channels"):
         if key not in metadata:
             raise EsslError(f"{meta_file} lacks {key!r}; re-export the run with `essl export`.")
@@ -272,23 +297,37 @@ def _load_released(path: Path, ckpt: Any, arch: str | None) -> tuple[nn.Module, 
     arch = arch or infer_arch(state)
     backbone = make_backbone(arch, in_channels=state["conv1.weight"].shape[1])
     _load_strict(backbone, state, path, arch)
-    metadata = {"format": FORMAT, "source": "released", "layout": layout, "architecture": arch,
-                "keys": "torchvision", "in_channels": int(state["conv1.weight"].shape[1]),
-                "feature_dim": feature_dim(backbone), "checkpoint": {"path": str(path), "sha256": file_digest(path)}}
+    metadata = {
+        "format": FORMAT,
+        "source": "released",
+        "layout": layout,
+        "architecture": arch,
+        "keys": "torchvision",
+        "in_channels": int(state["conv1.weight"].shape[1]),
+        "feature_dim": feature_dim(backbone),
+        "checkpoint": {"path": str(path), "sha256": file_digest(path)},
+    }
     return backbone.eval(), metadata
 
 
 # ------------------------------------------------------------------------------------------------ command
 def register(sub: Any) -> None:
-    p = sub.add_parser("export", help="write a run's backbone as OUT.safetensors (or .pt) plus OUT.json metadata",
-                       description="Export the backbone of a run: weights with torchvision's key names for the "
-                                   "ResNets, and OUT.json with architecture, input channels and size, feature "
-                                   "dimension, normalisation, the run's config, the checkpoint's SHA-256 and the "
-                                   "run's evaluation results. Load it with essl.load_backbone(OUT) or torch.hub.")
+    p = sub.add_parser(
+        "export",
+        help="write a run's backbone as OUT.safetensors (or .pt) plus OUT.json metadata",
+        description="Export the backbone of a run: weights with torchvision's key names for the "
+        "ResNets, and OUT.json with architecture, input channels and size, feature "
+        "dimension, normalisation, the run's config, the checkpoint's SHA-256 and the "
+        "run's evaluation results. Load it with essl.load_backbone(OUT) or torch.hub.",
+    )
     p.add_argument("run", type=Path, help="run folder written by `essl pretrain` (or a checkpoint file of one)")
     p.add_argument("out", type=Path, help="OUT.safetensors, OUT.pt, or OUT (then .safetensors is added)")
-    p.add_argument("--format", dest="fmt", choices=("safetensors", "pt"),
-                   help="safetensors (default) or a plain torch.save state dict")
+    p.add_argument(
+        "--format",
+        dest="fmt",
+        choices=("safetensors", "pt"),
+        help="safetensors (default) or a plain torch.save state dict",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT and OUT.json")
     p.set_defaults(func=run_export)
 
@@ -297,7 +336,9 @@ def run_export(args: Any) -> int:
     weights, meta_file = export_backbone(args.run, args.out, fmt=args.fmt, overwrite=args.overwrite)
     meta = json.loads(meta_file.read_text())
     size = weights.stat().st_size / 1e6
-    print(f"wrote {weights} ({meta['architecture']}, {meta['weights']['parameters']:,} parameters, {size:.1f} MB, "
-          f"{meta['in_channels']}-channel {meta['input_size']} px input, {meta['feature_dim']}-d features) and "
-          f"{meta_file}")
+    print(
+        f"wrote {weights} ({meta['architecture']}, {meta['weights']['parameters']:,} parameters, {size:.1f} MB, "
+        f"{meta['in_channels']}-channel {meta['input_size']} px input, {meta['feature_dim']}-d features) and "
+        f"{meta_file}"
+    )
     return 0

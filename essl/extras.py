@@ -46,6 +46,9 @@ def require_extra(extra: str) -> list[ModuleType]:
                 raise  # the package is there but one of its own dependencies is broken: show the real error
             missing.append(name)
     if missing:
-        raise MissingExtra(f"Missing optional package(s) {', '.join(missing)}, needed for {PURPOSE[extra]}. "
-                           f"Install them with: pip install 'essl[{extra}]'", extra)
+        raise MissingExtra(
+            f"Missing optional package(s) {', '.join(missing)}, needed for {PURPOSE[extra]}. "
+            f"Install them with: pip install 'essl[{extra}]'",
+            extra,
+        )
     return modules

@@ -36,7 +36,7 @@ CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
 EVAL_DIR = "eval"
-RUN_JSON = "run.json"    # provenance of a run (versions, command, device, start/end); read by essl export
+RUN_JSON = "run.json"  # provenance of a run (versions, command, device, start/end); read by essl export
 MILESTONE_DIR = "checkpoints"
 CHANGES = "changes.jsonl"
 #: Summary files of an experiment folder (demo, sweep).
@@ -105,10 +105,15 @@ def check_run_dir(out: Path, overwrite: bool) -> None:
         raise EsslError(f"{out} exists and is not a folder. Choose another --out.")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            hint = " It holds a checkpoint: continue it with `essl pretrain --resume " + str(out) + "`." \
-                if (out / CHECKPOINT).exists() else ""
-            raise EsslError(f"Run folder {out} already exists and is not empty.{hint} Choose another --out, or pass "
-                            f"--overwrite to replace it.")
+            hint = (
+                " It holds a checkpoint: continue it with `essl pretrain --resume " + str(out) + "`."
+                if (out / CHECKPOINT).exists()
+                else ""
+            )
+            raise EsslError(
+                f"Run folder {out} already exists and is not empty.{hint} Choose another --out, or pass "
+                f"--overwrite to replace it."
+            )
 
 
 def prepare_run_dir(out: Path, overwrite: bool) -> None:
@@ -174,15 +179,19 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     """Read a checkpoint with weights-only unpickling (no code from the file is run)."""
     path = Path(path)
     if not path.is_file():
-        raise EsslError(f"No checkpoint at {path}. Pass a run folder written by `essl pretrain` (it holds "
-                        f"{CHECKPOINT}) or the path of a .pt file.")
+        raise EsslError(
+            f"No checkpoint at {path}. Pass a run folder written by `essl pretrain` (it holds "
+            f"{CHECKPOINT}) or the path of a .pt file."
+        )
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or foreign files
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
         detail = next((ln for ln in lines if "Unsupported global" in ln), lines[0] if lines else "")
-        raise EsslError(f"Cannot read checkpoint {path} ({type(exc).__name__}: {detail}). The file is corrupt, "
-                        f"truncated, or holds objects that weights-only loading refuses.") from None
+        raise EsslError(
+            f"Cannot read checkpoint {path} ({type(exc).__name__}: {detail}). The file is corrupt, "
+            f"truncated, or holds objects that weights-only loading refuses."
+        ) from None
 
 
 # ------------------------------------------------------------------------------------------------ milestones
@@ -239,8 +248,9 @@ def resolve_checkpoint(run_dir: Path | str, choice: str | None = None) -> Path:
         return path
     path = Path(choice)
     if not path.is_file():
-        raise EsslError(f"--checkpoint {choice}: no such file. Give a milestone name such as epoch_0100 or the path "
-                        f"of a .pt file.")
+        raise EsslError(
+            f"--checkpoint {choice}: no such file. Give a milestone name such as epoch_0100 or the path of a .pt file."
+        )
     return path
 
 
@@ -267,8 +277,11 @@ def write_result(run_dir: Path | str, name: str, payload: dict[str, Any]) -> Pat
     """Write ``RUN_DIR/eval/<name>.json`` atomically (with the essl version and the time) and return its path."""
     path = result_path(run_dir, name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"essl_version": __version__, "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              **payload}
+    record = {
+        "essl_version": __version__,
+        "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **payload,
+    }
     return write_atomic(path, json.dumps(record, indent=2) + "\n")
 
 

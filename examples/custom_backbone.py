@@ -23,11 +23,19 @@ class TinyConvNet(nn.Module):
     def __init__(self, in_channels: int = 3, width: int = 64):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(in_channels, width // 4, 3, padding=1), nn.BatchNorm2d(width // 4), nn.ReLU(),
-            nn.Conv2d(width // 4, width // 2, 3, stride=2, padding=1), nn.BatchNorm2d(width // 2), nn.ReLU(),
-            nn.Conv2d(width // 2, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.feature_dim = width                            # essl sizes the projector and heads from this
+            nn.Conv2d(in_channels, width // 4, 3, padding=1),
+            nn.BatchNorm2d(width // 4),
+            nn.ReLU(),
+            nn.Conv2d(width // 4, width // 2, 3, stride=2, padding=1),
+            nn.BatchNorm2d(width // 2),
+            nn.ReLU(),
+            nn.Conv2d(width // 2, width, 3, stride=2, padding=1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.feature_dim = width  # essl sizes the projector and heads from this
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -50,11 +58,21 @@ if __name__ == "__main__":
     parser.add_argument("--out", type=Path, default=Path("runs/custom-backbone"))
     args = parser.parse_args()
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))   # so that `custom_backbone` is importable by name
-    cfg = load_config("mnist5k-esimclr", ["backbone=custom_backbone:tiny_convnet", f"epochs={args.epochs}",
-                                          f"subset={args.subset}", "batch_size=128", "knn_every=1"])
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # so that `custom_backbone` is importable by name
+    cfg = load_config(
+        "mnist5k-esimclr",
+        [
+            "backbone=custom_backbone:tiny_convnet",
+            f"epochs={args.epochs}",
+            f"subset={args.subset}",
+            "batch_size=128",
+            "knn_every=1",
+        ],
+    )
     run = pretrain(cfg, args.out, overwrite=True, progress=False)
     weights, _ = export_backbone(run, args.out / "tiny.safetensors", overwrite=True)
     backbone, meta = essl.load_backbone(weights)
-    print(f"exported {weights}: {meta['architecture']}, {meta['feature_dim']}-d features, "
-          f"{sum(p.numel() for p in backbone.parameters()):,} parameters")
+    print(
+        f"exported {weights}: {meta['architecture']}, {meta['feature_dim']}-d features, "
+        f"{sum(p.numel() for p in backbone.parameters()):,} parameters"
+    )

@@ -1,3 +1,5 @@
+# This file is shown verbatim in the README; its aligned comments are kept as written.
+# fmt: off
 """Add the E-SSL objective to your own SimCLR training loop (plain PyTorch; runs on MNIST-5k in a minute).
 
     python examples/custom_loop.py --steps 20

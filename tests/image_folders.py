@@ -6,8 +6,9 @@ import numpy as np
 from PIL import Image
 
 
-def make_image_folder(root: Path, per_class: dict[str, int] | None = None, size: int = 16, classes: int = 2,
-                      seed: int = 0) -> Path:
+def make_image_folder(
+    root: Path, per_class: dict[str, int] | None = None, size: int = 16, classes: int = 2, seed: int = 0
+) -> Path:
     """``root/{train,test}/c<k>/<i>.png``: noisy RGB images whose bright quadrant is the class (k = 0..3)."""
     per_class = per_class or {"train": 24, "test": 8}
     rng = np.random.default_rng(seed)
@@ -19,6 +20,6 @@ def make_image_folder(root: Path, per_class: dict[str, int] | None = None, size:
             for i in range(n):
                 img = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
                 r, q = divmod(c % 4, 2)
-                img[r * half:(r + 1) * half, q * half:(q + 1) * half] += 150
+                img[r * half : (r + 1) * half, q * half : (q + 1) * half] += 150
                 Image.fromarray(img).save(folder / f"{i}.png")
     return root

@@ -85,7 +85,7 @@ def import_graph(package: Path = PACKAGE) -> dict[str, dict[str, bool]]:
                 base = node.module or ""
                 if node.level:  # relative import
                     anchor = mod.split(".") if is_pkg else mod.split(".")[:-1]
-                    anchor = anchor[:len(anchor) - node.level + 1]
+                    anchor = anchor[: len(anchor) - node.level + 1]
                     base = ".".join(anchor + ([base] if base else []))
                 names = [f"{base}.{a.name}" for a in node.names] + [base]
             for name in names:
@@ -193,8 +193,10 @@ if __name__ == "__main__":
 # ------------------------------------------------------------------------------------------------ citations
 #: Paths inside this repository that its text may name (checked to exist); anything under reference/ is a note
 #: that is not part of the repository and may never be cited.
-REPO_PATH = re.compile(r"(?<![\w./-])((?:essl|docs|tests|benchmarks|examples|\.ci)/[\w./*-]*\w"
-                       r"|(?:README|BENCHMARKS|CONTRIBUTING)\.md)")
+REPO_PATH = re.compile(
+    r"(?<![\w./-])((?:essl|docs|tests|benchmarks|examples|\.ci)/[\w./*-]*\w"
+    r"|(?:README|BENCHMARKS|CONTRIBUTING)\.md)"
+)
 NOTE = re.compile(r"reference/\w+\.md")
 TEXT_SUFFIXES = {".py", ".md", ".yaml", ".toml", ".sh", ".txt", ".cfg"}
 

@@ -19,8 +19,10 @@ from essl.objectives.barlow_twins import _standardise
 from essl.training.config import load_config
 from essl.training.model import ESSLModel
 
-pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
-                                reason="torch.distributed with the gloo backend is not available")
+pytestmark = pytest.mark.skipif(
+    not (dist.is_available() and dist.is_gloo_available()),
+    reason="torch.distributed with the gloo backend is not available",
+)
 
 WORLD, N, D, LAMBD = 2, 8, 6, 0.0051
 
@@ -66,9 +68,11 @@ def _worker(rank: int, store: str, out: str) -> None:
     x1, x2, layer = _data()
     part = slice(rank * N // WORLD, (rank + 1) * N // WORLD)
     z = lambda x: layer(x[part])  # noqa: E731
-    results = {"official": _grads(layer, _official_loss(z(x1), z(x2), N)),
-               "exact": _grads(layer, barlow_twins_loss(z(x1), z(x2), LAMBD)),
-               "official_mode": _grads(layer, scale_gradient(barlow_twins_loss(z(x1), z(x2), LAMBD), 1 / WORLD))}
+    results = {
+        "official": _grads(layer, _official_loss(z(x1), z(x2), N)),
+        "exact": _grads(layer, barlow_twins_loss(z(x1), z(x2), LAMBD)),
+        "official_mode": _grads(layer, scale_gradient(barlow_twins_loss(z(x1), z(x2), LAMBD), 1 / WORLD)),
+    }
     torch.save(results, f"{out}/{rank}.pt")
     dist.destroy_process_group()
 
@@ -76,8 +80,9 @@ def _worker(rank: int, store: str, out: str) -> None:
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bt")
-    ctx = mp.start_processes(_worker, args=(str(tmp / "store"), str(tmp)), nprocs=WORLD, join=False,
-                             start_method="spawn")
+    ctx = mp.start_processes(
+        _worker, args=(str(tmp / "store"), str(tmp)), nprocs=WORLD, join=False, start_method="spawn"
+    )
     deadline = time.monotonic() + 240
     while not ctx.join(timeout=1):
         if time.monotonic() > deadline:

@@ -54,15 +54,18 @@ def test_factory_backbone_in_the_essl_model():
     assert torch.isfinite(out["loss"])
 
 
-@pytest.mark.parametrize("spec,match", [
-    ("no_such_module_xyz:f", "cannot import no_such_module_xyz"),
-    ("tests.test_custom_backbone:missing", "has no attribute 'missing'"),
-    ("tests.test_custom_backbone:NOT_CALLABLE", "not callable"),
-    ("tests.test_custom_backbone:not_a_module", "not a torch.nn.Module"),
-    ("tests.test_custom_backbone:no_feature_dim", "feature_dim"),
-    (":f", "package.module:function"),
-    ("resnet19", "Unknown backbone"),
-])
+@pytest.mark.parametrize(
+    "spec,match",
+    [
+        ("no_such_module_xyz:f", "cannot import no_such_module_xyz"),
+        ("tests.test_custom_backbone:missing", "has no attribute 'missing'"),
+        ("tests.test_custom_backbone:NOT_CALLABLE", "not callable"),
+        ("tests.test_custom_backbone:not_a_module", "not a torch.nn.Module"),
+        ("tests.test_custom_backbone:no_feature_dim", "feature_dim"),
+        (":f", "package.module:function"),
+        ("resnet19", "Unknown backbone"),
+    ],
+)
 def test_bad_factories(spec, match):
     with pytest.raises(EsslError, match=match):
         make_backbone(spec, 1)
@@ -74,7 +77,8 @@ def test_module_in_the_current_folder_is_found(tmp_path, monkeypatch):
         "def net(in_channels=3):\n"
         "    m = nn.Sequential(nn.Conv2d(in_channels, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())\n"
         "    m.feature_dim = 4\n"
-        "    return m\n")
+        "    return m\n"
+    )
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.path", [p for p in __import__("sys").path if p not in ("", str(tmp_path))])
     assert make_backbone("my_local_nets:net", 1).feature_dim == 4

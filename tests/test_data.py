@@ -17,9 +17,12 @@ def write_cifar10(root, n_per_file=10000, train_files=5, rng=np.random.default_r
     folder.mkdir(parents=True)
     names = [f"data_batch_{i}" for i in range(1, train_files + 1)] + ["test_batch"]
     for name in names:
-        batch = {b"batch_label": name.encode(), b"labels": rng.integers(0, 10, n_per_file).tolist(),
-                 b"data": rng.integers(0, 256, (n_per_file, 3072), dtype=np.uint8),
-                 b"filenames": [f"{i}.png".encode() for i in range(n_per_file)]}
+        batch = {
+            b"batch_label": name.encode(),
+            b"labels": rng.integers(0, 10, n_per_file).tolist(),
+            b"data": rng.integers(0, 256, (n_per_file, 3072), dtype=np.uint8),
+            b"filenames": [f"{i}.png".encode() for i in range(n_per_file)],
+        }
         with open(folder / name, "wb") as fh:
             pickle.dump(batch, fh, protocol=2)
     with open(folder / "batches.meta", "wb") as fh:
@@ -89,6 +92,7 @@ def test_cifar_truncated_count_is_reported(tmp_path):
 class _Evil:
     def __reduce__(self):
         import os
+
         return (os.system, ("touch pwned",))
 
 
@@ -107,8 +111,15 @@ def test_cifar100_layout(tmp_path):
     rng = np.random.default_rng(1)
     for name, n in (("train", 50), ("test", 10)):
         with open(folder / name, "wb") as fh:
-            pickle.dump({b"fine_labels": rng.integers(0, 100, n).tolist(), b"coarse_labels": [0] * n,
-                         b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8)}, fh, protocol=2)
+            pickle.dump(
+                {
+                    b"fine_labels": rng.integers(0, 100, n).tolist(),
+                    b"coarse_labels": [0] * n,
+                    b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                },
+                fh,
+                protocol=2,
+            )
     data = load_cifar("cifar100", tmp_path, "train")
     assert data.images.shape == (50, 3, 32, 32) and data.num_classes == 100
 

@@ -37,8 +37,12 @@ def test_demo_writes_table_plot_and_evaluator_numbers(tmp_path, capsys):
     assert equal["epochs"] == max(1, round(essl["pretrain_seconds"] / base["pretrain_seconds"]))
     table = (out / "results.md").read_text()
     assert table.startswith("MNIST-5k, small CNN, 1 epoch, seed 0, 256 training digits")
-    assert [line.split(" | ")[0] for line in table.splitlines() if line.startswith("| ")] == \
-        ["| method", "| SimCLR", "| E-SimCLR", "| SimCLR, equal compute"]
+    assert [line.split(" | ")[0] for line in table.splitlines() if line.startswith("| ")] == [
+        "| method",
+        "| SimCLR",
+        "| E-SimCLR",
+        "| SimCLR, equal compute",
+    ]
     assert "backbone passes" in table and "4.04" in table
     assert (out / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -48,9 +52,16 @@ def test_demo_writes_table_plot_and_evaluator_numbers(tmp_path, capsys):
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
 
 
-@pytest.mark.parametrize("args, message", [(["--epochs", "0"], "--epochs"), (["--subset", "-1"], "subset"),
-                                           (["--subset", "8"], "fewer than batch_size"), (["--seeds", "0"], "--seeds"),
-                                           (["--methods", "simclr,nope"], "unknown method")])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--epochs", "0"], "--epochs"),
+        (["--subset", "-1"], "subset"),
+        (["--subset", "8"], "fewer than batch_size"),
+        (["--seeds", "0"], "--seeds"),
+        (["--methods", "simclr,nope"], "unknown method"),
+    ],
+)
 def test_demo_bad_settings_write_nothing(tmp_path, capsys, args, message):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--no-progress", *args]) == 2
@@ -61,20 +72,47 @@ def test_demo_bad_settings_write_nothing(tmp_path, capsys, args, message):
 def test_demo_seeds_give_mean_and_std():
     from essl.experiments.demo import equal_compute_epochs, summarise
 
-    runs = [{"method": m, "base": "simclr", "variant": v, "seed": s, "epochs": 2,
-             "backbone_passes": {"grad": 2.0, "no_grad": 0.0}, "knn_top1": k, "linear_lbfgs_top1": k + 1,
-             "pretrain_seconds": 10.0 + s, "rotation_pred_acc": None}
-            for s, (m, v, k) in enumerate([("SimCLR", "base", 80.0), ("SimCLR", "base", 84.0)])]
+    runs = [
+        {
+            "method": m,
+            "base": "simclr",
+            "variant": v,
+            "seed": s,
+            "epochs": 2,
+            "backbone_passes": {"grad": 2.0, "no_grad": 0.0},
+            "knn_top1": k,
+            "linear_lbfgs_top1": k + 1,
+            "pretrain_seconds": 10.0 + s,
+            "rotation_pred_acc": None,
+        }
+        for s, (m, v, k) in enumerate([("SimCLR", "base", 80.0), ("SimCLR", "base", 84.0)])
+    ]
     (row,) = summarise(runs)
-    assert row["knn_top1"] == 82.0 and row["knn_top1_std"] == pytest.approx(2 ** 0.5 * 2)  # sample std
+    assert row["knn_top1"] == 82.0 and row["knn_top1_std"] == pytest.approx(2**0.5 * 2)  # sample std
     assert row["seeds"] == [0, 1] and row["pretrain_seconds"] == 10.5
     assert equal_compute_epochs(15, 90.0, 190.0) == 32 and equal_compute_epochs(15, 90.0, 80.0) == 15
 
 
 def test_demo_other_method_without_equal_compute(tmp_path):
     out = tmp_path / "demo"
-    assert main(["demo", "--methods", "mocov3", "--no-equal-compute", "--epochs", "1", "--subset", "256",
-                 "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                "--methods",
+                "mocov3",
+                "--no-equal-compute",
+                "--epochs",
+                "1",
+                "--subset",
+                "256",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     results = json.loads((out / "results.json").read_text())
     assert [r["method"] for r in results["runs"]] == ["MoCo v3", "E-MoCo v3"]
     assert results["runs"][0]["backbone_passes"] == {"grad": 2.0, "no_grad": 2.0}  # + the momentum encoder's

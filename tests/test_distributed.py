@@ -24,23 +24,47 @@ from torch import nn
 
 from essl.errors import EsslError
 from essl.data.batches import TensorBatches
-from essl.objectives import (all_reduce_sum, barlow_twins_loss, byol_loss, gather, info_nce, mocov3_loss, nt_xent,
-                             prediction_loss, simsiam_loss, vicreg_loss)
+from essl.objectives import (
+    all_reduce_sum,
+    barlow_twins_loss,
+    byol_loss,
+    gather,
+    info_nce,
+    mocov3_loss,
+    nt_xent,
+    prediction_loss,
+    simsiam_loss,
+    vicreg_loss,
+)
 from essl.runs import load_checkpoint, read_metrics, save_checkpoint
 from essl.training.config import config_from_dict, load_config
 from essl.training.distributed import detect_env
 from essl.training.pretrain import pretrain
 
-pytestmark = [pytest.mark.distributed, pytest.mark.slow,
-              pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
-                                 reason="torch.distributed with the gloo backend is not available")]
+pytestmark = [
+    pytest.mark.distributed,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (dist.is_available() and dist.is_gloo_available()),
+        reason="torch.distributed with the gloo backend is not available",
+    ),
+]
 
 WORLD = 2
-N = 8                 # global batch of the maths tests
-D = 6                 # input width; embeddings are 5-d
-TIMEOUT = 240         # seconds for any multi-process launch (a busy 2-core machine is slow)
-LAUNCH_ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-                   "TORCHELASTIC_RUN_ID", "GROUP_RANK", "ROLE_RANK")
+N = 8  # global batch of the maths tests
+D = 6  # input width; embeddings are 5-d
+TIMEOUT = 240  # seconds for any multi-process launch (a busy 2-core machine is slow)
+LAUNCH_ENV_KEYS = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "TORCHELASTIC_RUN_ID",
+    "GROUP_RANK",
+    "ROLE_RANK",
+)
 
 
 def _clean_env() -> dict[str, str]:
@@ -121,8 +145,12 @@ def _init(rank: int, store: str) -> None:
 # ------------------------------------------------------------------------------ the objectives, one by one
 def _loss_inputs() -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
-    return {"x1": torch.randn(N, D, generator=g), "x2": torch.randn(N, D, generator=g),
-            "xg": torch.randn(4 * N, D, generator=g), "labels": torch.randint(4, (4 * N,), generator=g)}
+    return {
+        "x1": torch.randn(N, D, generator=g),
+        "x2": torch.randn(N, D, generator=g),
+        "xg": torch.randn(4 * N, D, generator=g),
+        "labels": torch.randint(4, (4 * N,), generator=g),
+    }
 
 
 def _loss_modules() -> nn.ModuleDict:
@@ -211,8 +239,8 @@ def test_objective_matches_single_process(name, two_process_results):
 
 def _collectives_on_rank(rank: int) -> dict:
     x = torch.full((2, 3), float(rank + 1), requires_grad=True)
-    y = gather(x)                                            # [[1]*3]*2 + [[2]*3]*2
-    w = torch.arange(12.0).reshape(4, 3) * (rank + 1)        # a different weighting on every rank
+    y = gather(x)  # [[1]*3]*2 + [[2]*3]*2
+    w = torch.arange(12.0).reshape(4, 3) * (rank + 1)  # a different weighting on every rank
     (y * w).sum().backward()
     s = all_reduce_sum(x * (rank + 1))
     return {"y": y.detach(), "grad": x.grad.clone(), "s": s.detach()}
@@ -221,10 +249,10 @@ def _collectives_on_rank(rank: int) -> dict:
 def test_gather_and_all_reduce_sum(two_process_results):
     res = [r["collectives"] for r in two_process_results]
     expected = torch.cat([torch.ones(2, 3), 2 * torch.ones(2, 3)])
-    w_sum = torch.arange(12.0).reshape(4, 3) * 3                # sum over ranks of the weightings
+    w_sum = torch.arange(12.0).reshape(4, 3) * 3  # sum over ranks of the weightings
     for r in range(WORLD):
         assert torch.equal(res[r]["y"], expected)
-        assert torch.equal(res[r]["grad"], w_sum[2 * r:2 * r + 2])  # the summed gradient of its own slice
+        assert torch.equal(res[r]["grad"], w_sum[2 * r : 2 * r + 2])  # the summed gradient of its own slice
         assert torch.equal(res[r]["s"], torch.full((2, 3), 1.0 * 1 + 2.0 * 2))
 
 
@@ -234,7 +262,7 @@ MODEL_CASES = {
     "simclr_nt_xent": {"method": "simclr", "temperature": 0.1, "full_nt_xent": True},
     "simsiam": {"method": "simsiam", "predictor_hidden": 32},
     "barlow_twins": {"method": "barlow_twins"},
-    "byol": {"method": "byol", "predictor_hidden": 32},          # momentum target network (forward only)
+    "byol": {"method": "byol", "predictor_hidden": 32},  # momentum target network (forward only)
     "vicreg": {"method": "vicreg"},
     "mocov3": {"method": "mocov3", "predictor_hidden": 32, "temperature": 0.2},
 }
@@ -243,9 +271,14 @@ MODEL_CASES = {
 def _model(case: str):
     from essl.training.model import ESSLModel
 
-    cfg = config_from_dict({**MODEL_CASES[case], "backbone": "small_cnn", "projector": "small",
-                            "equivariance": [{"group": "rotation", "weight": 0.4, "view": "mnist_small",
-                                              "head": "small"}]})
+    cfg = config_from_dict(
+        {
+            **MODEL_CASES[case],
+            "backbone": "small_cnn",
+            "projector": "small",
+            "equivariance": [{"group": "rotation", "weight": 0.4, "view": "mnist_small", "head": "small"}],
+        }
+    )
     torch.manual_seed(2)
     model = ESSLModel(cfg, in_channels=1)
     return model
@@ -259,8 +292,11 @@ def _bn_eval(model: nn.Module) -> None:
 
 def _model_inputs():
     g = torch.Generator().manual_seed(4)
-    return torch.randn(N, 1, 12, 12, generator=g), torch.randn(N, 1, 12, 12, generator=g), \
-        torch.randn(N, 1, 8, 8, generator=g)
+    return (
+        torch.randn(N, 1, 12, 12, generator=g),
+        torch.randn(N, 1, 12, 12, generator=g),
+        torch.randn(N, 1, 8, 8, generator=g),
+    )
 
 
 def _model_forward(model, x1, x2, small):
@@ -284,8 +320,10 @@ def _models_on_rank(rank: int) -> dict:
         out["loss"].backward()
         losses = torch.stack([out["loss"].detach(), out["ssl_loss"].detach(), out["pred_loss/rotation"].detach()])
         dist.all_reduce(losses)
-        results[case] = {"losses": losses / WORLD, "grads": {k: p.grad.clone() for k, p in model.named_parameters()
-                                                            if p.grad is not None}}
+        results[case] = {
+            "losses": losses / WORLD,
+            "grads": {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None},
+        }
     return results
 
 
@@ -293,8 +331,11 @@ def _worker(rank: int, store: str, out: str) -> None:
     """One pair of gloo processes computes everything the maths tests compare (spawning costs seconds)."""
     _init(rank, store)
     try:
-        results = {"losses": _losses_on_rank(rank), "collectives": _collectives_on_rank(rank),
-                   "models": _models_on_rank(rank)}
+        results = {
+            "losses": _losses_on_rank(rank),
+            "collectives": _collectives_on_rank(rank),
+            "models": _models_on_rank(rank),
+        }
         torch.save(results, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -330,8 +371,9 @@ def test_ddp_model_matches_single_process(case, two_process_results):
         torch.testing.assert_close(r["losses"], expected, rtol=1e-5, atol=1e-6)
         assert r["grads"].keys() == grads.keys()
         for k, gr in grads.items():  # float32 sums in another order: tolerance relative to the largest entry
-            torch.testing.assert_close(r["grads"][k], gr, rtol=1e-4, atol=1e-5 * (1 + gr.abs().max().item()),
-                                       msg=lambda m, k=k: f"{k}: {m}")
+            torch.testing.assert_close(
+                r["grads"][k], gr, rtol=1e-4, atol=1e-5 * (1 + gr.abs().max().item()), msg=lambda m, k=k: f"{k}: {m}"
+            )
 
 
 # ------------------------------------------------------------------------------- torchrun end to end
@@ -339,8 +381,18 @@ TINY = ["subset=256", "batch_size=64", "knn_every=1", "warmup_epochs=0", "precis
 
 
 def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
-           "-m", "essl", "pretrain", *args, "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={WORLD}",
+        "-m",
+        "essl",
+        "pretrain",
+        *args,
+        "--no-progress",
+    ]
     res = subprocess.run(cmd, cwd=cwd, env=_clean_env(), capture_output=True, text=True, timeout=TIMEOUT)
     assert res.returncode == 0, f"torchrun failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-6000:]}"
     return res
@@ -383,8 +435,7 @@ def test_torchrun_two_processes_then_resume_with_one(tmp_path, single_process_en
 
 
 def test_one_process_checkpoint_resumes_with_torchrun(tmp_path, single_process_env):
-    run = pretrain(load_config("mnist5k-ebarlow", TINY + ["epochs=1", "knn_every=0"]), tmp_path / "run",
-                   progress=False)
+    run = pretrain(load_config("mnist5k-ebarlow", TINY + ["epochs=1", "knn_every=0"]), tmp_path / "run", progress=False)
     assert load_checkpoint(run / "checkpoint.pt")["world_size"] == 1
     _extend(run, 2)
     _torchrun(["--resume", str(run)], tmp_path)

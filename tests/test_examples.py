@@ -16,7 +16,7 @@ def test_custom_loop_example_runs(monkeypatch, capsys):
 
 def test_readme_shows_the_example_verbatim():
     readme = (EXAMPLE.parent.parent / "README.md").read_text()
-    body = EXAMPLE.read_text().split('steps, batch = args.steps, args.batch\n', 1)[1]
+    body = EXAMPLE.read_text().split("steps, batch = args.steps, args.batch\n", 1)[1]
     for line in body.strip().splitlines():
         if line.strip():
             assert line in readme, f"README is out of date with examples/custom_loop.py: {line!r}"
@@ -24,8 +24,9 @@ def test_readme_shows_the_example_verbatim():
 
 def test_custom_backbone_example_runs(monkeypatch, capsys, tmp_path):
     example = EXAMPLE.parent / "custom_backbone.py"
-    monkeypatch.setattr(sys, "argv", ["custom_backbone.py", "--epochs", "1", "--subset", "128",
-                                      "--out", str(tmp_path / "run")])
+    monkeypatch.setattr(
+        sys, "argv", ["custom_backbone.py", "--epochs", "1", "--subset", "128", "--out", str(tmp_path / "run")]
+    )
     monkeypatch.setattr(sys, "path", list(sys.path))  # the example adds its folder to sys.path
     runpy.run_path(str(example), run_name="__main__")
     out = capsys.readouterr().out

@@ -28,8 +28,12 @@ def torchvision_resnet18_keys() -> set[str]:
     for stage in range(1, 5):
         for block in range(2):
             p = f"layer{stage}.{block}"
-            keys |= {f"{p}.conv1.weight", f"{p}.conv2.weight", *(f"{p}.bn1.{s}" for s in bn),
-                     *(f"{p}.bn2.{s}" for s in bn)}
+            keys |= {
+                f"{p}.conv1.weight",
+                f"{p}.conv2.weight",
+                *(f"{p}.bn1.{s}" for s in bn),
+                *(f"{p}.bn2.{s}" for s in bn),
+            }
             if stage > 1 and block == 0:
                 keys |= {f"{p}.downsample.0.weight", *(f"{p}.downsample.1.{s}" for s in bn)}
     return keys
@@ -39,8 +43,19 @@ def torchvision_resnet18_keys() -> set[str]:
 def run(tmp_path_factory) -> Path:
     """A one-epoch ResNet-18 (CIFAR stem) run: two steps on 16 MNIST digits, 16-px views."""
     out = tmp_path_factory.mktemp("export") / "run"
-    cfg = load_config("mnist5k-simclr", ["backbone=resnet18_cifar", "epochs=1", "subset=16", "batch_size=8",
-                                         "views=mnist@16,mnist@16", "knn_every=0", "precision=fp32", "num_threads=1"])
+    cfg = load_config(
+        "mnist5k-simclr",
+        [
+            "backbone=resnet18_cifar",
+            "epochs=1",
+            "subset=16",
+            "batch_size=8",
+            "views=mnist@16,mnist@16",
+            "knn_every=0",
+            "precision=fp32",
+            "num_threads=1",
+        ],
+    )
     return pretrain(cfg, out, progress=False)
 
 
@@ -50,8 +65,9 @@ def same_features(a: torch.nn.Module, b: torch.nn.Module, channels: int = 1) -> 
         return torch.allclose(a(x), b(x), atol=1e-5)
 
 
-@pytest.mark.parametrize("name,fmt", [("backbone.safetensors", "safetensors"), ("backbone.pt", "pt"),
-                                      ("backbone", "safetensors")])
+@pytest.mark.parametrize(
+    "name,fmt", [("backbone.safetensors", "safetensors"), ("backbone.pt", "pt"), ("backbone", "safetensors")]
+)
 def test_export_round_trip(run, tmp_path, name, fmt):
     sha = file_digest(run / "checkpoint.pt")
     write_result(run, "knn", {"checkpoint_info": {"sha256": sha}, "top1": 12.5})
@@ -65,12 +81,13 @@ def test_export_round_trip(run, tmp_path, name, fmt):
     data = load_mnist5k("train")
     assert meta["normalization"]["mean"] == pytest.approx(list(data.mean))
     assert meta["checkpoint"]["sha256"] == sha and meta["checkpoint"]["epoch"] == 1
-    assert list(meta["evaluations"]) == ["knn"]              # only results of this very checkpoint
+    assert list(meta["evaluations"]) == ["knn"]  # only results of this very checkpoint
     assert meta["config"]["backbone"] == "resnet18_cifar" and meta["essl_version"]
     assert meta["weights"]["sha256"] == file_digest(weights) and meta["weights"]["format"] == fmt
 
     if fmt == "safetensors":
         from safetensors.torch import load_file
+
         state = load_file(str(weights))
     else:
         state = torch.load(weights, weights_only=True)
@@ -105,9 +122,11 @@ def test_torch_hub_local(run, tmp_path):
 def test_load_released_layouts_infers_the_architecture(tmp_path, layout):
     net = make_backbone("resnet18", 3).eval()
     state = net.state_dict()
-    ckpt = {"backbone": {"backbone": state},
-            "state_dict": {"state_dict": {f"module.backbone.{k}": v for k, v in state.items()}, "epoch": 3},
-            "bare": {**state, "fc.weight": torch.zeros(10, 512), "fc.bias": torch.zeros(10)}}[layout]
+    ckpt = {
+        "backbone": {"backbone": state},
+        "state_dict": {"state_dict": {f"module.backbone.{k}": v for k, v in state.items()}, "epoch": 3},
+        "bare": {**state, "fc.weight": torch.zeros(10, 512), "fc.bias": torch.zeros(10)},
+    }[layout]
     torch.save(ckpt, tmp_path / "released.pth")
     model, meta = load_backbone(tmp_path / "released.pth")
     assert meta["source"] == "released" and meta["architecture"] == "resnet18"
@@ -131,9 +150,14 @@ def test_export_refuses_to_overwrite(run, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json", "b.safetensors"]  # no temporary files left
 
 
-@pytest.mark.parametrize("out,fmt,match", [("missing/b.safetensors", None, "does not exist"),
-                                           ("b.safetensors", "pt", "--format"),
-                                           ("b.json", None, "OUT.safetensors or OUT.pt")])
+@pytest.mark.parametrize(
+    "out,fmt,match",
+    [
+        ("missing/b.safetensors", None, "does not exist"),
+        ("b.safetensors", "pt", "--format"),
+        ("b.json", None, "OUT.safetensors or OUT.pt"),
+    ],
+)
 def test_export_bad_outputs(run, tmp_path, out, fmt, match):
     with pytest.raises(EsslError, match=match):
         export_backbone(run, tmp_path / out, fmt=fmt)

@@ -19,8 +19,15 @@ from essl.data import load_dataset, load_image_folder
 from essl.data.image_folder import decode_image
 from essl.augmentation import ViewRecipe, build_view
 from essl.augmentation.crops import PaddedImages, sample_crop_boxes
-from essl.data.imagenet import (ImageFolderBatches, box_size, decode_padded, decode_resized, decode_square,
-                                split_folder, stratified_subset)
+from essl.data.imagenet import (
+    ImageFolderBatches,
+    box_size,
+    decode_padded,
+    decode_resized,
+    decode_square,
+    split_folder,
+    stratified_subset,
+)
 from essl.errors import EsslError
 from essl.data.batches import TensorBatches
 from essl.runs import load_checkpoint, prepare_run_dir, read_metrics
@@ -29,8 +36,14 @@ from essl.training.model import ESSLModel
 from essl.training.optim import LARS, build_optimizer
 from essl.training.pretrain import Pretrainer, pretrain
 
-PRESETS = ["imagenet-simclr", "imagenet-esimclr", "imagenet-simsiam", "imagenet-esimsiam", "imagenet-barlow",
-           "imagenet-ebarlow"]
+PRESETS = [
+    "imagenet-simclr",
+    "imagenet-esimclr",
+    "imagenet-simsiam",
+    "imagenet-esimsiam",
+    "imagenet-barlow",
+    "imagenet-ebarlow",
+]
 CLASSES = ["n01440764", "n02102040", "n02979186"]
 PER_CLASS = 12
 
@@ -78,14 +91,17 @@ def test_every_imagenet_preset_loads_and_validates():
         assert model.backbone.feature_dim == 2048
 
 
-@pytest.mark.parametrize("name, method, batch, eff_lr, wd, warmup, lam, head", [
-    ("imagenet-simclr", "simclr", 4096, 4.8, 1e-6, 10, None, None),
-    ("imagenet-esimclr", "simclr", 4096, 4.8, 1e-6, 10, 0.4, "imagenet_simclr"),
-    ("imagenet-simsiam", "simsiam", 512, 0.1, 1e-4, 0, None, None),
-    ("imagenet-esimsiam", "simsiam", 512, 0.1, 1e-4, 0, 0.08, "imagenet_simsiam"),
-    ("imagenet-barlow", "barlow_twins", 4096, 3.2, 1e-6, 10, None, None),
-    ("imagenet-ebarlow", "barlow_twins", 4096, 3.2, 1e-6, 10, 8.0, "imagenet_simsiam"),
-])
+@pytest.mark.parametrize(
+    "name, method, batch, eff_lr, wd, warmup, lam, head",
+    [
+        ("imagenet-simclr", "simclr", 4096, 4.8, 1e-6, 10, None, None),
+        ("imagenet-esimclr", "simclr", 4096, 4.8, 1e-6, 10, 0.4, "imagenet_simclr"),
+        ("imagenet-simsiam", "simsiam", 512, 0.1, 1e-4, 0, None, None),
+        ("imagenet-esimsiam", "simsiam", 512, 0.1, 1e-4, 0, 0.08, "imagenet_simsiam"),
+        ("imagenet-barlow", "barlow_twins", 4096, 3.2, 1e-6, 10, None, None),
+        ("imagenet-ebarlow", "barlow_twins", 4096, 3.2, 1e-6, 10, 8.0, "imagenet_simsiam"),
+    ],
+)
 def test_imagenet_presets_hold_the_papers_settings(name, method, batch, eff_lr, wd, warmup, lam, head):
     """rdangovs/essl imagenet/*/main.py and their README commands."""
     cfg = load_config(name)
@@ -125,8 +141,9 @@ def test_lars_matches_a_hand_computation(clip, lr):
     with torch.no_grad():
         model[1].weight.copy_(torch.tensor([1.5, 0.5]))
         model[1].bias.copy_(torch.tensor([0.1, -0.2]))
-    cfg = PretrainConfig(optimizer="lars", exclude_bias_norm=True, weight_decay=0.1, momentum=0.9, lars_eta=0.02,
-                         lars_clip=clip)
+    cfg = PretrainConfig(
+        optimizer="lars", exclude_bias_norm=True, weight_decay=0.1, momentum=0.9, lars_eta=0.02, lars_clip=clip
+    )
     opt = build_optimizer(model, cfg, lr)
     assert isinstance(opt, LARS)
     groups = {id(p): g for g in opt.param_groups for p in g["params"]}
@@ -190,8 +207,10 @@ def test_streamed_batches_are_exact_and_sharded(imagenet, workers):
     decoded = [decode_padded(f, size) for f in files]
     reference = TensorBatches(torch.stack([torch.from_numpy(b) for b, _ in decoded]), batch, seed=5)
     valid = torch.tensor([v for _, v in decoded])
-    shards = [ImageFolderBatches(root, batch, seed=5, rank=r, world_size=2, image_size=size, workers=workers)
-              for r in range(2)]
+    shards = [
+        ImageFolderBatches(root, batch, seed=5, rank=r, world_size=2, image_size=size, workers=workers)
+        for r in range(2)
+    ]
     assert len(reference) == len(shards[0]) == 3 * PER_CLASS // batch
     for epoch in (0, 1):
         parts = [list(s.epoch(epoch)) for s in shards]
@@ -200,8 +219,9 @@ def test_streamed_batches_are_exact_and_sharded(imagenet, workers):
             assert isinstance(parts[0][step], PaddedImages) and parts[0][step].images.dtype == torch.uint8
             assert parts[0][step].shape == (batch // 2, 3, box_size(size), box_size(size))
             assert torch.equal(torch.cat([p[step].images for p in parts]), full)
-            assert torch.equal(torch.cat([p[step].sizes for p in parts]),
-                               valid[order[step * batch:(step + 1) * batch]])
+            assert torch.equal(
+                torch.cat([p[step].sizes for p in parts]), valid[order[step * batch : (step + 1) * batch]]
+            )
     resumed = list(shards[1].epoch(1, start_step=2))
     assert len(resumed) == len(shards[1]) - 2 and torch.equal(resumed[0].images, list(shards[1].epoch(1))[2].images)
     assert shards[0].fingerprint() == shards[1].fingerprint()
@@ -215,7 +235,7 @@ def test_padded_decoding_keeps_the_whole_4_3_image(tmp_path):
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp_path / "a.JPEG", quality=90)
         box, size = decode_padded(tmp_path / "a.JPEG", 24)
         assert box.shape == (3, 32, 32) and size == valid, (w, h)
-        assert not box[:, size[0]:, :].any() and not box[:, :, size[1]:].any()  # zero padding outside
+        assert not box[:, size[0] :, :].any() and not box[:, :, size[1] :].any()  # zero padding outside
     assert decode_resized(tmp_path / "a.JPEG", 24).shape == (3, 24, 24)
 
 
@@ -278,10 +298,23 @@ def test_in_memory_imagenet_for_small_folders(imagenet):
 def _tiny(name: str, imagenet: Path, **extra) -> PretrainConfig:
     """The preset with a small backbone, projector, crops and batch; every other setting as in the paper."""
     values = read_yaml(preset_path(name))
-    values.update({"data_root": str(imagenet), "backbone": "resnet18", "projector": "small",
-                   "predictor_hidden": 64, "image_size": 40, "views": ["imagenet1@32", "imagenet2@32"],
-                   "batch_size": 8, "epochs": 1, "warmup_epochs": min(values["warmup_epochs"], 0.5),
-                   "workers": 0, "num_threads": 1, "precision": "fp32", **extra})
+    values.update(
+        {
+            "data_root": str(imagenet),
+            "backbone": "resnet18",
+            "projector": "small",
+            "predictor_hidden": 64,
+            "image_size": 40,
+            "views": ["imagenet1@32", "imagenet2@32"],
+            "batch_size": 8,
+            "epochs": 1,
+            "warmup_epochs": min(values["warmup_epochs"], 0.5),
+            "workers": 0,
+            "num_threads": 1,
+            "precision": "fp32",
+            **extra,
+        }
+    )
     for task in values["equivariance"]:
         task["view"] = "imagenet_small@16"
     return config_from_dict(values)
@@ -300,8 +333,10 @@ def test_each_imagenet_preset_trains_on_a_tiny_folder(name, imagenet, tmp_path):
         assert "pred_loss/rotation" in rows[0]
     ckpt = load_checkpoint(run / "checkpoint.pt")
     assert ckpt["config"]["dataset"] == "imagenet" and ckpt["epoch"] == 1
-    lrs = {("bias" if g.get("lars_exclude") else "fixed" if g.get("fixed_lr") else "main"): g["lr"]
-           for g in trainer.optimizer.param_groups}
+    lrs = {
+        ("bias" if g.get("lars_exclude") else "fixed" if g.get("fixed_lr") else "main"): g["lr"]
+        for g in trainer.optimizer.param_groups
+    }
     if name.endswith("barlow"):  # the Barlow Twins bias/norm lr: 0.0048 / 0.2 of the weights' lr
         assert lrs["bias"] == pytest.approx(0.024 * lrs["main"])
     elif "simclr" in name:
@@ -357,8 +392,7 @@ def test_streamed_dataset_smaller_than_a_batch(imagenet, tmp_path):
 
 def test_view_size_suffix_is_checked(imagenet, tmp_path):
     with pytest.raises(EsslError, match="whole number"):
-        Pretrainer(_tiny("imagenet-simclr", imagenet, views=["imagenet1@big", "imagenet2"]), tmp_path,
-                   progress=False)
+        Pretrainer(_tiny("imagenet-simclr", imagenet, views=["imagenet1@big", "imagenet2"]), tmp_path, progress=False)
 
 
 @pytest.mark.distributed
@@ -367,15 +401,39 @@ def test_torchrun_two_processes_on_an_image_folder(imagenet, tmp_path):
     """ImageNet path under torchrun: 2 gloo processes, each with 2 DataLoader workers decoding its slice."""
     if not (torch.distributed.is_available() and torch.distributed.is_gloo_available()):
         pytest.skip("torch.distributed with the gloo backend is not available")
-    overrides = [f"data_root={imagenet}", "backbone=resnet18", "projector=small", "image_size=40",
-                 "views=imagenet1@32,imagenet2@32", "batch_size=8", "epochs=1", "workers=2", "precision=fp32",
-                 "equivariance=[{group: rotation, weight: 0.4, view: imagenet_small@16, head: imagenet_simclr}]"]
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-           and not k.startswith("SLURM_")}
+    overrides = [
+        f"data_root={imagenet}",
+        "backbone=resnet18",
+        "projector=small",
+        "image_size=40",
+        "views=imagenet1@32,imagenet2@32",
+        "batch_size=8",
+        "epochs=1",
+        "workers=2",
+        "precision=fp32",
+        "equivariance=[{group: rotation, weight: 0.4, view: imagenet_small@16, head: imagenet_simclr}]",
+    ]
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") and not k.startswith("SLURM_")
+    }
     env["OMP_NUM_THREADS"] = "1"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "essl",
-           "pretrain", "imagenet-esimclr", *overrides, "--out", str(tmp_path / "run"), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "essl",
+        "pretrain",
+        "imagenet-esimclr",
+        *overrides,
+        "--out",
+        str(tmp_path / "run"),
+        "--no-progress",
+    ]
     res = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-6000:]
     rows = read_metrics(tmp_path / "run")

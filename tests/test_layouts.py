@@ -26,9 +26,17 @@ def _randomise(module: nn.Module) -> nn.Module:
 
 
 def _rotation_projector(bottleneck: int) -> nn.Sequential:  # imagenet/*/main.py
-    return nn.Sequential(nn.Linear(2048, 2048), nn.LayerNorm(2048), nn.ReLU(inplace=True), nn.Linear(2048, 2048),
-                         nn.LayerNorm(2048), nn.ReLU(inplace=True), nn.Linear(2048, bottleneck),
-                         nn.LayerNorm(bottleneck), nn.Linear(bottleneck, 4))
+    return nn.Sequential(
+        nn.Linear(2048, 2048),
+        nn.LayerNorm(2048),
+        nn.ReLU(inplace=True),
+        nn.Linear(2048, 2048),
+        nn.LayerNorm(2048),
+        nn.ReLU(inplace=True),
+        nn.Linear(2048, bottleneck),
+        nn.LayerNorm(bottleneck),
+        nn.Linear(bottleneck, 4),
+    )
 
 
 class OfficialSimCLR(nn.Module):  # imagenet/simclr/main.py, class SimCLR, with args.rotation
@@ -47,11 +55,19 @@ class OfficialSimSiam(nn.Module):  # imagenet/simsiam/simsiam/builder.py
     def __init__(self):
         super().__init__()
         self.backbone = resnet50()
-        self.projector = nn.Sequential(nn.Linear(2048, 2048, bias=False), nn.BatchNorm1d(2048), nn.ReLU(inplace=True),
-                                       nn.Linear(2048, 2048, bias=False), nn.BatchNorm1d(2048), nn.ReLU(inplace=True),
-                                       nn.Linear(2048, 2048), nn.BatchNorm1d(2048, affine=False))
-        self.predictor = nn.Sequential(nn.Linear(2048, 512, bias=False), nn.BatchNorm1d(512), nn.ReLU(inplace=True),
-                                       nn.Linear(512, 2048))
+        self.projector = nn.Sequential(
+            nn.Linear(2048, 2048, bias=False),
+            nn.BatchNorm1d(2048),
+            nn.ReLU(inplace=True),
+            nn.Linear(2048, 2048, bias=False),
+            nn.BatchNorm1d(2048),
+            nn.ReLU(inplace=True),
+            nn.Linear(2048, 2048),
+            nn.BatchNorm1d(2048, affine=False),
+        )
+        self.predictor = nn.Sequential(
+            nn.Linear(2048, 512, bias=False), nn.BatchNorm1d(512), nn.ReLU(inplace=True), nn.Linear(512, 2048)
+        )
         self.rotation_projector = _rotation_projector(256)
 
 
@@ -60,13 +76,23 @@ class OfficialCifarBranch(nn.Module):  # cifar10/main.py, class Branch (loss sim
         super().__init__()
         self.encoder = resnet18_cifar()  # cifar10/resnet.py: torchvision keys, 3x3 stem, no maxpool / fc
         self.projector = nn.Module()
-        self.projector.net = nn.Sequential(nn.Linear(512, 2048, bias=False), nn.BatchNorm1d(2048),
-                                           nn.ReLU(inplace=True), nn.Linear(2048, 2048, bias=False),
-                                           nn.BatchNorm1d(2048, affine=False))
+        self.projector.net = nn.Sequential(
+            nn.Linear(512, 2048, bias=False),
+            nn.BatchNorm1d(2048),
+            nn.ReLU(inplace=True),
+            nn.Linear(2048, 2048, bias=False),
+            nn.BatchNorm1d(2048, affine=False),
+        )
         self.net = nn.Sequential(self.encoder, self.projector)
-        self.predictor2 = nn.Sequential(nn.Linear(512, 2048), nn.LayerNorm(2048), nn.ReLU(inplace=True),
-                                        nn.Linear(2048, 2048), nn.LayerNorm(2048), nn.ReLU(inplace=True),
-                                        nn.Linear(2048, 4))
+        self.predictor2 = nn.Sequential(
+            nn.Linear(512, 2048),
+            nn.LayerNorm(2048),
+            nn.ReLU(inplace=True),
+            nn.Linear(2048, 2048),
+            nn.LayerNorm(2048),
+            nn.ReLU(inplace=True),
+            nn.Linear(2048, 4),
+        )
 
 
 def _assert_equal(module: nn.Module, reference: dict[str, torch.Tensor]):
@@ -77,7 +103,7 @@ def _assert_equal(module: nn.Module, reference: dict[str, torch.Tensor]):
 
 
 def _prefixed(state, prefix):
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 @pytest.fixture(scope="module")
@@ -88,13 +114,18 @@ def simclr():
 
 def test_official_imagenet_resnet50_pth_and_checkpoint_pth(simclr, tmp_path):
     official = simclr.state_dict()
-    released = {"backbone": simclr.backbone.state_dict(), "projector": simclr.projector.state_dict(),
-                "head": simclr.online_head.state_dict()}
+    released = {
+        "backbone": simclr.backbone.state_dict(),
+        "projector": simclr.projector.state_dict(),
+        "head": simclr.online_head.state_dict(),
+    }
     full = {"epoch": 100, "model": {f"module.{k}": v for k, v in official.items()}, "optimizer": {"state": {}}}
     assert "module.backbone.layer4.2.bn3.running_var" in full["model"]  # the torchvision / DDP key names
     model = ESSLModel(load_config("imagenet-esimclr"), 3)
-    for obj, layout, loaded in [(released, "official-resnet50", ["backbone", "projector"]),
-                                (full, "official-checkpoint", ["backbone", "projector", "heads.rotation"])]:
+    for obj, layout, loaded in [
+        (released, "official-resnet50", ["backbone", "projector"]),
+        (full, "official-checkpoint", ["backbone", "projector", "heads.rotation"]),
+    ]:
         torch.save(obj, tmp_path / "f.pth")
         weights = split_layout(load_checkpoint(tmp_path / "f.pth"))  # weights-only loading
         assert weights.layout == layout
@@ -111,8 +142,15 @@ def test_official_imagenet_resnet50_pth_and_checkpoint_pth(simclr, tmp_path):
 def test_official_simsiam_checkpoint(tmp_path):
     torch.manual_seed(1)
     official = _randomise(OfficialSimSiam()).state_dict()
-    torch.save({"epoch": 100, "arch": "resnet50", "state_dict": {f"module.{k}": v for k, v in official.items()},
-                "optimizer": {"state": {}}}, tmp_path / "checkpoint_0099.pth.tar")
+    torch.save(
+        {
+            "epoch": 100,
+            "arch": "resnet50",
+            "state_dict": {f"module.{k}": v for k, v in official.items()},
+            "optimizer": {"state": {}},
+        },
+        tmp_path / "checkpoint_0099.pth.tar",
+    )
     weights = split_layout(load_checkpoint(tmp_path / "checkpoint_0099.pth.tar"))
     assert weights.layout == "official-simsiam"
     model = ESSLModel(load_config("imagenet-esimsiam"), 3)
@@ -166,11 +204,17 @@ def test_init_from_an_essl_run_and_an_exported_backbone(tmp_path, capsys):
     assert "init_from" in capsys.readouterr().err
     assert load_checkpoint(run / "checkpoint.pt")["config"]["init_from"] == str(first)
     with pytest.raises(EsslError, match="no such file or run folder"):
-        pretrain(load_config("mnist5k-simclr", tiny + [f"init_from={tmp_path / 'nope.pth'}"]), tmp_path / "third",
-                 progress=False)
+        pretrain(
+            load_config("mnist5k-simclr", tiny + [f"init_from={tmp_path / 'nope.pth'}"]),
+            tmp_path / "third",
+            progress=False,
+        )
     assert not (tmp_path / "third").exists()
     torch.save({"backbone": resnet18_cifar().state_dict()}, tmp_path / "wrong.pth")
     with pytest.raises(EsslError, match="backbone in .* does not fit"):
-        pretrain(load_config("mnist5k-simclr", tiny + [f"init_from={tmp_path / 'wrong.pth'}"]), tmp_path / "third",
-                 progress=False)
+        pretrain(
+            load_config("mnist5k-simclr", tiny + [f"init_from={tmp_path / 'wrong.pth'}"]),
+            tmp_path / "third",
+            progress=False,
+        )
     assert not (tmp_path / "third").exists()

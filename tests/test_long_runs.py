@@ -20,11 +20,27 @@ from essl.training.model import ESSLModel
 from essl.training.pretrain import Pretrainer, pretrain
 from essl.training.schedule import warmup_cosine
 
-LAUNCH_ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-                   "TORCHELASTIC_RUN_ID", "GROUP_RANK", "ROLE_RANK")
+LAUNCH_ENV_KEYS = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "TORCHELASTIC_RUN_ID",
+    "GROUP_RANK",
+    "ROLE_RANK",
+)
 # 256 images at batch 64: 4 steps per epoch; step checkpoints every 3 steps (global steps 3 and 6).
-TINY = ["subset=256", "batch_size=64", "knn_every=0", "warmup_epochs=1", "num_threads=1", "epochs=2",
-        "checkpoint_every=3"]
+TINY = [
+    "subset=256",
+    "batch_size=64",
+    "knn_every=0",
+    "warmup_epochs=1",
+    "num_threads=1",
+    "epochs=2",
+    "checkpoint_every=3",
+]
 
 
 def _same_weights(a, b):
@@ -37,8 +53,7 @@ def _same_weights(a, b):
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
     """The uninterrupted run every interrupted one is compared with."""
-    return pretrain(load_config("mnist5k-esimclr", TINY), tmp_path_factory.mktemp("s") / "straight",
-                    progress=False)
+    return pretrain(load_config("mnist5k-esimclr", TINY), tmp_path_factory.mktemp("s") / "straight", progress=False)
 
 
 def _interrupt_at(monkeypatch, epoch: int, step: int, action):
@@ -68,8 +83,10 @@ def test_mid_epoch_resume_is_bit_identical(straight, tmp_path, monkeypatch):
     monkeypatch.setattr(pretrain_module.TensorBatches, "epoch", original)
     pretrain(None, run, resume=True, progress=False)
     _same_weights(straight, run)
-    assert read_metrics(run) == [{**r, "images_per_s": m["images_per_s"], "epoch_time_s": m["epoch_time_s"]}
-                                 for r, m in zip(read_metrics(straight), read_metrics(run))]
+    assert read_metrics(run) == [
+        {**r, "images_per_s": m["images_per_s"], "epoch_time_s": m["epoch_time_s"]}
+        for r, m in zip(read_metrics(straight), read_metrics(run))
+    ]
 
 
 def test_sigterm_writes_a_checkpoint_at_the_current_step_and_exits_cleanly(straight, tmp_path, monkeypatch, capsys):
@@ -87,12 +104,17 @@ def test_sigterm_writes_a_checkpoint_at_the_current_step_and_exits_cleanly(strai
 
 
 def test_milestones_are_kept_and_evaluated_by_name(tmp_path, capsys):
-    run = pretrain(load_config("mnist5k-simclr", TINY[:-1] + ["keep_checkpoints=[1]", "keep_every=2"]),
-                   tmp_path / "run", progress=False)
+    run = pretrain(
+        load_config("mnist5k-simclr", TINY[:-1] + ["keep_checkpoints=[1]", "keep_every=2"]),
+        tmp_path / "run",
+        progress=False,
+    )
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch_0001.pt", "epoch_0002.pt"]
     assert load_checkpoint(run / "checkpoints" / "epoch_0001.pt")["epoch"] == 1
     assert load_checkpoint(run / "checkpoints" / "epoch_0002.pt")["epoch"] == 2
-    assert resolve_checkpoint(run, "1") == resolve_checkpoint(run, "epoch_0001") == run / "checkpoints" / "epoch_0001.pt"
+    assert (
+        resolve_checkpoint(run, "1") == resolve_checkpoint(run, "epoch_0001") == run / "checkpoints" / "epoch_0001.pt"
+    )
     with pytest.raises(EsslError, match="kept: epoch_0001, epoch_0002"):
         resolve_checkpoint(run, "epoch_0003")
     assert cli_main(["knn", str(run), "--checkpoint", "epoch_0001", "--k", "20"]) == 0
@@ -110,13 +132,16 @@ def test_resumed_shards_continue_the_global_batches(monkeypatch):
             assert torch.equal(torch.cat([s[step] for s in shards]), batch)
 
 
-@pytest.mark.parametrize("bad, match", [
-    ("checkpoint_every=-1", "checkpoint_every must be a whole number >= 0"),
-    ("keep_every=-2", "keep_every must be a whole number >= 0"),
-    ("keep_checkpoints=[0]", "keep_checkpoints lists epochs"),
-    ("keep_checkpoints=[a]", "keep_checkpoints must be a list of epochs"),
-    ("log_every=0", "log_every must be a whole number >= 1"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ("checkpoint_every=-1", "checkpoint_every must be a whole number >= 0"),
+        ("keep_every=-2", "keep_every must be a whole number >= 0"),
+        ("keep_checkpoints=[0]", "keep_checkpoints lists epochs"),
+        ("keep_checkpoints=[a]", "keep_checkpoints must be a list of epochs"),
+        ("log_every=0", "log_every must be a whole number >= 1"),
+    ],
+)
 def test_checkpoint_settings_are_validated(bad, match):
     with pytest.raises(EsslError, match=match):
         load_config("mnist5k-simclr", [bad])
@@ -140,12 +165,14 @@ def test_resume_extends_a_run_with_a_recomputed_schedule(tmp_path):
 def test_resume_refuses_unsafe_changes_and_changes_nothing(tmp_path, capsys):
     run = pretrain(load_config("mnist5k-simclr", TINY[:-1] + ["epochs=1"]), tmp_path / "run", progress=False)
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
-    for args, message in [(["method=simsiam"], "cannot change method (the checkpoint's weights"),
-                          (["batch_size=32", "epochs=3"], "cannot change batch_size (the data order"),
-                          (["temperature=0.2"], "cannot change temperature (it changes the objective"),
-                          (["lr=0.01", "epochs=2"], "Pass --allow-change"),
-                          (["epochs=1"], "already finished all 1 epochs"),
-                          (["epochz=2"], "Unknown setting 'epochz'")]:
+    for args, message in [
+        (["method=simsiam"], "cannot change method (the checkpoint's weights"),
+        (["batch_size=32", "epochs=3"], "cannot change batch_size (the data order"),
+        (["temperature=0.2"], "cannot change temperature (it changes the objective"),
+        (["lr=0.01", "epochs=2"], "Pass --allow-change"),
+        (["epochs=1"], "already finished all 1 epochs"),
+        (["epochz=2"], "Unknown setting 'epochz'"),
+    ]:
         assert cli_main(["pretrain", "--resume", str(run), *args, "--no-progress"]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, err
@@ -197,8 +224,19 @@ def test_mid_epoch_checkpoint_continues_under_torchrun(tmp_path, monkeypatch):
     monkeypatch.setattr(pretrain_module.TensorBatches, "epoch", original)
     assert load_checkpoint(run / "checkpoint.pt")["step"] == 2
     env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV_KEYS and not k.startswith("SLURM_")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "essl",
-           "pretrain", "--resume", str(run), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "essl",
+        "pretrain",
+        "--resume",
+        str(run),
+        "--no-progress",
+    ]
     res = subprocess.run(cmd, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     ckpt = load_checkpoint(run / "checkpoint.pt")

@@ -3,8 +3,15 @@
 import torch
 from torch import nn
 
-from essl.models import (load_torchvision_state_dict, prediction_head, projector, resnet18_cifar, resnet50,
-                         simsiam_predictor, SmallCNN)
+from essl.models import (
+    load_torchvision_state_dict,
+    prediction_head,
+    projector,
+    resnet18_cifar,
+    resnet50,
+    simsiam_predictor,
+    SmallCNN,
+)
 
 
 def test_resnet18_cifar_layout():
@@ -44,28 +51,68 @@ def test_resnet50_loads_torchvision_layout():
 
 
 def _layer_kinds(head):
-    return [type(m).__name__ + (f"({m.in_features}->{m.out_features},{'b' if m.bias is not None else 'nb'})"
-                                if isinstance(m, nn.Linear) else "") for m in head]
+    return [
+        type(m).__name__
+        + (
+            f"({m.in_features}->{m.out_features},{'b' if m.bias is not None else 'nb'})"
+            if isinstance(m, nn.Linear)
+            else ""
+        )
+        for m in head
+    ]
 
 
 def test_cifar_heads_match_the_paper():
     assert _layer_kinds(projector("cifar", 512)) == [
-        "Linear(512->2048,nb)", "BatchNorm1d", "ReLU", "Linear(2048->2048,nb)", "BatchNorm1d"]
+        "Linear(512->2048,nb)",
+        "BatchNorm1d",
+        "ReLU",
+        "Linear(2048->2048,nb)",
+        "BatchNorm1d",
+    ]
     assert not projector("cifar", 512)[-1].affine
     assert _layer_kinds(prediction_head("cifar_simclr", 512, 4)) == [
-        "Linear(512->2048,b)", "LayerNorm", "ReLU", "Linear(2048->2048,b)", "LayerNorm", "ReLU", "Linear(2048->4,b)"]
+        "Linear(512->2048,b)",
+        "LayerNorm",
+        "ReLU",
+        "Linear(2048->2048,b)",
+        "LayerNorm",
+        "ReLU",
+        "Linear(2048->4,b)",
+    ]
     assert _layer_kinds(prediction_head("cifar_simsiam", 512, 4)) == [
-        "Linear(512->2048,b)", "LayerNorm", "ReLU", "Linear(2048->2048,b)", "LayerNorm", "Linear(2048->4,b)"]
+        "Linear(512->2048,b)",
+        "LayerNorm",
+        "ReLU",
+        "Linear(2048->2048,b)",
+        "LayerNorm",
+        "Linear(2048->4,b)",
+    ]
     assert _layer_kinds(simsiam_predictor(2048, 512)) == [
-        "Linear(2048->512,nb)", "BatchNorm1d", "ReLU", "Linear(512->2048,b)"]
+        "Linear(2048->512,nb)",
+        "BatchNorm1d",
+        "ReLU",
+        "Linear(512->2048,b)",
+    ]
 
 
 def test_imagenet_heads_match_the_paper():
     assert _layer_kinds(prediction_head("imagenet_simclr", 2048, 4)) == [
-        "Linear(2048->2048,b)", "LayerNorm", "ReLU", "Linear(2048->2048,b)", "LayerNorm", "ReLU",
-        "Linear(2048->128,b)", "LayerNorm", "Linear(128->4,b)"]
+        "Linear(2048->2048,b)",
+        "LayerNorm",
+        "ReLU",
+        "Linear(2048->2048,b)",
+        "LayerNorm",
+        "ReLU",
+        "Linear(2048->128,b)",
+        "LayerNorm",
+        "Linear(128->4,b)",
+    ]
     assert _layer_kinds(prediction_head("imagenet_simsiam", 2048, 4))[-3:] == [
-        "Linear(2048->256,b)", "LayerNorm", "Linear(256->4,b)"]
+        "Linear(2048->256,b)",
+        "LayerNorm",
+        "Linear(256->4,b)",
+    ]
     assert _layer_kinds(projector("simclr_imagenet", 2048))[-2:] == ["Linear(2048->128,nb)", "BatchNorm1d"]
 
 

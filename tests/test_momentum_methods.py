@@ -66,7 +66,7 @@ def plain_vicreg(z1, z2, lam=25.0, mu=25.0, nu=1.0):
             for b in range(d):
                 if a != b:
                     c = sum((float(z[i, a]) - means[a]) * (float(z[i, b]) - means[b]) for i in range(n)) / (n - 1)
-                    total += c ** 2
+                    total += c**2
         return total / d
 
     return lam * inv + mu * (var(z1) + var(z2)) + nu * (cov(z1) + cov(z2)), inv
@@ -79,8 +79,7 @@ def test_vicreg_matches_plain(scale):
     plain, inv = plain_vicreg(z1, z2)
     assert vicreg_loss(z1, z2).item() == pytest.approx(plain, rel=1e-6)
     assert vicreg_terms(z1, z2)["invariance"].item() == pytest.approx(inv, rel=1e-6)
-    assert vicreg_loss(z1, z2, 1.0, 2.0, 3.0).item() == pytest.approx(plain_vicreg(z1, z2, 1.0, 2.0, 3.0)[0],
-                                                                         rel=1e-6)
+    assert vicreg_loss(z1, z2, 1.0, 2.0, 3.0).item() == pytest.approx(plain_vicreg(z1, z2, 1.0, 2.0, 3.0)[0], rel=1e-6)
 
 
 def test_vicreg_variance_term_is_zero_for_spread_out_decorrelated_embeddings():
@@ -140,8 +139,15 @@ def test_momentum_schedule_is_byol_cosine():
 
 # -------------------------------------------------------------------------------------------------- heads
 def _kinds(head):
-    return [type(m).__name__ + (f"({m.in_features}->{m.out_features},{'b' if m.bias is not None else 'nb'})"
-                                if isinstance(m, nn.Linear) else "") for m in head]
+    return [
+        type(m).__name__
+        + (
+            f"({m.in_features}->{m.out_features},{'b' if m.bias is not None else 'nb'})"
+            if isinstance(m, nn.Linear)
+            else ""
+        )
+        for m in head
+    ]
 
 
 def test_heads_match_their_papers():
@@ -150,11 +156,21 @@ def test_heads_match_their_papers():
     moco = projector("mocov3", 512)
     assert _kinds(moco) == ["Linear(512->4096,nb)", "BatchNorm1d", "ReLU", "Linear(4096->256,nb)", "BatchNorm1d"]
     assert not moco[-1].affine
-    assert _kinds(mocov3_predictor(256, 4096)) == ["Linear(256->4096,nb)", "BatchNorm1d", "ReLU",
-                                                   "Linear(4096->256,nb)"]
+    assert _kinds(mocov3_predictor(256, 4096)) == [
+        "Linear(256->4096,nb)",
+        "BatchNorm1d",
+        "ReLU",
+        "Linear(4096->256,nb)",
+    ]
     assert _kinds(projector("vicreg_cifar", 512)) == [
-        "Linear(512->2048,b)", "BatchNorm1d", "ReLU", "Linear(2048->2048,b)", "BatchNorm1d", "ReLU",
-        "Linear(2048->2048,nb)"]
+        "Linear(512->2048,b)",
+        "BatchNorm1d",
+        "ReLU",
+        "Linear(2048->2048,b)",
+        "BatchNorm1d",
+        "ReLU",
+        "Linear(2048->2048,nb)",
+    ]
     assert _kinds(projector("vicreg_imagenet", 2048))[-1] == "Linear(8192->8192,nb)"
     assert method_predictor("simclr", 8, 4) is None and method_predictor("vicreg", 8, 4) is None
     assert _kinds(method_predictor("simsiam", 8, 4))[0] == "Linear(8->4,nb)"
@@ -183,11 +199,17 @@ def test_cifar_presets_pair_up_and_take_a_step(method):
     assert (model.target is not None) == (method != "vicreg")
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"target_momentum": 1.01}, "target_momentum"), ({"target_momentum": 0.999, "target_momentum_final": 0.99},
-                                                     "target_momentum"),
-    ({"target_momentum": -0.1}, "target_momentum"), ({"vicreg_cov": -1.0}, "vicreg_cov"),
-    ({"lars_clip": "yes"}, "lars_clip"), ({"method": "moco"}, "method must be one of")])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"target_momentum": 1.01}, "target_momentum"),
+        ({"target_momentum": 0.999, "target_momentum_final": 0.99}, "target_momentum"),
+        ({"target_momentum": -0.1}, "target_momentum"),
+        ({"vicreg_cov": -1.0}, "vicreg_cov"),
+        ({"lars_clip": "yes"}, "lars_clip"),
+        ({"method": "moco"}, "method must be one of"),
+    ],
+)
 def test_bad_momentum_method_settings_are_refused(values, message):
     from essl.errors import EsslError
     from essl.training.config import config_from_dict

@@ -77,7 +77,7 @@ def plain_barlow(z1, z2, lambd):
     for i in range(d):
         for j in range(d):
             c = sum(a[k, i] * b[k, j] for k in range(n)) / n
-            loss += (1 - c) ** 2 if i == j else lambd * c ** 2
+            loss += (1 - c) ** 2 if i == j else lambd * c**2
     return float(loss)
 
 

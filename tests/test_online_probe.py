@@ -12,8 +12,15 @@ from essl.training.model import ESSLModel
 from essl.training.online_probe import OnlineProbe
 from essl.training.pretrain import Pretrainer, pretrain
 
-TINY = ["subset=128", "batch_size=32", "warmup_epochs=0", "num_threads=1", "precision=fp32", "knn_every=1",
-        "knn_subset=20"]
+TINY = [
+    "subset=128",
+    "batch_size=32",
+    "warmup_epochs=0",
+    "num_threads=1",
+    "precision=fp32",
+    "knn_every=1",
+    "knn_subset=20",
+]
 
 
 def test_the_probe_never_changes_the_backbone_or_projector_gradients():
@@ -43,8 +50,9 @@ def test_the_probe_never_changes_the_backbone_or_projector_gradients():
 
 def test_a_run_with_the_probe_ends_with_the_same_weights_and_logs_it(tmp_path):
     with_probe = pretrain(load_config("mnist5k-esimclr", TINY + ["epochs=2"]), tmp_path / "on", progress=False)
-    without = pretrain(load_config("mnist5k-esimclr", TINY + ["epochs=2", "online_probe=false"]), tmp_path / "off",
-                       progress=False)
+    without = pretrain(
+        load_config("mnist5k-esimclr", TINY + ["epochs=2", "online_probe=false"]), tmp_path / "off", progress=False
+    )
     a, b = (load_checkpoint(r / "checkpoint.pt") for r in (with_probe, without))
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert "online_probe" in a and "online_probe" not in b
@@ -81,9 +89,19 @@ def test_no_probe_without_labels(tmp_path):
     (tmp_path / "images").mkdir()
     for i in range(40):
         Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "images" / f"{i}.png")
-    cfg = load_config("mnist5k-simclr", ["dataset=folder", f"data_root={tmp_path / 'images'}", "image_size=16",
-                                         "views=crop_only@16,crop_only@16", "batch_size=16", "num_threads=1",
-                                         "precision=fp32", "epochs=1"])
+    cfg = load_config(
+        "mnist5k-simclr",
+        [
+            "dataset=folder",
+            f"data_root={tmp_path / 'images'}",
+            "image_size=16",
+            "views=crop_only@16,crop_only@16",
+            "batch_size=16",
+            "num_threads=1",
+            "precision=fp32",
+            "epochs=1",
+        ],
+    )
     assert cfg.online_probe is True
     prepare_run_dir(tmp_path / "run", overwrite=False)
     trainer = Pretrainer(cfg, tmp_path / "run", progress=False)

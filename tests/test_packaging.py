@@ -39,8 +39,9 @@ def test_base_install_has_no_extras_and_no_torchvision():
 def _without(monkeypatch, module: str) -> None:
     """Make ``module`` look uninstalled and forget every imported photonics module (restored afterwards)."""
     monkeypatch.setitem(sys.modules, module, None)
-    for name in [m for m in sys.modules if m in ("essl.photonics", "essl.data.photonics")
-                 or m.startswith("essl.photonics.")]:
+    for name in [
+        m for m in sys.modules if m in ("essl.photonics", "essl.data.photonics") or m.startswith("essl.photonics.")
+    ]:
         monkeypatch.delitem(sys.modules, name)
 
 

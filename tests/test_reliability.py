@@ -95,18 +95,26 @@ def test_disk_full_while_writing_a_checkpoint_keeps_the_last_one(tmp_path, monke
         return FullDisk(fh) if "checkpoint.pt.tmp" in str(path) and "w" in mode else fh
 
     monkeypatch.setattr("builtins.open", full_open)
-    with pytest.raises(EsslError, match=r"Cannot write .*checkpoint.pt: no space left on device\. The checkpoint "
-                                        r"of epoch 1 .* is intact\. To continue, free some space and continue with "
-                                        r"`essl pretrain --resume"):
+    with pytest.raises(
+        EsslError,
+        match=r"Cannot write .*checkpoint.pt: no space left on device\. The checkpoint "
+        r"of epoch 1 .* is intact\. To continue, free some space and continue with "
+        r"`essl pretrain --resume",
+    ):
         pretrain(None, run, resume=True, progress=False)
     monkeypatch.setattr("builtins.open", real_open)
     assert (run / "checkpoint.pt").read_bytes() == before
     assert [p.name for p in run.iterdir() if ".tmp" in p.name] == []
 
 
-@pytest.mark.parametrize("code,reason", [(errno.ENOSPC, "no space left on device"),
-                                         (errno.EROFS, "the file system is read-only"),
-                                         (errno.EACCES, "permission denied")])
+@pytest.mark.parametrize(
+    "code,reason",
+    [
+        (errno.ENOSPC, "no space left on device"),
+        (errno.EROFS, "the file system is read-only"),
+        (errno.EACCES, "permission denied"),
+    ],
+)
 def test_os_failures_are_described_through_torch_wrappers(code, reason):
     try:
         try:
@@ -116,7 +124,8 @@ def test_os_failures_are_described_through_torch_wrappers(code, reason):
     except RuntimeError as exc:
         assert os_reason(exc) == reason
         assert str(write_error("x/checkpoint.pt", exc, "Nothing was lost.")).startswith(
-            f"Cannot write x/checkpoint.pt: {reason}. Nothing was lost. To continue,")
+            f"Cannot write x/checkpoint.pt: {reason}. Nothing was lost. To continue,"
+        )
 
 
 def test_ctrl_c_in_other_commands_gives_no_pretraining_advice(monkeypatch, capsys):

@@ -15,8 +15,19 @@ import essl.training.pretrain as pretrain_module
 from essl.cli import main
 from essl.errors import EsslError
 from essl.runs import load_checkpoint
-from essl.experiments.sweep import (PAPER_TRANSFORMS, SweepRun, build_spec, markdown_table, parse_shard, plan_runs,
-                                    run_config, run_state, run_sweep, summarize, transform_problem)
+from essl.experiments.sweep import (
+    PAPER_TRANSFORMS,
+    SweepRun,
+    build_spec,
+    markdown_table,
+    parse_shard,
+    plan_runs,
+    run_config,
+    run_state,
+    run_sweep,
+    summarize,
+    transform_problem,
+)
 from image_folders import make_image_folder
 
 torch.set_num_threads(1)
@@ -30,8 +41,16 @@ def data_root(tmp_path_factory):
 
 
 def tiny(root, epochs: int = 1) -> list[str]:
-    return [f"data_root={root}", "dataset=folder", "image_size=16", f"epochs={epochs}", "batch_size=16",
-            "num_threads=1", "precision=fp32", "warmup_epochs=0"]
+    return [
+        f"data_root={root}",
+        "dataset=folder",
+        "image_size=16",
+        f"epochs={epochs}",
+        "batch_size=16",
+        "num_threads=1",
+        "precision=fp32",
+        "warmup_epochs=0",
+    ]
 
 
 VIEWS = ["--view", "crop_only_small", "--pred-view", "crop_only_small"]
@@ -45,11 +64,28 @@ def fingerprint(path) -> tuple:
 @pytest.mark.slow
 def test_tiny_sweep_end_to_end(tmp_path, data_root, capsys):
     out = tmp_path / "sweep"
-    rc = main(["sweep", "--out", str(out), "--transforms", "rotation,inversion", "--seeds", "1", "--no-progress",
-               *VIEWS, *tiny(data_root)])
+    rc = main(
+        [
+            "sweep",
+            "--out",
+            str(out),
+            "--transforms",
+            "rotation,inversion",
+            "--seeds",
+            "1",
+            "--no-progress",
+            *VIEWS,
+            *tiny(data_root),
+        ]
+    )
     assert rc == 0
-    names = ["baseline-seed0", "rotation-issl-seed0", "rotation-essl-seed0", "inversion-issl-seed0",
-             "inversion-essl-seed0"]
+    names = [
+        "baseline-seed0",
+        "rotation-issl-seed0",
+        "rotation-essl-seed0",
+        "inversion-issl-seed0",
+        "inversion-essl-seed0",
+    ]
     acc = {}
     for name in names:
         result = json.loads((out / name / "eval" / "knn.json").read_text())
@@ -90,8 +126,9 @@ def test_tiny_sweep_end_to_end(tmp_path, data_root, capsys):
 @pytest.mark.slow
 def test_stopped_sweep_resumes_without_redoing_finished_runs(tmp_path, data_root, monkeypatch):
     out = tmp_path / "sweep"
-    spec, base = build_spec("mnist5k-simclr", tiny(data_root, epochs=2), ["hflip"], 2, 0.4, "knn",
-                            "crop_only_small", "crop_only_small")
+    spec, base = build_spec(
+        "mnist5k-simclr", tiny(data_root, epochs=2), ["hflip"], 2, 0.4, "knn", "crop_only_small", "crop_only_small"
+    )
     # Ctrl-C right after the first epoch checkpoint of the 2nd run (hflip-issl-seed0)
     saves = {"n": 0}
     real_save = pretrain_module.save_checkpoint
@@ -124,8 +161,13 @@ def test_stopped_sweep_resumes_without_redoing_finished_runs(tmp_path, data_root
     monkeypatch.setattr(pretrain_module.Pretrainer, "fit", counting_fit)
     lines = []
     run_sweep(spec, base, out, log=lines.append)
-    assert trained == [("hflip-issl-seed0", 1), ("hflip-essl-seed0", 0), ("baseline-seed1", 0),
-                       ("hflip-issl-seed1", 0), ("hflip-essl-seed1", 0)]
+    assert trained == [
+        ("hflip-issl-seed0", 1),
+        ("hflip-essl-seed0", 0),
+        ("baseline-seed1", 0),
+        ("hflip-issl-seed1", 0),
+        ("hflip-essl-seed1", 0),
+    ]
     assert {p: fingerprint(out / "baseline-seed0" / p) for p in baseline_files} == baseline_files
     assert any("baseline-seed0: already finished" in line for line in lines)
     assert any("hflip-issl-seed0: resumed and finished" in line for line in lines)
@@ -151,31 +193,45 @@ def test_stopped_sweep_resumes_without_redoing_finished_runs(tmp_path, data_root
 
 def tree(path) -> dict:
     """Every file under ``path`` with its content hash (a refused command must leave this unchanged)."""
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_a_run_trained_with_other_settings_is_refused_not_overwritten(tmp_path, data_root):
     out = tmp_path / "sweep"
-    spec, base = build_spec("mnist5k-simclr", tiny(data_root), ["vflip"], 1, 0.4, "knn", "crop_only_small",
-                            "crop_only_small")
+    spec, base = build_spec(
+        "mnist5k-simclr", tiny(data_root), ["vflip"], 1, 0.4, "knn", "crop_only_small", "crop_only_small"
+    )
     run_sweep(spec, base, out, log=lambda *_: None)
     before = tree(out)
-    spec2, base2 = build_spec("mnist5k-simclr", tiny(data_root, epochs=3), ["vflip"], 1, 0.4, "knn",
-                              "crop_only_small", "crop_only_small")
+    spec2, base2 = build_spec(
+        "mnist5k-simclr", tiny(data_root, epochs=3), ["vflip"], 1, 0.4, "knn", "crop_only_small", "crop_only_small"
+    )
     # a shard or rerun with other settings is refused before anything is written (sweep.json included)
     with pytest.raises(EsslError, match=r"started with other settings: epochs: 1 \(sweep.json\) vs 3"):
         run_sweep(spec2, base2, out, log=lambda *_: None)
     with pytest.raises(EsslError, match="started with other settings"):
         run_sweep(spec2, base2, out, report_only=True, log=lambda *_: None)
-    spec3, base3 = build_spec("mnist5k-simclr", tiny(data_root), ["vflip"], 1, 0.4, "knn", "crop_only_small",
-                              "crop_only_small", samples=1)  # same baseline and I-SSL run; the E-SSL run differs
+    spec3, base3 = build_spec(
+        "mnist5k-simclr", tiny(data_root), ["vflip"], 1, 0.4, "knn", "crop_only_small", "crop_only_small", samples=1
+    )  # same baseline and I-SSL run; the E-SSL run differs
     with pytest.raises(EsslError, match=r"samples: 0 \(sweep.json\) vs 1"):
         run_sweep(spec3, base3, out, log=lambda *_: None)
     assert tree(out) == before
     # engineering settings may differ between shards (another data_root spelling, threads)
-    spec4, base4 = build_spec("mnist5k-simclr", tiny(data_root) + ["num_threads=2"], ["vflip"], 1, 0.4, "knn",
-                              "crop_only_small", "crop_only_small")
+    spec4, base4 = build_spec(
+        "mnist5k-simclr",
+        tiny(data_root) + ["num_threads=2"],
+        ["vflip"],
+        1,
+        0.4,
+        "knn",
+        "crop_only_small",
+        "crop_only_small",
+    )
     run_sweep(spec4, base4, out, report_only=True, log=lambda *_: None)
     # without sweep.json (a folder of an older essl) every run folder still refuses other settings, before
     # anything is written
@@ -186,22 +242,27 @@ def test_a_run_trained_with_other_settings_is_refused_not_overwritten(tmp_path, 
     assert not (out / "sweep.json").exists()
     (out / "sweep.json").write_bytes(plan)
     with pytest.raises(EsslError, match="vflip-essl-seed0 was trained with other settings.*samples"):
-        run_state(out / "vflip-essl-seed0", run_config(base3, SweepRun("vflip", "essl", 0), 0.4, "crop_only_small",
-                                                       spec3.head, 1), "knn")
+        run_state(
+            out / "vflip-essl-seed0",
+            run_config(base3, SweepRun("vflip", "essl", 0), 0.4, "crop_only_small", spec3.head, 1),
+            "knn",
+        )
     # --report rebuilds the table from finished runs and trains nothing
     lines = []
     results = run_sweep(spec, base, out, report_only=True, log=lines.append)
     assert set(results["runs"]) == {"baseline-seed0", "vflip-issl-seed0", "vflip-essl-seed0"}
-    assert {k: v for k, v in tree(out).items() if k.startswith("baseline")} == \
-        {k: v for k, v in before.items() if k.startswith("baseline")}
+    assert {k: v for k, v in tree(out).items() if k.startswith("baseline")} == {
+        k: v for k, v in before.items() if k.startswith("baseline")
+    }
 
 
 def test_a_corrupt_sweep_plan_is_refused(tmp_path, data_root):
     out = tmp_path / "sweep"
     out.mkdir()
     (out / "sweep.json").write_text("{not json")
-    spec, base = build_spec("mnist5k-simclr", tiny(data_root), ["vflip"], 1, 0.4, "knn", "crop_only_small",
-                            "crop_only_small")
+    spec, base = build_spec(
+        "mnist5k-simclr", tiny(data_root), ["vflip"], 1, 0.4, "knn", "crop_only_small", "crop_only_small"
+    )
     with pytest.raises(EsslError, match="sweep.json cannot be read as a sweep plan"):
         run_sweep(spec, base, out, log=lambda *_: None)
     assert tree(out) == {"sweep.json": hashlib.sha256(b"{not json").hexdigest()}
@@ -210,8 +271,13 @@ def test_a_corrupt_sweep_plan_is_refused(tmp_path, data_root):
 # ---------------------------------------------------------------------------------------------- planning
 def test_plan_is_seed_major_with_one_folder_per_run():
     runs = plan_runs(["rotation", "jigsaw"], [0, 1])
-    assert [r.name for r in runs[:5]] == ["baseline-seed0", "rotation-issl-seed0", "rotation-essl-seed0",
-                                          "jigsaw-issl-seed0", "jigsaw-essl-seed0"]
+    assert [r.name for r in runs[:5]] == [
+        "baseline-seed0",
+        "rotation-issl-seed0",
+        "rotation-essl-seed0",
+        "jigsaw-issl-seed0",
+        "jigsaw-essl-seed0",
+    ]
     assert len(runs) == 10 and len({r.name for r in runs}) == 10
 
 
@@ -240,9 +306,17 @@ def test_bad_inputs_raise_essl_errors(data_root):
 
 # ---------------------------------------------------------------------------------------------- summary
 def test_summary_statistics_match_a_plain_computation():
-    acc = {"baseline-seed0": 80.0, "baseline-seed1": 82.0, "baseline-seed2": 78.0,
-           "rotation-issl-seed0": 75.0, "rotation-issl-seed1": 79.0, "rotation-issl-seed2": 74.0,
-           "rotation-essl-seed0": 83.0, "rotation-essl-seed1": 84.5, "rotation-essl-seed2": 79.0}
+    acc = {
+        "baseline-seed0": 80.0,
+        "baseline-seed1": 82.0,
+        "baseline-seed2": 78.0,
+        "rotation-issl-seed0": 75.0,
+        "rotation-issl-seed1": 79.0,
+        "rotation-issl-seed2": 74.0,
+        "rotation-essl-seed0": 83.0,
+        "rotation-essl-seed1": 84.5,
+        "rotation-essl-seed2": 79.0,
+    }
     s = summarize(acc, ["rotation"], [0, 1, 2])
     base = np.array([80.0, 82.0, 78.0])
     essl = np.array([83.0, 84.5, 79.0])
@@ -266,8 +340,9 @@ def test_summary_statistics_match_a_plain_computation():
 
 def test_shards_split_the_runs_and_share_one_report(tmp_path, data_root):
     out = tmp_path / "sweep"
-    spec, base = build_spec("mnist5k-simclr", tiny(data_root), ["hflip"], 1, 0.4, "knn", "crop_only_small",
-                            "crop_only_small")
+    spec, base = build_spec(
+        "mnist5k-simclr", tiny(data_root), ["hflip"], 1, 0.4, "knn", "crop_only_small", "crop_only_small"
+    )
     lines = []
     results = run_sweep(spec, base, out, log=lines.append, shard=(1, 2))
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["hflip-issl-seed0"]  # run 2 of 3

@@ -69,8 +69,20 @@ def test_resume_after_interruption_is_exact(tmp_path, monkeypatch, preset):
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_cli_resume(tmp_path):
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "essl", "pretrain", "mnist5k-simclr", *TINY, "subset=512", "epochs=3",
-           "knn_every=0", "--out", str(run), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "essl",
+        "pretrain",
+        "mnist5k-simclr",
+        *TINY,
+        "subset=512",
+        "epochs=3",
+        "knn_every=0",
+        "--out",
+        str(run),
+        "--no-progress",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 240
@@ -82,8 +94,13 @@ def test_sigkill_mid_epoch_then_cli_resume(tmp_path):
     proc.wait(timeout=60)
     done = load_checkpoint(run / "checkpoint.pt")["epoch"]
     assert done >= 1
-    res = subprocess.run([sys.executable, "-m", "essl", "pretrain", "--resume", str(run), "--no-progress"],
-                         env=env, capture_output=True, text=True, timeout=400)
+    res = subprocess.run(
+        [sys.executable, "-m", "essl", "pretrain", "--resume", str(run), "--no-progress"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     if done == 3:  # the machine was fast enough to finish: resuming a finished run is refused clearly
         assert res.returncode == 2 and "already finished" in res.stderr
     else:
@@ -118,8 +135,9 @@ def test_a_run_that_cannot_start_writes_and_replaces_nothing(tmp_path):
     assert (old / "precious.txt").read_text() == "keep me"
 
 
-@pytest.mark.parametrize("preset", ["mnist5k-simsiam", "mnist5k-ebarlow", "mnist5k-ebyol", "mnist5k-evicreg",
-                                    "mnist5k-emocov3"])
+@pytest.mark.parametrize(
+    "preset", ["mnist5k-simsiam", "mnist5k-ebarlow", "mnist5k-ebyol", "mnist5k-evicreg", "mnist5k-emocov3"]
+)
 def test_other_methods_train(tmp_path, preset):
     run = pretrain(load_config(preset, TINY + ["epochs=1", "knn_every=0"]), tmp_path / "r", progress=False)
     row = read_metrics(run)[0]

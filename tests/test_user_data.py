@@ -49,15 +49,18 @@ def test_channel_stats_matches_numpy():
     assert std == pytest.approx(tuple(ref.std(axis=(0, 2, 3))))
 
 
-@pytest.mark.parametrize("case,match", [
-    ("missing", "expected .*images.npy"),
-    ("shape", "expected N×H×W"),
-    ("dtype", "int32 values"),
-    ("range", r"floats in \[2, 2\]"),
-    ("labels", r"expected \(6,\)"),
-    ("labels_float", "integer class indices"),
-    ("pickle", "Cannot read"),
-])
+@pytest.mark.parametrize(
+    "case,match",
+    [
+        ("missing", "expected .*images.npy"),
+        ("shape", "expected N×H×W"),
+        ("dtype", "int32 values"),
+        ("range", r"floats in \[2, 2\]"),
+        ("labels", r"expected \(6,\)"),
+        ("labels_float", "integer class indices"),
+        ("pickle", "Cannot read"),
+    ],
+)
 def test_npy_bad_inputs(tmp_path, case, match):
     train = tmp_path / "train"
     train.mkdir()
@@ -98,10 +101,19 @@ def test_pretrain_on_npy_arrays(tmp_path):
     from essl.training.pretrain import pretrain
 
     write_npy(tmp_path / "data", shape=(64, 16, 16))
-    cfg = load_config("mnist5k-esimclr", ["dataset=npy", f"data_root={tmp_path / 'data'}", "epochs=1",
-                                          "batch_size=32", "views=mnist@16,mnist@16", "knn_k=5", "num_threads=1",
-                                          "equivariance=[{group: rotation, weight: 0.4, view: mnist_small@8, "
-                                          "head: small}]"])
+    cfg = load_config(
+        "mnist5k-esimclr",
+        [
+            "dataset=npy",
+            f"data_root={tmp_path / 'data'}",
+            "epochs=1",
+            "batch_size=32",
+            "views=mnist@16,mnist@16",
+            "knn_k=5",
+            "num_threads=1",
+            "equivariance=[{group: rotation, weight: 0.4, view: mnist_small@8, head: small}]",
+        ],
+    )
     run = pretrain(cfg, tmp_path / "run", progress=False)
     assert "knn_top1" in read_metrics(run)[-1]  # the labelled test split was found and used
     assert load_run_backbone(run)[0](torch.zeros(2, 1, 16, 16)).shape[0] == 2
@@ -119,8 +131,14 @@ def test_evaluators_take_data_in_memory(tmp_path):
     images = rng.integers(0, 80, (40, 12, 12), dtype=np.uint8)
     images[labels == 1, :6] += 150  # class 1: a bright top half
     torch.manual_seed(0)
-    target = memory_target(SmallCNN(in_channels=1), images[:30], images[30:], train_labels=labels[:30],
-                           test_labels=labels[30:], out=tmp_path)
+    target = memory_target(
+        SmallCNN(in_channels=1),
+        images[:30],
+        images[30:],
+        train_labels=labels[:30],
+        test_labels=labels[30:],
+        out=tmp_path,
+    )
     assert target.test.mean == target.train.mean and target.train.num_classes == 2
     knn = evaluate_knn(target, k=5)
     assert 0 <= knn["top1"] <= 100 and knn["data"]["train_images"] == 30
@@ -129,5 +147,10 @@ def test_evaluators_take_data_in_memory(tmp_path):
     with pytest.raises(EsslError, match="labels"):
         memory_target(SmallCNN(in_channels=1), images, images)
     with pytest.raises(EsslError, match="1-channel"):
-        memory_target(SmallCNN(in_channels=1), np.zeros((4, 3, 8, 8), np.uint8), np.zeros((4, 3, 8, 8), np.uint8),
-                      train_labels=[0, 1, 0, 1], test_labels=[0, 1, 0, 1])
+        memory_target(
+            SmallCNN(in_channels=1),
+            np.zeros((4, 3, 8, 8), np.uint8),
+            np.zeros((4, 3, 8, 8), np.uint8),
+            train_labels=[0, 1, 0, 1],
+            test_labels=[0, 1, 0, 1],
+        )

@@ -47,8 +47,9 @@ class PaddedImages:
         return len(self.images)
 
 
-def sample_crop_boxes(sizes: torch.Tensor, scale: tuple[float, float], ratio: tuple[float, float],
-                      uniforms: torch.Tensor | None = None) -> torch.Tensor:
+def sample_crop_boxes(
+    sizes: torch.Tensor, scale: tuple[float, float], ratio: tuple[float, float], uniforms: torch.Tensor | None = None
+) -> torch.Tensor:
     """``(N, 4)`` integer crop boxes ``(x0, y0, width, height)`` inside images of valid ``sizes`` ``(N, 2)`` =
     ``(h, w)``, drawn as torchvision's ``RandomResizedCrop.get_params`` draws them (see the module docstring).
 
@@ -63,7 +64,7 @@ def sample_crop_boxes(sizes: torch.Tensor, scale: tuple[float, float], ratio: tu
     area = h * w
     target = area * (scale[0] + (scale[1] - scale[0]) * uniforms[:, :ATTEMPTS])
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
-    aspect = torch.exp(log_lo + (log_hi - log_lo) * uniforms[:, ATTEMPTS:2 * ATTEMPTS])
+    aspect = torch.exp(log_lo + (log_hi - log_lo) * uniforms[:, ATTEMPTS : 2 * ATTEMPTS])
     cw = torch.round(torch.sqrt(target * aspect))
     ch = torch.round(torch.sqrt(target / aspect))
     fits = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
@@ -76,7 +77,7 @@ def sample_crop_boxes(sizes: torch.Tensor, scale: tuple[float, float], ratio: tu
     fh = torch.where(in_ratio < ratio[0], torch.round(w / ratio[0]), h)
     ok = fits.any(1)
     cw, ch = torch.where(ok, cw, fw), torch.where(ok, ch, fh)
-    u = uniforms[:, 2 * ATTEMPTS:]
+    u = uniforms[:, 2 * ATTEMPTS :]
     x0 = torch.where(ok, torch.floor(u[:, 0] * (w - cw + 1)), torch.floor((w - cw) / 2))
     y0 = torch.where(ok, torch.floor(u[:, 1] * (h - ch + 1)), torch.floor((h - ch) / 2))
     return torch.stack([x0, y0, cw, ch], 1).long()
@@ -87,6 +88,7 @@ def crop_resize(images: torch.Tensor, boxes: torch.Tensor, size: int, resample: 
     ``size × size`` (one batched warp; box corners map to the output's corner pixel centres)."""
     x0, y0, bw, bh = (boxes[:, i].to(images.device, torch.float32) for i in range(4))
     x1, y1 = x0 + bw - 1, y0 + bh - 1
-    corners = torch.stack([torch.stack([x0, y0], 1), torch.stack([x1, y0], 1), torch.stack([x1, y1], 1),
-                           torch.stack([x0, y1], 1)], 1)
+    corners = torch.stack(
+        [torch.stack([x0, y0], 1), torch.stack([x1, y0], 1), torch.stack([x1, y1], 1), torch.stack([x0, y1], 1)], 1
+    )
     return crop_and_resize(images, corners, (size, size), mode=resample, align_corners=True)

@@ -48,7 +48,7 @@ class ViewRecipe:
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     solarize_p: float = 0.0
     resample: str = "bilinear"
-    crop: bool = True                     # False: no RandomResizedCrop (the image keeps its size)
+    crop: bool = True  # False: no RandomResizedCrop (the image keeps its size)
 
 
 RECIPES: dict[str, ViewRecipe] = {
@@ -58,8 +58,9 @@ RECIPES: dict[str, ViewRecipe] = {
     "cifar_asym2": ViewRecipe(size=32, scale=(0.08, 1.0), jitter=(0.4, 0.4, 0.2, 0.1), solarize_p=0.2),
     "cifar_vicreg": ViewRecipe(size=32, jitter=(0.4, 0.4, 0.2, 0.1), solarize_p=0.1),
     "imagenet1": ViewRecipe(size=224, scale=(0.08, 1.0), jitter=(0.4, 0.4, 0.2, 0.1), blur_p=1.0, resample="bicubic"),
-    "imagenet2": ViewRecipe(size=224, scale=(0.08, 1.0), jitter=(0.4, 0.4, 0.2, 0.1), blur_p=0.1, solarize_p=0.2,
-                            resample="bicubic"),
+    "imagenet2": ViewRecipe(
+        size=224, scale=(0.08, 1.0), jitter=(0.4, 0.4, 0.2, 0.1), blur_p=0.1, solarize_p=0.2, resample="bicubic"
+    ),
     "imagenet_small": ViewRecipe(size=96, scale=(0.05, 0.14), jitter=(0.4, 0.4, 0.2, 0.1), blur_p=0.1),
     "mnist": ViewRecipe(size=28, scale=(0.3, 1.0), hflip=0.0, jitter=(0.4, 0.4, 0.0, 0.0), grayscale_p=0.0),
     "mnist_small": ViewRecipe(size=20, scale=(0.3, 1.0), hflip=0.0, jitter=(0.4, 0.4, 0.0, 0.0), grayscale_p=0.0),
@@ -111,12 +112,15 @@ def resolve_view(spec: str | dict | ViewRecipe) -> ViewRecipe:
     if isinstance(spec, str):
         base, sep, size = spec.partition("@")
         if sep and not (size.isdigit() and int(size) > 0):
-            raise EsslError(f"View {spec!r}: the size after '@' must be a whole number of pixels >= 1, e.g. "
-                            f"{base}@128.")
+            raise EsslError(
+                f"View {spec!r}: the size after '@' must be a whole number of pixels >= 1, e.g. {base}@128."
+            )
         return get_recipe(base, int(size) if sep else None)
     if not isinstance(spec, dict) or not isinstance(spec.get("recipe"), str):
-        raise EsslError(f"A view must be a recipe name, NAME@SIZE, or a mapping with a 'recipe' name and fields to "
-                        f"change, e.g. {{recipe: imagenet1, scale: [0.08, 1.0]}}; got {spec!r}.")
+        raise EsslError(
+            f"A view must be a recipe name, NAME@SIZE, or a mapping with a 'recipe' name and fields to "
+            f"change, e.g. {{recipe: imagenet1, scale: [0.08, 1.0]}}; got {spec!r}."
+        )
     recipe = resolve_view(spec["recipe"])
     known = {f for f in recipe.__dataclass_fields__}
     changes = {}
@@ -127,8 +131,11 @@ def resolve_view(spec: str | dict | ViewRecipe) -> ViewRecipe:
             raise EsslError(f"View {spec!r}: unknown field {key!r}; a view mapping may set {', '.join(sorted(known))}.")
         default = getattr(recipe, key)
         if key in _TUPLES:
-            if not (isinstance(value, (list, tuple)) and len(value) == _TUPLES[key]
-                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+            if not (
+                isinstance(value, (list, tuple))
+                and len(value) == _TUPLES[key]
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+            ):
                 raise EsslError(f"View field {key} takes {_TUPLES[key]} numbers, e.g. {list(default)}; got {value!r}.")
             value = tuple(float(v) for v in value)
         elif isinstance(default, bool):
@@ -151,8 +158,11 @@ def resolve_view(spec: str | dict | ViewRecipe) -> ViewRecipe:
 
 def check_recipe(recipe: ViewRecipe, spec: object) -> None:
     """Ranges: probabilities in [0, 1], a crop size >= 1, 0 < scale low <= high <= 1, 0 < ratio low <= high."""
-    bad = [f"{k}={getattr(recipe, k)} (a probability in [0, 1])" for k in _PROBABILITIES
-           if not 0 <= getattr(recipe, k) <= 1]
+    bad = [
+        f"{k}={getattr(recipe, k)} (a probability in [0, 1])"
+        for k in _PROBABILITIES
+        if not 0 <= getattr(recipe, k) <= 1
+    ]
     if recipe.crop and (not isinstance(recipe.size, int) or recipe.size < 1):
         bad.append(f"size={recipe.size} (a whole number of pixels >= 1)")
     lo, hi = recipe.scale
@@ -162,8 +172,9 @@ def check_recipe(recipe: ViewRecipe, spec: object) -> None:
     if not 0 < lo <= hi:
         bad.append(f"ratio={list(recipe.ratio)} (0 < low <= high)")
     if any(v < 0 for v in recipe.jitter) or not 0 < recipe.blur_sigma[0] <= recipe.blur_sigma[1]:
-        bad.append(f"jitter={list(recipe.jitter)} / blur_sigma={list(recipe.blur_sigma)} (jitter >= 0, "
-                   f"0 < sigma low <= high)")
+        bad.append(
+            f"jitter={list(recipe.jitter)} / blur_sigma={list(recipe.blur_sigma)} (jitter >= 0, 0 < sigma low <= high)"
+        )
     if bad:
         raise EsslError(f"View {spec!r}: {'; '.join(bad)}.")
 
@@ -173,13 +184,17 @@ def view_name(spec: str | dict) -> str:
     ``imagenet_small{scale=0.08-1}``)."""
     if isinstance(spec, str):
         return spec
-    fields = ",".join(f"{k}={'-'.join(f'{x:g}' for x in v) if isinstance(v, (list, tuple)) else v}"
-                      for k, v in spec.items() if k != "recipe")
+    fields = ",".join(
+        f"{k}={'-'.join(f'{x:g}' for x in v) if isinstance(v, (list, tuple)) else v}"
+        for k, v in spec.items()
+        if k != "recipe"
+    )
     return f"{spec.get('recipe')}{{{fields}}}"
 
 
-def build_view(recipe: ViewRecipe, channels: int, mean: tuple[float, ...] | None = None,
-               std: tuple[float, ...] | None = None) -> View:
+def build_view(
+    recipe: ViewRecipe, channels: int, mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None
+) -> View:
     """Module: uint8 or [0, 1] float batch ``(N, C, H, W)`` → augmented float batch, in [0, 1], or normalised
     when ``mean``/``std`` are given. (Training normalises after any group action, so that photometric groups
     such as colour inversion act on [0, 1] images.) A :class:`~essl.augmentation.crops.PaddedImages` batch (a
@@ -214,15 +229,22 @@ class View(nn.Module):
     def __init__(self, recipe: ViewRecipe, rest: nn.Sequential):
         super().__init__()
         self.recipe = recipe
-        self.crop = (K.RandomResizedCrop((recipe.size, recipe.size), scale=recipe.scale, ratio=recipe.ratio,
-                                         resample=recipe.resample.upper()) if recipe.crop else None)
+        self.crop = (
+            K.RandomResizedCrop(
+                (recipe.size, recipe.size), scale=recipe.scale, ratio=recipe.ratio, resample=recipe.resample.upper()
+            )
+            if recipe.crop
+            else None
+        )
         self.rest = rest
 
     def forward(self, x: torch.Tensor | PaddedImages) -> torch.Tensor:
         if isinstance(x, PaddedImages):
             if self.crop is None:
-                raise EsslError("A view without RandomResizedCrop cannot take padded images of varied sizes; use a "
-                                "recipe with a crop for streamed image folders.")
+                raise EsslError(
+                    "A view without RandomResizedCrop cannot take padded images of varied sizes; use a "
+                    "recipe with a crop for streamed image folders."
+                )
             boxes = sample_crop_boxes(x.sizes, self.recipe.scale, self.recipe.ratio)
             v = crop_resize(_to_float(x.images), boxes, self.recipe.size, self.recipe.resample)
             if self.recipe.resample == "bicubic":

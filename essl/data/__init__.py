@@ -11,4 +11,13 @@ from essl.data.image_folder import load_image_folder
 from essl.data.mnist5k import load_mnist5k
 from essl.data.npy import as_image_data, load_npy
 
-__all__ = ["DATASETS", "ImageData", "load_dataset", "load_cifar", "load_image_folder", "load_mnist5k", "load_npy", "as_image_data"]
+__all__ = [
+    "DATASETS",
+    "ImageData",
+    "load_dataset",
+    "load_cifar",
+    "load_image_folder",
+    "load_mnist5k",
+    "load_npy",
+    "as_image_data",
+]

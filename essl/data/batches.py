@@ -45,11 +45,9 @@ def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> torch.Te
 class ShardedOrder:
     """Index arithmetic shared by both sources: which items this rank loads at each step of an epoch."""
 
-    def __init__(self, n: int, global_batch: int, seed: int, rank: int = 0, world_size: int = 1,
-                 shuffle: bool = True):
+    def __init__(self, n: int, global_batch: int, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True):
         if global_batch % world_size:
-            raise EsslError(f"batch_size {global_batch} must be divisible by the number of processes "
-                            f"({world_size}).")
+            raise EsslError(f"batch_size {global_batch} must be divisible by the number of processes ({world_size}).")
         if n < global_batch:
             raise EsslError(f"The dataset has {n} images, fewer than batch_size={global_batch}; lower batch_size.")
         self.n, self.global_batch, self.seed = n, global_batch, seed
@@ -64,7 +62,7 @@ class ShardedOrder:
 
     def step_indices(self, order: torch.Tensor, step: int) -> torch.Tensor:
         start = step * self.global_batch + self.rank * self.local_batch
-        return order[start:start + self.local_batch]
+        return order[start : start + self.local_batch]
 
     def rank_indices(self, epoch: int, start_step: int = 0) -> torch.Tensor:
         """This rank's items for steps ``start_step..len-1`` of ``epoch``, concatenated in step order."""
@@ -78,8 +76,15 @@ class ShardedOrder:
 class TensorBatches(ShardedOrder):
     """Batches sliced from an in-memory uint8 tensor ``(N, C, H, W)``."""
 
-    def __init__(self, images: torch.Tensor, global_batch: int, seed: int, rank: int = 0, world_size: int = 1,
-                 shuffle: bool = True):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        global_batch: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: bool = True,
+    ):
         super().__init__(len(images), global_batch, seed, rank, world_size, shuffle)
         self.images = images
 

@@ -17,8 +17,9 @@ CHANNEL_DATASETS = ("folder", "imagenet")  # decoded from image files: `channels
 IN_MEMORY_LIMIT_BYTES = 16 * 2**30  # decoding more than this into memory is refused (imagenet)
 
 
-def load_dataset(name: str, split: str = "train", root: str | None = None, image_size: int = 32,
-                 channels: int = 0) -> ImageData:
+def load_dataset(
+    name: str, split: str = "train", root: str | None = None, image_size: int = 32, channels: int = 0
+) -> ImageData:
     """Load ``name`` (one of :data:`DATASETS`). ``root`` is required for everything but ``mnist5k``.
 
     For ``folder``, ``root`` is a folder holding ``train/`` and ``test/`` image folders (or a single
@@ -40,8 +41,10 @@ def load_dataset(name: str, split: str = "train", root: str | None = None, image
 
         return load_pretrain_cells(name, root, split)
     if not root:
-        raise EsslError(f"Dataset {name!r} is read from disk: set its location with data_root=PATH "
-                        f"(e.g. `essl pretrain cifar10-esimclr data_root=~/data`).")
+        raise EsslError(
+            f"Dataset {name!r} is read from disk: set its location with data_root=PATH "
+            f"(e.g. `essl pretrain cifar10-esimclr data_root=~/data`)."
+        )
     if channels not in (0, 1, 3):
         raise EsslError(f"channels must be 1 (greyscale) or 3 (RGB), got {channels}.")
     if name in ("cifar10", "cifar100"):
@@ -54,18 +57,24 @@ def load_dataset(name: str, split: str = "train", root: str | None = None, image
         from essl.data.imagenet import split_folder
 
         folder = split_folder(root, split)
-        need = len(scan_image_folder(folder)[0]) * channels * image_size ** 2
+        need = len(scan_image_folder(folder)[0]) * channels * image_size**2
         if need > IN_MEMORY_LIMIT_BYTES:
-            raise EsslError(f"Decoding {folder} at {image_size} px would take {need / 2**30:.0f} GiB of memory. "
-                            f"Only pretraining streams ImageNet from disk; evaluate on a smaller folder "
-                            f"(dataset=folder) or a subset.")
-        return load_image_folder(folder, image_size, channels, train_root=None if split == "train" else
-                                 split_folder(root, "train"))
+            raise EsslError(
+                f"Decoding {folder} at {image_size} px would take {need / 2**30:.0f} GiB of memory. "
+                f"Only pretraining streams ImageNet from disk; evaluate on a smaller folder "
+                f"(dataset=folder) or a subset."
+            )
+        return load_image_folder(
+            folder, image_size, channels, train_root=None if split == "train" else split_folder(root, "train")
+        )
     base = Path(root).expanduser()
     if (base / split).is_dir():
-        return load_image_folder(base / split, image_size, channels,
-                                 train_root=base / "train" if split != "train" else None)
+        return load_image_folder(
+            base / split, image_size, channels, train_root=base / "train" if split != "train" else None
+        )
     if split == "train" and base.is_dir() and not (base / "test").is_dir():
         return load_image_folder(base, image_size, channels)
-    raise MissingSplit(f"Image folder {base} has no '{split}' subfolder. Lay it out as {base}/train/<class>/... "
-                       f"and {base}/test/<class>/....")
+    raise MissingSplit(
+        f"Image folder {base} has no '{split}' subfolder. Lay it out as {base}/train/<class>/... "
+        f"and {base}/test/<class>/...."
+    )

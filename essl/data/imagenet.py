@@ -48,15 +48,19 @@ STREAMED_DATASETS = ("imagenet",)
 def split_folder(root: str | Path | None, split: str) -> Path:
     """``data_root/train`` for ``train``; ``data_root/val`` (or ``data_root/test``) for ``val``/``test``."""
     if not root:
-        raise EsslError("dataset imagenet is read from disk: set data_root=PATH, the folder that holds train/ "
-                        "(and val/), e.g. `essl pretrain imagenet-esimclr data_root=/data/imagenet`.")
+        raise EsslError(
+            "dataset imagenet is read from disk: set data_root=PATH, the folder that holds train/ "
+            "(and val/), e.g. `essl pretrain imagenet-esimclr data_root=/data/imagenet`."
+        )
     base = Path(root).expanduser()
     names = ["train"] if split == "train" else ["val", "test"]
     for name in names:
         if (base / name).is_dir():
             return base / name
-    raise MissingSplit(f"{base} has no {' or '.join(n + '/' for n in names)} folder. Lay ImageNet out as "
-                    f"{base}/train/<class>/<image> and {base}/val/<class>/<image>.")
+    raise MissingSplit(
+        f"{base} has no {' or '.join(n + '/' for n in names)} folder. Lay ImageNet out as "
+        f"{base}/train/<class>/<image> and {base}/val/<class>/<image>."
+    )
 
 
 MAX_ASPECT = 4 / 3  # the padded box is round(S·4/3) square: ImageNet's typical 4:3 images fit whole
@@ -104,7 +108,7 @@ def decode_padded(path: str | Path, size: int, channels: int = 3) -> tuple[np.nd
     arr = decode_resized(path, size, channels, max_long=box_size(size))
     side = box_size(size)
     box = np.zeros((arr.shape[0], side, side), dtype=np.uint8)
-    box[:, :arr.shape[1], :arr.shape[2]] = arr
+    box[:, : arr.shape[1], : arr.shape[2]] = arr
     return box, (arr.shape[1], arr.shape[2])
 
 
@@ -158,9 +162,21 @@ class ImageFolderBatches(ShardedOrder):
     ``workers`` DataLoader worker processes (0: in this process), in the exact order of
     :class:`~essl.data.batches.TensorBatches`."""
 
-    def __init__(self, root: str | Path, global_batch: int, seed: int, rank: int = 0, world_size: int = 1,
-                 image_size: int = 256, workers: int = 4, channels: int = 3, pin_memory: bool = False,
-                 subset: int = 0, prefetch: int = 2, shuffle: bool = True):
+    def __init__(
+        self,
+        root: str | Path,
+        global_batch: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        image_size: int = 256,
+        workers: int = 4,
+        channels: int = 3,
+        pin_memory: bool = False,
+        subset: int = 0,
+        prefetch: int = 2,
+        shuffle: bool = True,
+    ):
         files, labels, classes = scan_image_folder(root)
         label_tensor = None if labels is None else torch.tensor(labels)
         keep = stratified_subset(label_tensor, len(files), subset, seed).tolist()
@@ -213,7 +229,7 @@ class CenterCropFiles(Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         arr = decode_square(self.paths[index].decode(), self.resize, self.channels)
         top = (self.resize - self.crop) // 2
-        return torch.from_numpy(arr[:, top:top + self.crop, top:top + self.crop].copy())
+        return torch.from_numpy(arr[:, top : top + self.crop, top : top + self.crop].copy())
 
 
 def per_class_subset(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:

@@ -27,7 +27,9 @@ def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
         with gzip.open(path, "rt") as fh:
             table = np.loadtxt(fh, delimiter=",", dtype=np.uint8)
     except FileNotFoundError:
-        raise EsslError(f"MNIST-5k file not found at {path}. Reinstall essl (the file ships with the package).") from None
+        raise EsslError(
+            f"MNIST-5k file not found at {path}. Reinstall essl (the file ships with the package)."
+        ) from None
     except (OSError, ValueError, EOFError) as exc:
         raise EsslError(f"MNIST-5k file {path} is corrupt ({exc}). Reinstall essl to restore it.") from None
     if table.ndim != 2 or table.shape[1] != 785:
@@ -53,5 +55,11 @@ def load_mnist5k(split: str = "train", path: Path | str = MNIST5K_PATH) -> Image
     images, labels = _read_csv(Path(path))
     train, test = split_indices(labels, TEST_PER_CLASS)
     idx = train if split == "train" else test
-    return ImageData(torch.from_numpy(images[idx]).contiguous(), torch.from_numpy(labels[idx]), 10,
-                     MNIST_MEAN, MNIST_STD, f"mnist5k-{split}")
+    return ImageData(
+        torch.from_numpy(images[idx]).contiguous(),
+        torch.from_numpy(labels[idx]),
+        10,
+        MNIST_MEAN,
+        MNIST_STD,
+        f"mnist5k-{split}",
+    )

@@ -28,8 +28,10 @@ def npy_split_dir(root: Path | str, split: str) -> Path:
         return base / split
     if split == "train" and (base / "images.npy").is_file():
         return base
-    raise EsslError(f"No {split} images for dataset=npy under {base}: expected {base / split / 'images.npy'} "
-                    f"(uint8, N×H×W or N×C×H×W) and optionally {base / split / 'labels.npy'}.")
+    raise EsslError(
+        f"No {split} images for dataset=npy under {base}: expected {base / split / 'images.npy'} "
+        f"(uint8, N×H×W or N×C×H×W) and optionally {base / split / 'labels.npy'}."
+    )
 
 
 def _read(path: Path) -> np.ndarray:
@@ -64,8 +66,7 @@ def image_tensor(images: Any, what: str | Path) -> torch.Tensor:
     if images.dtype.kind == "f":
         lo, hi = float(images.min()), float(images.max())
         if lo < 0 or hi > 1 or not np.isfinite([lo, hi]).all():
-            raise EsslError(f"{what} holds floats in [{lo:g}, {hi:g}]; give uint8 images (0-255) or floats in "
-                            f"[0, 1].")
+            raise EsslError(f"{what} holds floats in [{lo:g}, {hi:g}]; give uint8 images (0-255) or floats in [0, 1].")
         return torch.from_numpy(np.array(images, dtype=np.float32, order="C"))
     raise EsslError(f"{what} holds {images.dtype} values; give uint8 images (0-255) or floats in [0, 1].")
 
@@ -105,9 +106,15 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
     return tuple(mean.tolist()), tuple(std.tolist())
 
 
-def as_image_data(images: Any, labels: Any = None, *, mean: tuple[float, ...] | None = None,
-                  std: tuple[float, ...] | None = None, num_classes: int | None = None,
-                  name: str = "memory") -> ImageData:
+def as_image_data(
+    images: Any,
+    labels: Any = None,
+    *,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    num_classes: int | None = None,
+    name: str = "memory",
+) -> ImageData:
     """Data already in memory as an :class:`ImageData`: ``images`` a numpy array or tensor laid out as for
     ``images.npy`` (an :class:`ImageData` is returned unchanged), ``labels`` optional class indices. ``mean``/``std``
     default to the images' own per-channel statistics; for a test split pass the training split's."""
@@ -130,10 +137,12 @@ def load_npy(root: Path | str, split: str = "train") -> ImageData:
     train_dir = npy_split_dir(root, "train")
     train = images if split == "train" else _images(train_dir / "images.npy")
     if train.shape[1] != images.shape[1]:
-        raise EsslError(f"{folder / 'images.npy'} has {images.shape[1]} channel(s) but the training images have "
-                        f"{train.shape[1]}.")
+        raise EsslError(
+            f"{folder / 'images.npy'} has {images.shape[1]} channel(s) but the training images have {train.shape[1]}."
+        )
     mean, std = channel_stats(train)
     train_labels = labels if split == "train" else _labels(train_dir / "labels.npy", len(train))
-    num_classes = max(int(t.max()) + 1 for t in (labels, train_labels) if t is not None and len(t)) \
-        if labels is not None else 1
+    num_classes = (
+        max(int(t.max()) + 1 for t in (labels, train_labels) if t is not None and len(t)) if labels is not None else 1
+    )
     return ImageData(images, labels, num_classes, mean, std, f"npy:{Path(root).expanduser().name}-{split}")

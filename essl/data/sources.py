@@ -47,19 +47,42 @@ def check_subset(subset: int, n_train: int, dataset: str) -> None:
     """``subset`` (images drawn for training; 0: all) may not exceed the ``n_train`` images of the training set (the
     one setting whose range needs the data; the others are in essl/training/validation.py)."""
     if subset > n_train:
-        raise EsslError(f"subset={subset} is larger than the training set ({n_train} images of {dataset!r}); use "
-                        f"subset={n_train} or less (0: all of them).")
+        raise EsslError(
+            f"subset={subset} is larger than the training set ({n_train} images of {dataset!r}); use "
+            f"subset={n_train} or less (0: all of them)."
+        )
 
 
-def training_data(dataset: str, root: str | None, image_size: int, batch_size: int, seed: int, rank: int = 0,
-                  world_size: int = 1, *, subset: int = 0, shuffle: bool = True, workers: int = 0,
-                  pin_memory: bool = False, monitor: bool = False) -> TrainingData:
+def training_data(
+    dataset: str,
+    root: str | None,
+    image_size: int,
+    batch_size: int,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+    *,
+    subset: int = 0,
+    shuffle: bool = True,
+    workers: int = 0,
+    pin_memory: bool = False,
+    monitor: bool = False,
+) -> TrainingData:
     """This process's batches of ``dataset`` (``subset`` images drawn with ``seed`` when > 0) and, with
     ``monitor``, the labelled splits of the kNN monitor. ``fingerprint`` must be equal on every process."""
     if dataset in STREAMED_DATASETS:
-        batches = ImageFolderBatches(split_folder(root, "train"), batch_size, seed, rank, world_size,
-                                     image_size=image_size, workers=workers, pin_memory=pin_memory, subset=subset,
-                                     shuffle=shuffle)
+        batches = ImageFolderBatches(
+            split_folder(root, "train"),
+            batch_size,
+            seed,
+            rank,
+            world_size,
+            image_size=image_size,
+            workers=workers,
+            pin_memory=pin_memory,
+            subset=subset,
+            shuffle=shuffle,
+        )
         check_subset(subset, batches.total, dataset)
         val = None
         if monitor and batches.labels is not None:
@@ -67,8 +90,17 @@ def training_data(dataset: str, root: str | None, image_size: int, batch_size: i
                 val = split_folder(root, "val")
             except MissingSplit:
                 val = None  # no labelled val split: the kNN monitor is skipped
-        return TrainingData(batches, batches.channels, batches.mean, batches.std, batches.fingerprint(),
-                            batches.labels, len(batches.classes), files=batches.files, val=val)
+        return TrainingData(
+            batches,
+            batches.channels,
+            batches.mean,
+            batches.std,
+            batches.fingerprint(),
+            batches.labels,
+            len(batches.classes),
+            files=batches.files,
+            val=val,
+        )
     bank = load_dataset(dataset, "train", root, image_size)
     check_subset(subset, len(bank), dataset)
     train = bank.take(subset, seed) if subset else bank  # the monitor keeps the whole labelled train split
@@ -81,6 +113,15 @@ def training_data(dataset: str, root: str | None, image_size: int, batch_size: i
     if test is not None and test.labels is None:
         test = None
     in_memory = TensorBatches(train.images, batch_size, seed, rank, world_size, shuffle=shuffle)
-    return TrainingData(in_memory, train.channels, train.mean, train.std, f"{dataset} {tuple(train.images.shape)}",
-                        train.labels, train.num_classes, train=train, bank=bank if test is not None else None,
-                        test=test)
+    return TrainingData(
+        in_memory,
+        train.channels,
+        train.mean,
+        train.std,
+        f"{dataset} {tuple(train.images.shape)}",
+        train.labels,
+        train.num_classes,
+        train=train,
+        bank=bank if test is not None else None,
+        test=test,
+    )

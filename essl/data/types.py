@@ -24,8 +24,10 @@ class ImageData:
 
     def __post_init__(self) -> None:
         if self.images.dtype not in (torch.uint8, torch.float32) or self.images.ndim != 4:
-            raise ValueError(f"images must be a uint8 or float32 (N, C, H, W) tensor, got {self.images.dtype} "
-                             f"{tuple(self.images.shape)}")
+            raise ValueError(
+                f"images must be a uint8 or float32 (N, C, H, W) tensor, got {self.images.dtype} "
+                f"{tuple(self.images.shape)}"
+            )
         if self.labels is not None and len(self.labels) != len(self.images):
             raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
 

@@ -13,5 +13,14 @@ from essl.training.features import extract_features
 from essl.training.knn import knn_accuracy, knn_predict
 from essl.evaluation.protocols import FINETUNE_PROTOCOLS, PROTOCOLS, get_protocol, stratified_subset
 
-__all__ = ["extract_features", "knn_accuracy", "knn_predict", "PROTOCOLS", "FINETUNE_PROTOCOLS", "get_protocol",
-           "stratified_subset", "diagnose", "OrbitAveraged"]
+__all__ = [
+    "extract_features",
+    "knn_accuracy",
+    "knn_predict",
+    "PROTOCOLS",
+    "FINETUNE_PROTOCOLS",
+    "get_protocol",
+    "stratified_subset",
+    "diagnose",
+    "OrbitAveraged",
+]

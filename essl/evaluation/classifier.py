@@ -32,8 +32,14 @@ from essl.training.optim import LARS
 
 def train_view(protocol: EvalProtocol, size: int, channels: int, mean, std) -> nn.Module:
     """The protocol's training augmentation as a batched module (uint8 in, normalised float out)."""
-    recipe = ViewRecipe(size=size, scale=tuple(protocol.crop_scale), hflip=0.5 if protocol.hflip else 0.0,
-                        jitter_p=0.0, grayscale_p=0.0, resample=protocol.resample)
+    recipe = ViewRecipe(
+        size=size,
+        scale=tuple(protocol.crop_scale),
+        hflip=0.5 if protocol.hflip else 0.0,
+        jitter_p=0.0,
+        grayscale_p=0.0,
+        resample=protocol.resample,
+    )
     return build_view(recipe, channels, mean, std)
 
 
@@ -44,11 +50,12 @@ def center_view(x: torch.Tensor, resize: int, crop: int, resample: str = "bicubi
     """
     x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
     if x.shape[-1] != resize or x.shape[-2] != resize:
-        x = F.interpolate(x, size=(resize, resize), mode=resample, align_corners=False,
-                          antialias=resize < x.shape[-1]).clamp_(0, 1)
+        x = F.interpolate(
+            x, size=(resize, resize), mode=resample, align_corners=False, antialias=resize < x.shape[-1]
+        ).clamp_(0, 1)
     top = (resize - crop) // 2
     left = (resize - crop) // 2
-    return x[..., top:top + crop, left:left + crop]
+    return x[..., top : top + crop, left : left + crop]
 
 
 def feature_dim(backbone: nn.Module, sample: torch.Tensor) -> int:
@@ -78,8 +85,13 @@ def make_optimizer(protocol: EvalProtocol, classifier: nn.Module, backbone: nn.M
     Each group keeps its protocol lr in ``base_lr``; the schedule multiplies it."""
     groups = [{"params": list(classifier.parameters()), "base_lr": protocol.lr, "lars_exclude": False}]
     if backbone is not None:
-        groups.append({"params": [p for p in backbone.parameters() if p.requires_grad],
-                       "base_lr": protocol.backbone_lr, "lars_exclude": False})
+        groups.append(
+            {
+                "params": [p for p in backbone.parameters() if p.requires_grad],
+                "base_lr": protocol.backbone_lr,
+                "lars_exclude": False,
+            }
+        )
     for g in groups:
         g["lr"] = g["base_lr"]
     if protocol.optimizer == "lars":  # apex LARC(trust 0.001, clip False) over SGD, on every parameter
@@ -88,9 +100,16 @@ def make_optimizer(protocol: EvalProtocol, classifier: nn.Module, backbone: nn.M
 
 
 @torch.no_grad()
-def evaluate(backbone: nn.Module, classifier: nn.Module, test: ImageData, protocol: EvalProtocol,
-             device: torch.device, dtype: torch.dtype | None = None, batch_size: int = 512,
-             channels_last: bool = False) -> float:
+def evaluate(
+    backbone: nn.Module,
+    classifier: nn.Module,
+    test: ImageData,
+    protocol: EvalProtocol,
+    device: torch.device,
+    dtype: torch.dtype | None = None,
+    batch_size: int = 512,
+    channels_last: bool = False,
+) -> float:
     """Test top-1 accuracy (%) over the whole test split (exact count, not a mean of batch means)."""
     size = test.image_size
     resize = round(size * protocol.test_resize_ratio)
@@ -99,19 +118,28 @@ def evaluate(backbone: nn.Module, classifier: nn.Module, test: ImageData, protoc
     classifier.eval()
     hits = 0
     for start in range(0, len(test), batch_size):
-        x = norm(center_view(test.images[start:start + batch_size].to(device), resize, size, protocol.resample))
+        x = norm(center_view(test.images[start : start + batch_size].to(device), resize, size, protocol.resample))
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast_context(device, dtype):
             f = backbone(x)
         pred = classifier(f.float()).argmax(1).cpu()
-        hits += (pred == test.labels[start:start + batch_size]).sum().item()
+        hits += (pred == test.labels[start : start + batch_size]).sum().item()
     return 100.0 * hits / len(test)
 
 
-def train_classifier(backbone: nn.Module, train: ImageData, test: ImageData, protocol: EvalProtocol, *,
-                     seed: int = 0, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
-                     channels_last: bool = False, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def train_classifier(
+    backbone: nn.Module,
+    train: ImageData,
+    test: ImageData,
+    protocol: EvalProtocol,
+    *,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """One run of ``protocol``: returns ``top1`` (the protocol's selected number), ``top1_final``,
     ``top1_best``, ``best_epoch``, per-epoch ``test_curve`` (epochs where the test set was measured) and
     ``loss_curve`` (mean train loss per epoch).
@@ -154,7 +182,7 @@ def _train_classifier(backbone, train, test, protocol, seed, device, dtype, chan
             it = epoch * steps + step
             for g in optimizer.param_groups:
                 g["lr"] = g["base_lr"] * float(factors[it])
-            idx = order[step * batch:(step + 1) * batch]
+            idx = order[step * batch : (step + 1) * batch]
             with torch.no_grad():
                 x = view(train.images[idx].to(device, non_blocking=True))
                 if channels_last:
@@ -169,41 +197,80 @@ def _train_classifier(backbone, train, test, protocol, seed, device, dtype, chan
             scaler.update()
             total += loss.item()
         loss_curve.append(total / steps)
-        end_epoch(protocol, epoch, loss_curve, test_curve, t0, progress,
-                  lambda: evaluate(model, classifier, test, protocol, device, dtype, channels_last=channels_last))
+        end_epoch(
+            protocol,
+            epoch,
+            loss_curve,
+            test_curve,
+            t0,
+            progress,
+            lambda: evaluate(model, classifier, test, protocol, device, dtype, channels_last=channels_last),
+        )
     return run_record(protocol, seed, test_curve, loss_curve, steps, batch, t0)
 
 
-def end_epoch(protocol: EvalProtocol, epoch: int, loss_curve: list[float], test_curve: list[dict],
-              t0: float, progress: Callable[[str], None] | None, measure: Callable[[], float]) -> None:
+def end_epoch(
+    protocol: EvalProtocol,
+    epoch: int,
+    loss_curve: list[float],
+    test_curve: list[dict],
+    t0: float,
+    progress: Callable[[str], None] | None,
+    measure: Callable[[], float],
+) -> None:
     """After an epoch: measure the test set (every epoch when the protocol selects the best one, else after the
     last) and say where the run is."""
     if protocol.select == "best" or epoch + 1 == protocol.epochs:
         acc = measure()
         test_curve.append({"epoch": epoch + 1, "top1": acc})
         if progress:
-            progress(f"epoch {epoch + 1}/{protocol.epochs}: loss {loss_curve[-1]:.4f}, test top-1 {acc:.2f}% "
-                     f"({time.perf_counter() - t0:.0f} s)")
+            progress(
+                f"epoch {epoch + 1}/{protocol.epochs}: loss {loss_curve[-1]:.4f}, test top-1 {acc:.2f}% "
+                f"({time.perf_counter() - t0:.0f} s)"
+            )
     elif progress:
-        progress(f"epoch {epoch + 1}/{protocol.epochs}: loss {loss_curve[-1]:.4f} "
-                 f"({time.perf_counter() - t0:.0f} s)")
+        progress(f"epoch {epoch + 1}/{protocol.epochs}: loss {loss_curve[-1]:.4f} ({time.perf_counter() - t0:.0f} s)")
 
 
-def run_record(protocol: EvalProtocol, seed: int, test_curve: list[dict], loss_curve: list[float], steps: int,
-               batch: int, t0: float) -> dict[str, Any]:
+def run_record(
+    protocol: EvalProtocol,
+    seed: int,
+    test_curve: list[dict],
+    loss_curve: list[float],
+    steps: int,
+    batch: int,
+    t0: float,
+) -> dict[str, Any]:
     """One run's record: the protocol's selected top-1 (best or final epoch) and the curves."""
     best = max(test_curve, key=lambda r: r["top1"])
     final = test_curve[-1]["top1"]
-    return {"seed": seed, "top1": best["top1"] if protocol.select == "best" else final, "top1_final": final,
-            "top1_best": best["top1"], "best_epoch": best["epoch"], "test_curve": test_curve,
-            "loss_curve": loss_curve, "steps_per_epoch": steps, "batch_size": batch,
-            "seconds": time.perf_counter() - t0}
+    return {
+        "seed": seed,
+        "top1": best["top1"] if protocol.select == "best" else final,
+        "top1_final": final,
+        "top1_best": best["top1"],
+        "best_epoch": best["epoch"],
+        "test_curve": test_curve,
+        "loss_curve": loss_curve,
+        "steps_per_epoch": steps,
+        "batch_size": batch,
+        "seconds": time.perf_counter() - t0,
+    }
 
 
-def run_protocol(backbone: nn.Module, train: ImageData, test: ImageData, protocol: EvalProtocol, *,
-                 seed: int = 0, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
-                 channels_last: bool = False, progress: Callable[[str], None] | None = None,
-                 trainer: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
+def run_protocol(
+    backbone: nn.Module,
+    train: ImageData,
+    test: ImageData,
+    protocol: EvalProtocol,
+    *,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    progress: Callable[[str], None] | None = None,
+    trainer: Callable[..., dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """``protocol.repeats`` runs with seeds ``seed, seed+1, …`` on the same encoder: mean ± std (ddof 0, as the
     official ``np.std``) of each run's selected top-1, plus every run. ``trainer`` is one run
     (:func:`train_classifier`, or :func:`essl.evaluation.streamed.train_classifier_streamed` for folders read
@@ -212,8 +279,22 @@ def run_protocol(backbone: nn.Module, train: ImageData, test: ImageData, protoco
     runs = []
     for r in range(protocol.repeats):
         say = (lambda m, r=r: progress(f"[run {r + 1}/{protocol.repeats}] {m}")) if progress else None
-        runs.append(trainer(backbone, train, test, protocol, seed=seed + r, device=device, dtype=dtype,
-                            channels_last=channels_last, progress=say))
+        runs.append(
+            trainer(
+                backbone,
+                train,
+                test,
+                protocol,
+                seed=seed + r,
+                device=device,
+                dtype=dtype,
+                channels_last=channels_last,
+                progress=say,
+            )
+        )
     accs = torch.tensor([r["top1"] for r in runs], dtype=torch.float64)
-    return {"top1": accs.mean().item(), "top1_std": accs.std(unbiased=False).item() if len(runs) > 1 else 0.0,
-            "runs": runs}
+    return {
+        "top1": accs.mean().item(),
+        "top1_std": accs.std(unbiased=False).item() if len(runs) > 1 else 0.0,
+        "runs": runs,
+    }

@@ -30,9 +30,16 @@ from essl.groups.base import TransformationGroup
 
 
 @torch.no_grad()
-def orbit_features(backbone: nn.Module, images: torch.Tensor | Iterable[torch.Tensor], group: TransformationGroup,
-                   mean, std, batch_size: int = 512, device: torch.device | str = "cpu",
-                   dtype: torch.dtype | None = None) -> torch.Tensor:
+def orbit_features(
+    backbone: nn.Module,
+    images: torch.Tensor | Iterable[torch.Tensor],
+    group: TransformationGroup,
+    mean,
+    std,
+    batch_size: int = 512,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
     """Features of ``g·x`` for every element: ``(order, N, D)`` float32, row ``[k, i]`` = ``f(apply(x_i, k))``.
     ``images``: a tensor, or an iterable of image batches (e.g. a DataLoader of a streamed folder)."""
     device = torch.device(device)
@@ -40,8 +47,7 @@ def orbit_features(backbone: nn.Module, images: torch.Tensor | Iterable[torch.Te
     backbone.eval()
     norm = Normalize(mean, std).to(device)
     per = max(1, batch_size // group.order)
-    batches = ((images[s:s + per] for s in range(0, len(images), per)) if isinstance(images, torch.Tensor)
-               else images)
+    batches = (images[s : s + per] for s in range(0, len(images), per)) if isinstance(images, torch.Tensor) else images
     blocks = []
     for x in batches:
         x = x.to(device)
@@ -84,10 +90,20 @@ def equivariance_scores(train_feats: torch.Tensor, test_feats: torch.Tensor, wei
     return {"accuracy": sum(per) / order, "per_element": per, "chance": 100.0 / order, "confusion": confusion}
 
 
-def diagnose(backbone: nn.Module, train_images: torch.Tensor, test_images: torch.Tensor,
-             group: TransformationGroup, mean, std, *, device: torch.device | str = "cpu",
-             dtype: torch.dtype | None = None, weight_decay: float = 1e-4, seed: int = 0,
-             max_train: int | None = 10000) -> dict:
+def diagnose(
+    backbone: nn.Module,
+    train_images: torch.Tensor,
+    test_images: torch.Tensor,
+    group: TransformationGroup,
+    mean,
+    std,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+    weight_decay: float = 1e-4,
+    seed: int = 0,
+    max_train: int | None = 10000,
+) -> dict:
     """Both diagnostics for one group; invariance is measured on ``test_images``. The classifier of ``g`` is
     fitted on at most ``max_train`` train images (a seeded random subset; its orbit has ``order`` times as many)."""
     n_train = len(train_images)
@@ -96,9 +112,13 @@ def diagnose(backbone: nn.Module, train_images: torch.Tensor, test_images: torch
         train_images = train_images[keep]
     test = orbit_features(backbone, test_images, group, mean, std, device=device, dtype=dtype)
     train = orbit_features(backbone, train_images, group, mean, std, device=device, dtype=dtype)
-    return {"group": group.name, "order": group.order, "invariance": invariance_scores(test, seed),
-            "equivariance": equivariance_scores(train, test, weight_decay),
-            "images": {"train": len(train_images), "train_available": n_train, "test": len(test_images)}}
+    return {
+        "group": group.name,
+        "order": group.order,
+        "invariance": invariance_scores(test, seed),
+        "equivariance": equivariance_scores(train, test, weight_decay),
+        "images": {"train": len(train_images), "train_available": n_train, "test": len(test_images)},
+    }
 
 
 class OrbitAveraged(nn.Module):

@@ -35,16 +35,18 @@ def load_run_backbone(path: Path | str, checkpoint: str | None = None) -> tuple[
     return backbone, cfg, ckpt_path
 
 
-def load_run(path: Path | str,
-             checkpoint: str | None = None) -> tuple[nn.Module, PretrainConfig, Path, dict[str, Any]]:
+def load_run(path: Path | str, checkpoint: str | None = None) -> tuple[nn.Module, PretrainConfig, Path, dict[str, Any]]:
     """As :func:`load_run_backbone`, plus ``{"epoch": completed epochs, "milestone": name or None}``."""
     from essl.training.model import ESSLModel
 
     ckpt_path = resolve_checkpoint(path, checkpoint)
     ckpt = load_checkpoint(ckpt_path)
     if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
-        hint = (" It looks like a released backbone file: pass it with --backbone-file PATH --dataset ... instead."
-                if isinstance(ckpt, dict) and ("backbone" in ckpt or "state_dict" in ckpt) else "")
+        hint = (
+            " It looks like a released backbone file: pass it with --backbone-file PATH --dataset ... instead."
+            if isinstance(ckpt, dict) and ("backbone" in ckpt or "state_dict" in ckpt)
+            else ""
+        )
         raise EsslError(f"{ckpt_path} is not an essl pretraining checkpoint (no 'config'/'model').{hint}")
     cfg = config_from_dict(ckpt["config"])
     model = ESSLModel(cfg, _channels_from_state(ckpt["model"]))
@@ -70,18 +72,22 @@ def load_backbone_file(path: Path | str, arch: str = "resnet50") -> tuple[nn.Mod
     path = Path(path)
     weights = split_layout(load_checkpoint(path), str(path))
     if weights.layout == "essl-run":
-        raise EsslError(f"{path} is an essl run checkpoint; evaluate it with its run folder (RUN_DIR, and "
-                        f"--checkpoint for a milestone) instead of --backbone-file.")
+        raise EsslError(
+            f"{path} is an essl run checkpoint; evaluate it with its run folder (RUN_DIR, and "
+            f"--checkpoint for a milestone) instead of --backbone-file."
+        )
     stem = weights.backbone.get("conv1.weight")
     if not isinstance(stem, torch.Tensor) or stem.ndim != 4:
-        raise EsslError(f"{path}: no 'conv1.weight' among the backbone weights (layout {weights.layout}); this is "
-                        f"not a ResNet.")
+        raise EsslError(
+            f"{path}: no 'conv1.weight' among the backbone weights (layout {weights.layout}); this is not a ResNet."
+        )
     backbone = make_backbone(arch, in_channels=stem.shape[1])
     try:
         load_part(backbone, weights.backbone, "backbone", str(path))
     except EsslError as exc:
-        raise EsslError(f"{path} does not fit a {arch}: {exc} Pass the right --arch ({', '.join(RELEASED_ARCHS)})."
-                        ) from None
+        raise EsslError(
+            f"{path} does not fit a {arch}: {exc} Pass the right --arch ({', '.join(RELEASED_ARCHS)})."
+        ) from None
     return backbone.eval(), {"layout": weights.layout, "arch": arch}
 
 
@@ -109,7 +115,7 @@ class EvalTarget:
     checkpoint: dict[str, Any]
     source: dict[str, Any]
     seeds: dict[str, Any] = field(default_factory=dict)
-    train_files: list[Path] | None = None    # image folders: the train split's files, in the order of ``train``
+    train_files: list[Path] | None = None  # image folders: the train split's files, in the order of ``train``
 
     @property
     def dataset(self) -> str:
@@ -121,10 +127,18 @@ class EvalTarget:
         return isinstance(self.train, StreamedSplit)
 
 
-def load_target(run_dir: Path | str | None = None, *, backbone_file: Path | str | None = None,
-                dataset: str | None = None, data_root: str | None = None, image_size: int | None = None,
-                arch: str = "resnet50", out: Path | str | None = None, workers: int = 4,
-                checkpoint: str | None = None) -> EvalTarget:
+def load_target(
+    run_dir: Path | str | None = None,
+    *,
+    backbone_file: Path | str | None = None,
+    dataset: str | None = None,
+    data_root: str | None = None,
+    image_size: int | None = None,
+    arch: str = "resnet50",
+    out: Path | str | None = None,
+    workers: int = 4,
+    checkpoint: str | None = None,
+) -> EvalTarget:
     """Resolve the command-line choices into an :class:`EvalTarget`.
 
     Either ``run_dir`` (an ``essl pretrain`` folder; its dataset unless ``dataset``/``data_root`` say otherwise,
@@ -136,8 +150,10 @@ def load_target(run_dir: Path | str | None = None, *, backbone_file: Path | str 
     is then the working size (shorter side; the backbone sees its ``224/256`` central crop).
     """
     if (run_dir is None) == (backbone_file is None):
-        raise EsslError("Give either a run folder (RUN_DIR) or --backbone-file PATH (a released backbone), not "
-                        "both and not neither.")
+        raise EsslError(
+            "Give either a run folder (RUN_DIR) or --backbone-file PATH (a released backbone), not "
+            "both and not neither."
+        )
     if run_dir is not None:
         backbone, cfg, ckpt_path, meta = load_run(run_dir, checkpoint)
         run_path = Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent
@@ -145,28 +161,47 @@ def load_target(run_dir: Path | str | None = None, *, backbone_file: Path | str 
         root = data_root or (cfg.data_root if name == cfg.dataset else None)
         size = image_size or cfg.image_size
         same = name == cfg.dataset and _same_root(root, cfg.data_root)
-        source = {"kind": "run", "run_dir": str(run_path), "method": cfg.method, "dataset": name,
-                  "pretrain_dataset": cfg.dataset, "other_data": None if same else data_label(name, root),
-                  "backbone": cfg.backbone, "epochs": cfg.epochs,
-                  "epochs_done": meta.get("epoch"), "milestone": meta.get("milestone"),
-                  "equivariance": [{"group": t.group, "weight": t.weight} for t in cfg.equivariance],
-                  "invariances": list(cfg.invariances)}
+        source = {
+            "kind": "run",
+            "run_dir": str(run_path),
+            "method": cfg.method,
+            "dataset": name,
+            "pretrain_dataset": cfg.dataset,
+            "other_data": None if same else data_label(name, root),
+            "backbone": cfg.backbone,
+            "epochs": cfg.epochs,
+            "epochs_done": meta.get("epoch"),
+            "milestone": meta.get("milestone"),
+            "equivariance": [{"group": t.group, "weight": t.weight} for t in cfg.equivariance],
+            "invariances": list(cfg.invariances),
+        }
         seeds = {"pretrain": cfg.seed}
         out_dir = Path(out) if out else run_path
     else:
         if checkpoint is not None:
-            raise EsslError("--checkpoint picks a checkpoint of a run folder; with --backbone-file the file itself "
-                            "is the checkpoint.")
+            raise EsslError(
+                "--checkpoint picks a checkpoint of a run folder; with --backbone-file the file itself "
+                "is the checkpoint."
+            )
         if not dataset:
-            raise EsslError("--backbone-file needs --dataset (e.g. --dataset folder --data-root PATH with train/ "
-                            "and test/ class folders, or --dataset cifar10 --data-root PATH).")
+            raise EsslError(
+                "--backbone-file needs --dataset (e.g. --dataset folder --data-root PATH with train/ "
+                "and test/ class folders, or --dataset cifar10 --data-root PATH)."
+            )
         path = Path(backbone_file)
         backbone, info = load_backbone_file(path, arch)
         ckpt_path, meta = path, {"epoch": None}
         name, root = dataset, data_root
         size = image_size or 224
-        source = {"kind": "released", "file": str(path), "dataset": name, "method": None, "epochs": None,
-                  "backbone": arch, **info}
+        source = {
+            "kind": "released",
+            "file": str(path),
+            "dataset": name,
+            "method": None,
+            "epochs": None,
+            "backbone": arch,
+            **info,
+        }
         seeds = {}
         out_dir = Path(out) if out else path.with_name(f"{path.stem}-eval")
     if name != "mnist5k" and not root:
@@ -177,18 +212,24 @@ def load_target(run_dir: Path | str | None = None, *, backbone_file: Path | str 
         if run_dir is None and not image_size:
             size = DEFAULT_WORKING_SIZE
         channels = 1 if _in_channels(backbone) == 1 else 3  # a greyscale backbone reads the images as grey
-        train, test = (StreamedSplit.scan(folders[0], size, f"{data_label(name, root)}:train", workers, channels),
-                       StreamedSplit.scan(folders[1], size, f"{data_label(name, root)}:test", workers, channels,
-                                          train_root=folders[0]))
+        train, test = (
+            StreamedSplit.scan(folders[0], size, f"{data_label(name, root)}:train", workers, channels),
+            StreamedSplit.scan(
+                folders[1], size, f"{data_label(name, root)}:test", workers, channels, train_root=folders[0]
+            ),
+        )
     else:
         train = load_dataset(name, "train", root, size)
         test = load_dataset(name, "test", root, size)
     if train.labels is None or test.labels is None:
-        raise EsslError(f"Dataset {name!r} has no labels; evaluation needs labelled train/ and test/ splits "
-                        f"(one subfolder per class).")
+        raise EsslError(
+            f"Dataset {name!r} has no labels; evaluation needs labelled train/ and test/ splits "
+            f"(one subfolder per class)."
+        )
     if train.channels != _in_channels(backbone):
-        raise EsslError(f"The backbone takes {_in_channels(backbone)}-channel images but {name} has "
-                        f"{train.channels} channel(s).")
+        raise EsslError(
+            f"The backbone takes {_in_channels(backbone)}-channel images but {name} has {train.channels} channel(s)."
+        )
     checkpoint = {"path": str(ckpt_path), "epoch": meta.get("epoch"), "sha256": file_digest(ckpt_path)}
     train_files = train.files if streamed else (scan_image_folder(folders[0])[0] if folders else None)
     return EvalTarget(backbone, train, test, out_dir, checkpoint, source, seeds, train_files)
@@ -232,8 +273,16 @@ def _in_channels(backbone: nn.Module) -> int:
     return -1
 
 
-def memory_target(backbone: nn.Module, train: Any, test: Any, *, train_labels: Any = None, test_labels: Any = None,
-                  out: Path | str = "essl-eval", name: str = "memory") -> EvalTarget:
+def memory_target(
+    backbone: nn.Module,
+    train: Any,
+    test: Any,
+    *,
+    train_labels: Any = None,
+    test_labels: Any = None,
+    out: Path | str = "essl-eval",
+    name: str = "memory",
+) -> EvalTarget:
     """An :class:`EvalTarget` for data already in memory, so that every ``evaluate_*`` function runs on it.
 
     ``backbone`` is any module mapping images to features (e.g. from :func:`essl.load_backbone`); ``train`` and
@@ -243,19 +292,22 @@ def memory_target(backbone: nn.Module, train: Any, test: Any, *, train_labels: A
     from essl.data import as_image_data
 
     train = as_image_data(train, train_labels, name=f"{name}-train")
-    test = as_image_data(test, test_labels, mean=train.mean, std=train.std, num_classes=train.num_classes,
-                         name=f"{name}-test")
+    test = as_image_data(
+        test, test_labels, mean=train.mean, std=train.std, num_classes=train.num_classes, name=f"{name}-test"
+    )
     if train.labels is None or test.labels is None:
         raise EsslError("Evaluation needs labels for both splits: pass train_labels= and test_labels=.")
     expected = _in_channels(backbone)
     if train.channels != test.channels or expected not in (-1, train.channels):
-        raise EsslError(f"The backbone takes {_in_channels(backbone)}-channel images; the training images have "
-                        f"{train.channels} channel(s) and the test images {test.channels}.")
+        raise EsslError(
+            f"The backbone takes {_in_channels(backbone)}-channel images; the training images have "
+            f"{train.channels} channel(s) and the test images {test.channels}."
+        )
     digest = hashlib.sha256()
     for key, value in backbone.state_dict().items():  # names the exact weights evaluated, as a file digest would
         digest.update(key.encode())
         digest.update(value.detach().cpu().float().contiguous().numpy().tobytes())
-    source = {"kind": "memory", "dataset": name, "method": None, "epochs": None,
-              "backbone": type(backbone).__name__}
-    return EvalTarget(backbone.eval(), train, test, Path(out), {"path": None, "epoch": None, "sha256": digest.hexdigest()},
-                      source)
+    source = {"kind": "memory", "dataset": name, "method": None, "epochs": None, "backbone": type(backbone).__name__}
+    return EvalTarget(
+        backbone.eval(), train, test, Path(out), {"path": None, "epoch": None, "sha256": digest.hexdigest()}, source
+    )

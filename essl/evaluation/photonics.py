@@ -80,8 +80,17 @@ class FinetuneSettings:
 
     def validate(self) -> None:
         """Each setting against its option's rule (essl/training/validation.py), then the seeds."""
-        for name in ("epochs", "batch_size", "n_train", "eval_batch", "lr", "weight_decay", "subset_seed", "seeds",
-                     "nbands"):
+        for name in (
+            "epochs",
+            "batch_size",
+            "n_train",
+            "eval_batch",
+            "lr",
+            "weight_decay",
+            "subset_seed",
+            "seeds",
+            "nbands",
+        ):
             flag = "--" + name.replace("_", "-")
             for value in getattr(self, name) if name == "seeds" else [getattr(self, name)]:
                 option_rule("phc finetune", name).check(flag, value)
@@ -110,8 +119,9 @@ class DOSRegressor(nn.Module):
 
 
 @torch.no_grad()
-def dos_error(model: nn.Module, x: torch.Tensor, y: torch.Tensor, el: torch.Tensor, batch: int = 512,
-              target: str = "dos") -> float:
+def dos_error(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, el: torch.Tensor, batch: int = 512, target: str = "dos"
+) -> float:
     """The test error of ``model(x) + EL`` against ``y`` over the whole set (eval mode): the relative L1 DOS error,
     or for ``target='bands'`` the official band-structure metric."""
     from essl.photonics.bands import fractional_error
@@ -120,7 +130,7 @@ def dos_error(model: nn.Module, x: torch.Tensor, y: torch.Tensor, el: torch.Tens
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    pred = torch.cat([model(x[i:i + batch].to(device)).float().cpu() for i in range(0, len(x), batch)])
+    pred = torch.cat([model(x[i : i + batch].to(device)).float().cpu() for i in range(0, len(x), batch)])
     model.train(was_training)
     return float((fractional_error if target == "bands" else relative_l1)(pred + el, y))
 
@@ -132,8 +142,9 @@ def augment(x: torch.Tensor, groups: list) -> torch.Tensor:
     return x
 
 
-def regressor(encoder: nn.Module, settings: FinetuneSettings, device: torch.device | str = "cpu",
-              outputs: int = 400) -> tuple[DOSRegressor, torch.optim.Optimizer]:
+def regressor(
+    encoder: nn.Module, settings: FinetuneSettings, device: torch.device | str = "cpu", outputs: int = 400
+) -> tuple[DOSRegressor, torch.optim.Optimizer]:
     """A copy of ``encoder`` with a fresh head of ``outputs`` values, and its Adam optimiser over the trainable
     parameters (the head only with ``freeze_encoder``)."""
     import copy
@@ -143,13 +154,20 @@ def regressor(encoder: nn.Module, settings: FinetuneSettings, device: torch.devi
     model = DOSRegressor(copy.deepcopy(encoder), dos_head(encoder.feature_dim, out_dim=outputs)).to(device)
     if settings.freeze_encoder:
         model.encoder.requires_grad_(False)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=settings.lr,
-                           weight_decay=settings.weight_decay)
+    opt = torch.optim.Adam(
+        [p for p in model.parameters() if p.requires_grad], lr=settings.lr, weight_decay=settings.weight_decay
+    )
     return model, opt
 
 
-def finetune_seed(encoder: nn.Module, splits: LabelledSplits, invariances: list[str], settings: FinetuneSettings,
-                  seed: int, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+def finetune_seed(
+    encoder: nn.Module,
+    splits: LabelledSplits,
+    invariances: list[str],
+    settings: FinetuneSettings,
+    seed: int,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Fine-tune a copy of ``encoder`` (with a fresh head) for one seed; returns its test-error curve.
 
     ``curve[0]`` is the error before any training, ``curve[e]`` after ``e`` epochs (``e = 1..epochs``).
@@ -171,32 +189,49 @@ def finetune_seed(encoder: nn.Module, splits: LabelledSplits, invariances: list[
         total = 0.0
         order = torch.randperm(n)
         for start in range(0, n, settings.batch_size):
-            idx = order[start:start + settings.batch_size]
+            idx = order[start : start + settings.batch_size]
             x = augment(train.x[idx], groups).to(device)
             loss = F.mse_loss(model(x).float(), train.eldiff[idx].to(device))
             if not torch.isfinite(loss):
-                raise EsslError(f"The fine-tuning loss became {loss.item()} (seed {seed}, epoch {epoch + 1}); lower "
-                                f"--lr (now {settings.lr}).")
+                raise EsslError(
+                    f"The fine-tuning loss became {loss.item()} (seed {seed}, epoch {epoch + 1}); lower "
+                    f"--lr (now {settings.lr})."
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += loss.item() * len(idx)
         losses.append(total / n)
         if log:
-            log(f"  seed {seed} epoch {epoch + 1}/{settings.epochs}: test error at start {curve[-1]:.4f}, "
-                f"train MSE {losses[-1]:.4f}")
+            log(
+                f"  seed {seed} epoch {epoch + 1}/{settings.epochs}: test error at start {curve[-1]:.4f}, "
+                f"train MSE {losses[-1]:.4f}"
+            )
     curve.append(dos_error(model, test.x, test.y, test.el, settings.eval_batch, settings.target))
     best = int(np.argmin(curve[:-1]))  # the official evaluation points: the starts of epochs 1..E
-    return {"seed": seed, "min_error": curve[best], "min_after_epochs": best, "final_error": curve[-1],
-            "curve": curve, "train_mse": losses, "wall_time_s": time.perf_counter() - t0}
+    return {
+        "seed": seed,
+        "min_error": curve[best],
+        "min_after_epochs": best,
+        "final_error": curve[-1],
+        "curve": curve,
+        "train_mse": losses,
+        "wall_time_s": time.perf_counter() - t0,
+    }
 
 
 def summarise(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and population std (ddof 0) over seeds of the minimum and of the final error."""
     mins = np.array([r["min_error"] for r in per_seed])
     finals = np.array([r["final_error"] for r in per_seed])
-    return {"mean": float(mins.mean()), "std": float(mins.std()), "final_mean": float(finals.mean()),
-            "final_std": float(finals.std()), "n_seeds": len(per_seed), "std_ddof": 0}
+    return {
+        "mean": float(mins.mean()),
+        "std": float(mins.std()),
+        "final_mean": float(finals.mean()),
+        "final_std": float(finals.std()),
+        "n_seeds": len(per_seed),
+        "std_ddof": 0,
+    }
 
 
 @dataclass
@@ -219,25 +254,36 @@ def encoder_from_run(run_dir: Path | str, checkpoint: str | None = None) -> Enco
 
     run_path = Path(run_dir)
     if not run_path.exists():
-        raise EsslError(f"Run folder {run_path} does not exist. Pass a folder written by `essl pretrain` on a "
-                        f"phc-gpm or phc-blob preset, or use --scratch.")
+        raise EsslError(
+            f"Run folder {run_path} does not exist. Pass a folder written by `essl pretrain` on a "
+            f"phc-gpm or phc-blob preset, or use --scratch."
+        )
     backbone, cfg, ckpt_path, meta = load_run(run_path, checkpoint)
     family = cfg.dataset.removeprefix("phc-")
     if family not in FAMILIES:
-        raise EsslError(f"{run_path} was pretrained on {cfg.dataset!r}; photonics fine-tuning needs a run on "
-                        f"phc-gpm or phc-blob.")
+        raise EsslError(
+            f"{run_path} was pretrained on {cfg.dataset!r}; photonics fine-tuning needs a run on phc-gpm or phc-blob."
+        )
     out_dir = run_path if run_path.is_dir() else run_path.parent
-    source = {"kind": "run", "run_dir": str(out_dir), "method": cfg.method, "pretrain_dataset": cfg.dataset,
-              "backbone": cfg.backbone, "pretrain_epochs": cfg.epochs, "epochs_done": meta.get("epoch"),
-              "milestone": meta.get("milestone"),
-              "invariances": list(cfg.invariances),
-              "equivariance": [{"group": t.group, "weight": t.weight} for t in cfg.equivariance]}
+    source = {
+        "kind": "run",
+        "run_dir": str(out_dir),
+        "method": cfg.method,
+        "pretrain_dataset": cfg.dataset,
+        "backbone": cfg.backbone,
+        "pretrain_epochs": cfg.epochs,
+        "epochs_done": meta.get("epoch"),
+        "milestone": meta.get("milestone"),
+        "invariances": list(cfg.invariances),
+        "equivariance": [{"group": t.group, "weight": t.weight} for t in cfg.equivariance],
+    }
     checkpoint = {"path": str(ckpt_path), "epoch": meta.get("epoch"), "sha256": file_digest(ckpt_path)}
     return EncoderSource(backbone, family, list(cfg.invariances), out_dir, source, checkpoint, cfg.data_root)
 
 
-def encoder_from_file(path: Path | str, family: str, out_dir: Path | str,
-                      invariances: list[str] | None = None) -> EncoderSource:
+def encoder_from_file(
+    path: Path | str, family: str, out_dir: Path | str, invariances: list[str] | None = None
+) -> EncoderSource:
     """A photonics encoder saved by the official code (``EP100``/``EP200`` files of ``pretrain_model``, keys
     ``enc.enc_block2d.*``, ``enc.fcpart.*``; :func:`essl.models.photonics.official_encoder_state`) or an essl
     encoder state dict (``features.*``, ``fc.*``); the family's default invariances unless given."""
@@ -255,28 +301,40 @@ def encoder_from_file(path: Path | str, family: str, out_dir: Path | str,
         raise EsslError(f"{path} holds a {type(ckpt).__name__}, not a state dict of a photonics encoder.")
     state, layout = official_encoder_state(inner), "official (enc.enc_block2d.*, enc.fcpart.*)"
     if state is None:
-        state = {k.removeprefix("module."): v for k, v in inner.items()
-                 if k.removeprefix("module.").startswith(("features.", "fc."))}
+        state = {
+            k.removeprefix("module."): v
+            for k, v in inner.items()
+            if k.removeprefix("module.").startswith(("features.", "fc."))
+        }
         layout = "essl (features.*, fc.*)"
     if not state:
-        raise EsslError(f"{path} holds no photonics encoder weights: expected the official keys "
-                        f"enc.enc_block2d.* / enc.fcpart.* (photonics/phc_models.py) or essl's features.* / fc.* "
-                        f"(top-level keys: {', '.join(list(inner)[:6])}).")
+        raise EsslError(
+            f"{path} holds no photonics encoder weights: expected the official keys "
+            f"enc.enc_block2d.* / enc.fcpart.* (photonics/phc_models.py) or essl's features.* / fc.* "
+            f"(top-level keys: {', '.join(list(inner)[:6])})."
+        )
     encoder = encoder_for_state(state)
     try:
         encoder.load_state_dict(state)
     except RuntimeError as exc:
         raise EsslError(f"{path} does not fit the photonics encoder: {str(exc).splitlines()[0]}") from None
     inv = list(DEFAULT_INVARIANCES[family] if invariances is None else invariances)
-    source = {"kind": "file", "file": str(path), "layout": layout, "ptepoch": ckpt.get("ptepoch"),
-              "widths": [m.out_channels for m in encoder.features if isinstance(m, nn.Conv2d)],
-              "invariances": inv, "family": family}
+    source = {
+        "kind": "file",
+        "file": str(path),
+        "layout": layout,
+        "ptepoch": ckpt.get("ptepoch"),
+        "widths": [m.out_channels for m in encoder.features if isinstance(m, nn.Conv2d)],
+        "invariances": inv,
+        "family": family,
+    }
     checkpoint = {"path": str(path), "epoch": ckpt.get("ptepoch"), "sha256": file_digest(path)}
     return EncoderSource(encoder, family, inv, Path(out_dir), source, checkpoint, None)
 
 
-def encoder_from_scratch(family: str, out_dir: Path | str, backbone: str = "phc_cnn",
-                         invariances: list[str] | None = None, seed: int = 1) -> EncoderSource:
+def encoder_from_scratch(
+    family: str, out_dir: Path | str, backbone: str = "phc_cnn", invariances: list[str] | None = None, seed: int = 1
+) -> EncoderSource:
     """A randomly initialised encoder (the supervised-from-scratch baseline)."""
     from essl.models import make_backbone
 
@@ -295,9 +353,14 @@ def result_stem(src: EncoderSource, settings: FinetuneSettings) -> str:
     return settings.result_name() + (f"-{milestone}" if milestone else "")
 
 
-def finetune(src: EncoderSource, data_root: str | Path | None, settings: FinetuneSettings,
-             overwrite: bool = False, log: Callable[[str], None] | None = print,
-             verbose: bool = False) -> tuple[Path, dict[str, Any]]:
+def finetune(
+    src: EncoderSource,
+    data_root: str | Path | None,
+    settings: FinetuneSettings,
+    overwrite: bool = False,
+    log: Callable[[str], None] | None = print,
+    verbose: bool = False,
+) -> tuple[Path, dict[str, Any]]:
     """Run the protocol for every seed and write ``OUT/eval/phc-finetune-n<N>-e<E>.json``; returns (path, payload).
 
     An existing result of the same name is an error unless ``overwrite``; it is written only when all seeds
@@ -308,14 +371,17 @@ def finetune(src: EncoderSource, data_root: str | Path | None, settings: Finetun
     root = data_root or src.data_root
     path = result_path(src.out_dir, result_stem(src, settings))
     if path.exists() and not overwrite:
-        raise EsslError(f"{path} already exists (a fine-tuning result with the same --n-train and --epochs); pass "
-                        f"--overwrite to replace it.")
+        raise EsslError(
+            f"{path} already exists (a fine-tuning result with the same --n-train and --epochs); pass "
+            f"--overwrite to replace it."
+        )
     for g in src.invariances:  # fail before any work on a bad group name
         from essl.groups import make_group
 
         make_group(g)
-    splits = load_labelled_splits(src.family, root, settings.n_train, settings.subset_seed, settings.target,
-                                  settings.nbands)
+    splits = load_labelled_splits(
+        src.family, root, settings.n_train, settings.subset_seed, settings.target, settings.nbands
+    )
     if src.encoder.feature_dim != 1024 and log:
         log(f"note: the encoder gives {src.encoder.feature_dim}-d features; the DOS head adapts its input width.")
     per_seed = []
@@ -324,27 +390,31 @@ def finetune(src: EncoderSource, data_root: str | Path | None, settings: Finetun
         res = finetune_seed(src.encoder, splits, src.invariances, settings, seed, log if verbose else None)
         per_seed.append(res)
         if log:
-            log(f"{src.family} fine-tune seed {seed}: min test error {res['min_error']:.4f} (after "
+            log(
+                f"{src.family} fine-tune seed {seed}: min test error {res['min_error']:.4f} (after "
                 f"{res['min_after_epochs']} epochs), after the last epoch {res['final_error']:.4f} "
-                f"[{res['wall_time_s']:.0f} s]")
+                f"[{res['wall_time_s']:.0f} s]"
+            )
     summary = summarise(per_seed)
     payload = {
         "protocol": {
             "name": "phc-dos-finetune",
             "description": f"encoder + MLP 1024-1024-1024-512-{splits.train.y.shape[1]} (ReLU) "
-                           + ("with the encoder frozen (head trained only)" if settings.freeze_encoder
-                              else "fine-tuned end to end")
-                           + " with MSE on y - EL; Adam; the run's invariance augmentations on every training batch",
-            "metric": ("fractional band error (official calpercloss): mean over test cells, k-points and bands "
-                       "of |y_hat - y| / y (0 where y = 0), y = efreq[:, :nbands], y_hat = output + emptylattice"
-                       if settings.target == "bands" else
-                       "relative L1 DOS error: mean over test cells of sum_{i>=100} |y_hat_i - y_i| / "
-                       "sum_{i>=100} |y_i|, y = DOS[:400]/sqrt(epsavg), y_hat = output + EL"),
+            + ("with the encoder frozen (head trained only)" if settings.freeze_encoder else "fine-tuned end to end")
+            + " with MSE on y - EL; Adam; the run's invariance augmentations on every training batch",
+            "metric": (
+                "fractional band error (official calpercloss): mean over test cells, k-points and bands "
+                "of |y_hat - y| / y (0 where y = 0), y = efreq[:, :nbands], y_hat = output + emptylattice"
+                if settings.target == "bands"
+                else "relative L1 DOS error: mean over test cells of sum_{i>=100} |y_hat_i - y_i| / "
+                "sum_{i>=100} |y_i|, y = DOS[:400]/sqrt(epsavg), y_hat = output + EL"
+            ),
             "selection": "minimum of the full-test-set error over the starts of epochs 1..E (the official "
-                         "evaluation points): the paper's protocol, which selects the epoch on the test set "
-                         "(optimistic; final_mean is the error after the last epoch)",
+            "evaluation points): the paper's protocol, which selects the epoch on the test set "
+            "(optimistic; final_mean is the error after the last epoch)",
             "std": "population std over fine-tuning seeds (ddof 0, as np.std in the official script)",
-            "invariances": src.invariances, **{k: v for k, v in asdict(settings).items() if k != "seeds"},
+            "invariances": src.invariances,
+            **{k: v for k, v in asdict(settings).items() if k != "seeds"},
         },
         "data": splits.info,
         "family": src.family,
@@ -358,7 +428,9 @@ def finetune(src: EncoderSource, data_root: str | Path | None, settings: Finetun
     out = write_result(src.out_dir, result_stem(src, settings), payload)
     if log:
         what = "fractional band error" if settings.target == "bands" else "relative DOS error"
-        log(f"{src.family}: {what} {summary['mean']:.4f} ± {summary['std']:.4f} (min over epochs, "
+        log(
+            f"{src.family}: {what} {summary['mean']:.4f} ± {summary['std']:.4f} (min over epochs, "
             f"selected on the test set), after the last epoch {summary['final_mean']:.4f} ± "
-            f"{summary['final_std']:.4f}; written to {out}")
+            f"{summary['final_std']:.4f}; written to {out}"
+        )
     return out, payload

@@ -153,24 +153,38 @@ def diagnostics_pngs(runs: list[dict[str, Any]], names: list[str]) -> dict[str, 
             xs = [k - 0.4 + width * (i + 0.5) for k in range(group.order)]
             inv = res["invariance"]
             inv_ax.bar(xs, inv["per_element"], width * 0.92, color=color, label=name)
-            inv_ax.hlines(inv["cross_image_similarity"], -0.5, group.order - 0.5, colors=[color], linestyles="--",
-                          linewidth=1, label=f"{name}: different images")
+            inv_ax.hlines(
+                inv["cross_image_similarity"],
+                -0.5,
+                group.order - 0.5,
+                colors=[color],
+                linestyles="--",
+                linewidth=1,
+                label=f"{name}: different images",
+            )
             eq = res["equivariance"]
-            bars = eq_ax.bar(xs, eq["per_element"], width * 0.92, color=color,
-                             label=f"{name} (mean {eq['accuracy']:.1f}%)")
+            bars = eq_ax.bar(
+                xs, eq["per_element"], width * 0.92, color=color, label=f"{name} (mean {eq['accuracy']:.1f}%)"
+            )
             if group.order <= 8:
                 eq_ax.bar_label(bars, labels=[f"{a:.0f}" for a in eq["per_element"]], fontsize=7, padding=2)
         chance = 100.0 / group.order
         eq_ax.axhline(chance, color="k", linestyle=":", linewidth=1, label=f"chance {chance:.0f}%")
         for ax in (inv_ax, eq_ax):
-            ax.set_xticks(range(group.order), elements, rotation=90 if group.order > 8 else 0,
-                          fontsize=7 if group.order > 8 else None)
+            ax.set_xticks(
+                range(group.order),
+                elements,
+                rotation=90 if group.order > 8 else 0,
+                fontsize=7 if group.order > 8 else None,
+            )
             ax.set_xlabel(f"group element g ({group_name})")
             ax.grid(axis="y", alpha=0.3)
             _legend_below(ax)
-        inv_ax.set(title="invariance: mean cos(f(x), f(g·x)), test split", ylabel="cosine similarity",
-                   ylim=(min(0.0, inv_ax.get_ylim()[0]), 1.05))
-        eq_ax.set(title="equivariance: linear prediction of g from f(g·x)", ylabel="test accuracy (%)",
-                  ylim=(0, 110))
+        inv_ax.set(
+            title="invariance: mean cos(f(x), f(g·x)), test split",
+            ylabel="cosine similarity",
+            ylim=(min(0.0, inv_ax.get_ylim()[0]), 1.05),
+        )
+        eq_ax.set(title="equivariance: linear prediction of g from f(g·x)", ylabel="test accuracy (%)", ylim=(0, 110))
         out[f"diagnostics-{key}.png"] = png(fig)
     return out

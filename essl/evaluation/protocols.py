@@ -53,22 +53,22 @@ class EvalProtocol:
 
     name: str
     source: str
-    lr: float                              # classifier lr (already scaled by batch/256 where the code does)
+    lr: float  # classifier lr (already scaled by batch/256 where the code does)
     epochs: int
     batch_size: int = 256
-    optimizer: str = "sgd"                 # sgd | lars
+    optimizer: str = "sgd"  # sgd | lars
     momentum: float = 0.9
     weight_decay: float = 0.0
-    schedule: str = "cosine_step"          # cosine_step | cosine_epoch | constant
-    select: str = "final"                  # final: accuracy after the last epoch; best: best epoch on test
+    schedule: str = "cosine_step"  # cosine_step | cosine_epoch | constant
+    select: str = "final"  # final: accuracy after the last epoch; best: best epoch on test
     repeats: int = 1
-    init: str = "torch_default"            # torch_default | normal_0.01 (weights N(0, 0.01), bias 0)
+    init: str = "torch_default"  # torch_default | normal_0.01 (weights N(0, 0.01), bias 0)
     crop_scale: tuple[float, float] = (0.08, 1.0)
     resample: str = "bicubic"
-    test_resize_ratio: float = 36 / 32     # test Resize(round(S·ratio)) + CenterCrop(S)
+    test_resize_ratio: float = 36 / 32  # test Resize(round(S·ratio)) + CenterCrop(S)
     hflip: bool = True
     drop_last: bool = True
-    backbone_lr: float | None = None       # fine-tuning: lr of the backbone (trained in train mode)
+    backbone_lr: float | None = None  # fine-tuning: lr of the backbone (trained in train mode)
 
     @property
     def kind(self) -> str:
@@ -85,33 +85,71 @@ _CIFAR_SRC = "rdangovs/essl cifar10/main.py eval_loop"
 PROTOCOLS: dict[str, EvalProtocol] = {
     "cifar": EvalProtocol("cifar", _CIFAR_SRC, lr=30.0, epochs=100, repeats=5),
     "imagenet_simclr": EvalProtocol(
-        "imagenet_simclr", "rdangovs/essl imagenet/simclr/linear_probe.py (scheduler never stepped: constant lr)",
-        lr=1.0, epochs=100, weight_decay=1e-6, schedule="constant",
-        select="best", init="normal_0.01", resample="bilinear", test_resize_ratio=256 / 224, drop_last=False),
+        "imagenet_simclr",
+        "rdangovs/essl imagenet/simclr/linear_probe.py (scheduler never stepped: constant lr)",
+        lr=1.0,
+        epochs=100,
+        weight_decay=1e-6,
+        schedule="constant",
+        select="best",
+        init="normal_0.01",
+        resample="bilinear",
+        test_resize_ratio=256 / 224,
+        drop_last=False,
+    ),
     "imagenet_bt": EvalProtocol(
-        "imagenet_bt", "rdangovs/essl imagenet/barlowtwins/linear_probe.py", lr=0.3,
-        epochs=100, weight_decay=1e-6, schedule="cosine_epoch", select="best", init="normal_0.01",
-        resample="bilinear", test_resize_ratio=256 / 224, drop_last=False),
+        "imagenet_bt",
+        "rdangovs/essl imagenet/barlowtwins/linear_probe.py",
+        lr=0.3,
+        epochs=100,
+        weight_decay=1e-6,
+        schedule="cosine_epoch",
+        select="best",
+        init="normal_0.01",
+        resample="bilinear",
+        test_resize_ratio=256 / 224,
+        drop_last=False,
+    ),
     "imagenet_simsiam": EvalProtocol(
-        "imagenet_simsiam", "rdangovs/essl imagenet/simsiam/linear_probe.py --lars (official SimSiam main_lincls)",
-        lr=1.6, epochs=90, batch_size=4096, optimizer="lars", weight_decay=0.0,
-        schedule="cosine_epoch", select="best", init="normal_0.01", resample="bilinear",
-        test_resize_ratio=256 / 224, drop_last=False),
+        "imagenet_simsiam",
+        "rdangovs/essl imagenet/simsiam/linear_probe.py --lars (official SimSiam main_lincls)",
+        lr=1.6,
+        epochs=90,
+        batch_size=4096,
+        optimizer="lars",
+        weight_decay=0.0,
+        schedule="cosine_epoch",
+        select="best",
+        init="normal_0.01",
+        resample="bilinear",
+        test_resize_ratio=256 / 224,
+        drop_last=False,
+    ),
 }
 
 FINETUNE_PROTOCOLS: dict[str, EvalProtocol] = {
     "bt_finetune": EvalProtocol(
-        "bt_finetune", "facebookresearch/barlowtwins README 'semi-supervised' command: evaluate.py --weights "
+        "bt_finetune",
+        "facebookresearch/barlowtwins README 'semi-supervised' command: evaluate.py --weights "
         "finetune --epochs 20 --lr-backbone 0.005 --lr-classifier 0.5 --weight-decay 0",
-        lr=0.5, backbone_lr=0.005, epochs=20, weight_decay=0.0, schedule="cosine_epoch", select="best",
-        init="normal_0.01", resample="bilinear", test_resize_ratio=256 / 224, drop_last=False),
+        lr=0.5,
+        backbone_lr=0.005,
+        epochs=20,
+        weight_decay=0.0,
+        schedule="cosine_epoch",
+        select="best",
+        init="normal_0.01",
+        resample="bilinear",
+        test_resize_ratio=256 / 224,
+        drop_last=False,
+    ),
 }
 
 OTHER_PROTOCOLS = {
     "linear_lbfgs": "essl's fast probe: L-BFGS multinomial logistic regression on cached, un-augmented, standardised "
-                    "features (not a paper protocol)",
+    "features (not a paper protocol)",
     "knn": "weighted kNN, k=200, t=0.1, cosine similarity, exp(sim/t) votes (official kNN monitor, "
-           "rdangovs/essl cifar10/main.py)",
+    "rdangovs/essl cifar10/main.py)",
 }
 
 # The view recipe each dataset is pretrained with (essl/augmentation/views.py); a protocol keeps its horizontal
@@ -123,14 +161,23 @@ def get_protocol(name: str) -> EvalProtocol:
     """A probe or fine-tuning protocol by name."""
     table = {**PROTOCOLS, **FINETUNE_PROTOCOLS}
     if name not in table:
-        raise EsslError(f"Unknown evaluation protocol {name!r}. Linear probes: {', '.join(PROTOCOLS)} (and "
-                        f"linear_lbfgs); fine-tuning: {', '.join(FINETUNE_PROTOCOLS)}.")
+        raise EsslError(
+            f"Unknown evaluation protocol {name!r}. Linear probes: {', '.join(PROTOCOLS)} (and "
+            f"linear_lbfgs); fine-tuning: {', '.join(FINETUNE_PROTOCOLS)}."
+        )
     return table[name]
 
 
-def adapt_protocol(protocol: EvalProtocol, dataset: str, image_size: int, *, epochs: int | None = None,
-                   repeats: int | None = None, batch_size: int | None = None,
-                   n_train: int | None = None) -> tuple[EvalProtocol, dict[str, Any]]:
+def adapt_protocol(
+    protocol: EvalProtocol,
+    dataset: str,
+    image_size: int,
+    *,
+    epochs: int | None = None,
+    repeats: int | None = None,
+    batch_size: int | None = None,
+    n_train: int | None = None,
+) -> tuple[EvalProtocol, dict[str, Any]]:
     """Protocol as run on ``dataset`` with images of ``image_size`` px, plus the record of every change.
 
     Returns ``(protocol used, record)``; ``record`` has ``adapted`` (choices forced by the data: sizes, flip,
@@ -141,18 +188,25 @@ def adapt_protocol(protocol: EvalProtocol, dataset: str, image_size: int, *, epo
     overrides: dict[str, Any] = {}
     native = 32 if protocol.test_resize_ratio == 36 / 32 else 224
     resize = round(image_size * protocol.test_resize_ratio)
-    adapted["crop"] = {"protocol": native, "used": image_size,
-                       "why": "crops are taken at the stored image size" if image_size != native else "as protocol"}
-    adapted["test_resize"] = {"protocol": round(native * protocol.test_resize_ratio), "used": resize,
-                              "why": f"round({image_size}·{protocol.test_resize_ratio:.4g}), the protocol's "
-                                     f"resize/crop ratio"}
+    adapted["crop"] = {
+        "protocol": native,
+        "used": image_size,
+        "why": "crops are taken at the stored image size" if image_size != native else "as protocol",
+    }
+    adapted["test_resize"] = {
+        "protocol": round(native * protocol.test_resize_ratio),
+        "used": resize,
+        "why": f"round({image_size}·{protocol.test_resize_ratio:.4g}), the protocol's resize/crop ratio",
+    }
     hflip = protocol.hflip
     recipe = DATASET_VIEW_RECIPE.get(dataset)
     if hflip and recipe is not None and get_recipe(recipe).hflip == 0:
         hflip = False
-        adapted["hflip"] = {"protocol": True, "used": False,
-                            "why": f"the {dataset} view recipe {recipe!r} has no flips (digits are not "
-                                   f"mirror-symmetric)"}
+        adapted["hflip"] = {
+            "protocol": True,
+            "used": False,
+            "why": f"the {dataset} view recipe {recipe!r} has no flips (digits are not mirror-symmetric)",
+        }
     used = dataclasses.replace(protocol, hflip=hflip)
     for key, value in (("epochs", epochs), ("repeats", repeats), ("batch_size", batch_size)):
         if value is not None and value != getattr(protocol, key):
@@ -160,8 +214,11 @@ def adapt_protocol(protocol: EvalProtocol, dataset: str, image_size: int, *, epo
             overrides[key] = {"protocol": getattr(protocol, key), "used": value, "why": "user override"}
             used = dataclasses.replace(used, **{key: value})
     if n_train is not None and used.batch_size > n_train:
-        adapted["batch_size"] = {"protocol": used.batch_size, "used": n_train,
-                                 "why": f"the training set has only {n_train} images: one full batch per epoch"}
+        adapted["batch_size"] = {
+            "protocol": used.batch_size,
+            "used": n_train,
+            "why": f"the training set has only {n_train} images: one full batch per epoch",
+        }
         used = dataclasses.replace(used, batch_size=n_train)
     return used, {"adapted": adapted, "overrides": overrides}
 
@@ -197,8 +254,7 @@ def stratified_subset(labels: torch.Tensor, fraction: float, seed: int = 0) -> t
     return torch.cat(picked).sort().values
 
 
-def result_name(base: str, record: dict[str, Any], label_fraction: float | None = None,
-                label_list: Any = None) -> str:
+def result_name(base: str, record: dict[str, Any], label_fraction: float | None = None, label_list: Any = None) -> str:
     """File stem of a result: ``base`` plus every user override and the label fraction (or the label list's file
     name), so that a short or few-label run never replaces a full-protocol result (e.g.
     ``probe-cifar-epochs2-labels1pct``, ``probe-imagenet_simclr-labels-1percent``)."""

@@ -26,8 +26,14 @@ from essl.runs import CONFIG, EVAL_DIR, has_config, read_config, read_metrics, r
 from essl.training.cost import backbone_passes, passes_text, pretraining_seconds, seconds_text
 
 MANIFEST = ".essl-report.json"
-METHOD_NAMES = {"simclr": "SimCLR", "simsiam": "SimSiam", "barlow_twins": "Barlow Twins", "byol": "BYOL",
-                "vicreg": "VICReg", "mocov3": "MoCo v3"}
+METHOD_NAMES = {
+    "simclr": "SimCLR",
+    "simsiam": "SimSiam",
+    "barlow_twins": "Barlow Twins",
+    "byol": "BYOL",
+    "vicreg": "VICReg",
+    "mocov3": "MoCo v3",
+}
 
 
 # ---------------------------------------------------------------------------------------------- collecting
@@ -35,14 +41,18 @@ def collect_run(run_dir: Path | str) -> dict[str, Any]:
     """Config (or None), training metrics and evaluation results of one folder."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise EsslError(f"{run_dir} is not a folder. Pass run folders written by `essl pretrain` (or folders of "
-                        f"evaluation results written with --out).")
+        raise EsslError(
+            f"{run_dir} is not a folder. Pass run folders written by `essl pretrain` (or folders of "
+            f"evaluation results written with --out)."
+        )
     cfg = read_config(run_dir) if has_config(run_dir) else None
     results = read_results(run_dir)
     metrics = read_metrics(run_dir)
     if cfg is None and not results:
-        raise EsslError(f"{run_dir} has neither {CONFIG} nor {EVAL_DIR}/*.json: nothing to report. Run `essl pretrain` "
-                        f"or an evaluation (`essl knn {run_dir}` ...) first.")
+        raise EsslError(
+            f"{run_dir} has neither {CONFIG} nor {EVAL_DIR}/*.json: nothing to report. Run `essl pretrain` "
+            f"or an evaluation (`essl knn {run_dir}` ...) first."
+        )
     return {"dir": run_dir, "config": cfg, "metrics": metrics, "results": results}
 
 
@@ -60,10 +70,16 @@ def column_names(runs: list[dict[str, Any]]) -> list[str]:
 def _source(run: dict[str, Any]) -> dict[str, Any]:
     cfg = run["config"]
     if cfg is not None:
-        return {"kind": "run", "method": cfg.method, "dataset": cfg.dataset, "backbone": cfg.backbone,
-                "epochs": cfg.epochs, "equivariance": [{"group": t.group, "weight": t.weight}
-                                                        for t in cfg.equivariance],
-                "invariances": list(cfg.invariances), "seed": cfg.seed}
+        return {
+            "kind": "run",
+            "method": cfg.method,
+            "dataset": cfg.dataset,
+            "backbone": cfg.backbone,
+            "epochs": cfg.epochs,
+            "equivariance": [{"group": t.group, "weight": t.weight} for t in cfg.equivariance],
+            "invariances": list(cfg.invariances),
+            "seed": cfg.seed,
+        }
     for res in run["results"].values():
         if "source" in res:
             return res["source"]
@@ -88,25 +104,31 @@ def build_table(runs: list[dict[str, Any]], names: list[str]) -> tuple[list[str]
     for i, run in enumerate(runs):
         src = _source(run)
         metrics = run["metrics"]
-        cells = {"method": method_label(src), "dataset": str(src.get("dataset", "–")),
-                 "backbone": str(src.get("backbone", "–"))}
+        cells = {
+            "method": method_label(src),
+            "dataset": str(src.get("dataset", "–")),
+            "backbone": str(src.get("backbone", "–")),
+        }
         done = metrics[-1]["epoch"] if metrics else src.get("epochs_done")
         cells["epochs (done / planned)"] = f"{done if done is not None else '–'} / {src.get('epochs') or '–'}"
         if run["config"] is not None:
-            cells["backbone passes / image / step (pixel-weighted; cost of the objective)"] = \
-                passes_text(backbone_passes(run["config"]))
+            cells["backbone passes / image / step (pixel-weighted; cost of the objective)"] = passes_text(
+                backbone_passes(run["config"])
+            )
         if metrics:
             cells["pretraining time (measured training steps)"] = seconds_text(pretraining_seconds(metrics))
         knn_rows = [m for m in metrics if "knn_top1" in m]
         if knn_rows:
             cfg = run["config"]
             kt = f", k={cfg.knn_k}, t={cfg.knn_t:g}" if cfg is not None else ""
-            cells["kNN monitor during training, last (training precision)"] = \
+            cells["kNN monitor during training, last (training precision)"] = (
                 f"{knn_rows[-1]['knn_top1']:.2f} (epoch {knn_rows[-1]['epoch']}{kt})"
+            )
         if metrics:
             for key in sorted(k for k in metrics[-1] if k.startswith("pred_acc/")):
-                cells[f"prediction accuracy during training, last epoch (train batches) · {key.split('/', 1)[1]}"] = \
+                cells[f"prediction accuracy during training, last epoch (train batches) · {key.split('/', 1)[1]}"] = (
                     f"{100 * metrics[-1][key]:.2f}"
+                )
         for key, value in cells.items():
             head.setdefault(key, ["–"] * len(runs))[i] = value
     body: dict[str, list[str]] = {}
@@ -119,8 +141,9 @@ def build_table(runs: list[dict[str, Any]], names: list[str]) -> tuple[list[str]
             stale = done is not None and ckpt_epoch is not None and ckpt_epoch != done
             for order, name, cell in result_rows(res, stem):
                 keys[name] = order
-                body.setdefault(name, ["–"] * len(runs))[i] = cell + (f" [epoch-{ckpt_epoch} checkpoint]"
-                                                                       if stale else "")
+                body.setdefault(name, ["–"] * len(runs))[i] = cell + (
+                    f" [epoch-{ckpt_epoch} checkpoint]" if stale else ""
+                )
     names = list(head) + sorted(body, key=lambda n: keys[n])
     return names, {**head, **body}
 
@@ -138,16 +161,23 @@ def protocol_notes(runs: list[dict[str, Any]]) -> list[str]:
 def markdown_lines(header: list[str], rows: list[list[str]]) -> list[str]:
     """A markdown table as lines: the header, the separator and one line per row (``|`` in cells escaped). Every
     table essl writes (reports, demo, sweep, photonics experiment) is made here."""
+
     def line(cells: list[str]) -> str:
         return "|" + "|".join(f" {c} ".replace("|", "\\|") if c else " " for c in map(str, cells)) + "|"
+
     return [line(header), "|" + "---|" * len(header)] + [line(r) for r in rows]
 
 
 def markdown(runs: list[dict[str, Any]], names: list[str]) -> str:
     order, rows = build_table(runs, names)
     lines = markdown_lines(["", *names], [[r, *rows[r]] for r in order])
-    lines += ["", "Accuracies are top-1 in % on the test split; ± is the population std over probe runs on the same "
-                  "encoder. Row names give the protocol and any departure from it.", "", "Protocols:"]
+    lines += [
+        "",
+        "Accuracies are top-1 in % on the test split; ± is the population std over probe runs on the same "
+        "encoder. Row names give the protocol and any departure from it.",
+        "",
+        "Protocols:",
+    ]
     lines += protocol_notes(runs) or ["- (no evaluation results yet: run `essl knn`, `essl probe`, `essl diagnose`)"]
     return "\n".join(lines) + "\n"
 
@@ -168,11 +198,14 @@ def write_outputs(folder: Path, files: dict[str, bytes]) -> list[Path]:
     if folder.exists() and not folder.is_dir():
         raise EsslError(f"--out {folder} is a file; give a folder.")
     owned = _read_manifest(folder)
-    clashes = [n for n, data in files.items()
-               if (folder / n).exists() and n not in owned and (folder / n).read_bytes() != data]
+    clashes = [
+        n for n, data in files.items() if (folder / n).exists() and n not in owned and (folder / n).read_bytes() != data
+    ]
     if clashes:
-        raise EsslError(f"{folder} already holds {', '.join(clashes)}, not written by an earlier `essl report`; "
-                        f"nothing was written. Choose another --out folder, or move those files away.")
+        raise EsslError(
+            f"{folder} already holds {', '.join(clashes)}, not written by an earlier `essl report`; "
+            f"nothing was written. Choose another --out folder, or move those files away."
+        )
     paths = write_files(folder, files)
     for stale in owned - set(files):  # our own files from an earlier report that this one does not produce
         if "/" not in stale and (folder / stale).is_file():
@@ -191,12 +224,27 @@ def write_report(run_dirs: list[Path | str], out: Path | str | None = None) -> d
     names = column_names(runs)
     text = markdown(runs, names)
     folder = Path(out) if out else Path(run_dirs[0]) / "report"
-    files: dict[str, bytes] = {"report.md": ("# essl report\n\n" + "Runs: " + ", ".join(
-        f"`{n}` ({r['dir']})" for n, r in zip(names, runs)) + "\n\n" + text).encode()}
+    files: dict[str, bytes] = {
+        "report.md": (
+            "# essl report\n\n"
+            + "Runs: "
+            + ", ".join(f"`{n}` ({r['dir']})" for n, r in zip(names, runs))
+            + "\n\n"
+            + text
+        ).encode()
+    }
     order, rows = build_table(runs, names)
-    files["report.json"] = (json.dumps({"runs": [str(r["dir"]) for r in runs], "columns": names,
-                                        "rows": [{"name": k, "cells": rows[k]} for k in order]}, indent=1)
-                            + "\n").encode()
+    files["report.json"] = (
+        json.dumps(
+            {
+                "runs": [str(r["dir"]) for r in runs],
+                "columns": names,
+                "rows": [{"name": k, "cells": rows[k]} for k in order],
+            },
+            indent=1,
+        )
+        + "\n"
+    ).encode()
     png = curves_png(runs, names)
     if png is not None:
         files["curves.png"] = png

@@ -16,8 +16,10 @@ KIND_ORDER = {"knn": 0, "linear_probe": 1, "finetune": 2, "diagnostics": 3}
 def departures(result: dict[str, Any]) -> list[str]:
     """How a result departs from its protocol: user overrides, a label fraction, other data."""
     proto = result.get("protocol", {})
-    parts = [f"{key.replace('_', ' ')} {entry['used']} (protocol {entry['protocol']})"
-             for key, entry in sorted(proto.get("overrides", {}).items())]
+    parts = [
+        f"{key.replace('_', ' ')} {entry['used']} (protocol {entry['protocol']})"
+        for key, entry in sorted(proto.get("overrides", {}).items())
+    ]
     data = result.get("data") or {}
     if data.get("label_fraction"):
         parts.append(f"{data['label_fraction'] * 100:g}% labels")
@@ -62,10 +64,18 @@ def result_rows(result: dict[str, Any], stem: str = "") -> list[tuple[tuple, str
     if kind == "diagnostics":
         g = " · ".join([str(result["protocol"].get("group", result.get("group"))), *departures(result)])
         inv, eq = result["invariance"], result["equivariance"]
-        return [((3, g, 0), f"invariance: mean cos(f(x), f(g·x)), g ≠ e · {g}",
-                 f"{inv['mean']:.3f} (different images {inv['cross_image_similarity']:.3f})"),
-                ((3, g, 1), f"equivariance: g predicted from f(g·x), test acc. · {g} (chance {eq['chance']:.0f}%)",
-                 f"{eq['accuracy']:.2f}")]
+        return [
+            (
+                (3, g, 0),
+                f"invariance: mean cos(f(x), f(g·x)), g ≠ e · {g}",
+                f"{inv['mean']:.3f} (different images {inv['cross_image_similarity']:.3f})",
+            ),
+            (
+                (3, g, 1),
+                f"equivariance: g predicted from f(g·x), test acc. · {g} (chance {eq['chance']:.0f}%)",
+                f"{eq['accuracy']:.2f}",
+            ),
+        ]
     proto = result.get("protocol", {})
     order = (KIND_ORDER.get(kind, 9), 0 if proto.get("name") in ("knn", "linear_lbfgs") else 1, protocol_label(result))
     return [(order, protocol_label(result), accuracy_text(result))]

@@ -73,14 +73,16 @@ class StreamedSplit:
     workers: int = 4
 
     @classmethod
-    def scan(cls, root: Path, size: int, name: str, workers: int = 4, channels: int = 3,
-             train_root: Path | None = None) -> StreamedSplit:
+    def scan(
+        cls, root: Path, size: int, name: str, workers: int = 4, channels: int = 3, train_root: Path | None = None
+    ) -> StreamedSplit:
         """The labelled images under ``root``, decoded to ``channels`` (3: RGB, ImageNet statistics; 1: grey); a
         test split gives ``train_root`` so that its classes match the train split's by name."""
         files, labels, classes = scan_image_folder(root, train_root)
         if labels is None:
-            raise EsslError(f"{root} has no class subfolders; evaluation needs labelled images "
-                            f"(one subfolder per class).")
+            raise EsslError(
+                f"{root} has no class subfolders; evaluation needs labelled images (one subfolder per class)."
+            )
         norm = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.5,))
         return cls(files, torch.tensor(labels), len(classes), size, name, channels, *norm, workers=workers)
 
@@ -111,9 +113,16 @@ def dist_info() -> tuple[int, int]:
 
 
 # ------------------------------------------------------------------------------------------- feature cache
-def cached_features(backbone: nn.Module, split: StreamedSplit, cache_dir: Path, checkpoint_sha: str,
-                    device: torch.device, dtype: torch.dtype | None, channels_last: bool = False,
-                    batch_size: int = 256) -> np.ndarray:
+def cached_features(
+    backbone: nn.Module,
+    split: StreamedSplit,
+    cache_dir: Path,
+    checkpoint_sha: str,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    channels_last: bool = False,
+    batch_size: int = 256,
+) -> np.ndarray:
     """``(N, D)`` float16 memmap of the un-augmented features of ``split``: read from ``cache_dir`` when a cache
     with the same checkpoint, file list and transform exists, else extracted (split over processes) and written
     (atomically: a partial file never carries the final name)."""
@@ -134,8 +143,18 @@ def cached_features(backbone: nn.Module, split: StreamedSplit, cache_dir: Path, 
     path.parent.mkdir(parents=True, exist_ok=True)
     if len(block):
         out = np.memmap(part, dtype=np.float16, mode="w+", shape=(len(block), dim))
-        extract_dataset_features(backbone, split.eval_dataset(), split.mean, split.std, batch_size, split.workers,
-                                 device, dtype, channels_last, out=out)
+        extract_dataset_features(
+            backbone,
+            split.eval_dataset(),
+            split.mean,
+            split.std,
+            batch_size,
+            split.workers,
+            device,
+            dtype,
+            channels_last,
+            out=out,
+        )
         out.flush()
         del out
     if world > 1:
@@ -150,9 +169,18 @@ def cached_features(backbone: nn.Module, split: StreamedSplit, cache_dir: Path, 
                         shutil.copyfileobj(fh, joined, 1 << 24)
                     piece.unlink()
         os.replace(tmp, path)
-        meta_path.write_text(json.dumps({"n": len(split), "dim": dim, "checkpoint_sha256": checkpoint_sha,
-                                         "files_crc32": split.digest(), "transform": transform,
-                                         "split": split.name}))
+        meta_path.write_text(
+            json.dumps(
+                {
+                    "n": len(split),
+                    "dim": dim,
+                    "checkpoint_sha256": checkpoint_sha,
+                    "files_crc32": split.digest(),
+                    "transform": transform,
+                    "split": split.name,
+                }
+            )
+        )
     if world > 1:
         dist.barrier()
     return np.memmap(path, dtype=np.float16, mode="r", shape=(len(split), dim))
@@ -173,9 +201,18 @@ def _feature_dim(backbone: nn.Module, split: StreamedSplit, device: torch.device
 
 # ------------------------------------------------------------------------------------------ kNN on memmaps
 @torch.no_grad()
-def knn_accuracy_chunked(bank: np.ndarray, bank_labels: torch.Tensor, queries: np.ndarray,
-                         query_labels: torch.Tensor, num_classes: int, k: int = 200, t: float = 0.1,
-                         device: torch.device | str = "cpu", chunk: int = 1024, bank_chunk: int = 16384) -> float:
+def knn_accuracy_chunked(
+    bank: np.ndarray,
+    bank_labels: torch.Tensor,
+    queries: np.ndarray,
+    query_labels: torch.Tensor,
+    num_classes: int,
+    k: int = 200,
+    t: float = 0.1,
+    device: torch.device | str = "cpu",
+    chunk: int = 1024,
+    bank_chunk: int = 16384,
+) -> float:
     """Weighted kNN top-1 (%) (:func:`essl.training.knn.knn_predict`'s rule) with the bank read in chunks:
     memory is bounded by ``chunk × bank_chunk``. Queries are split over processes and the hits summed."""
     rank, world = dist_info()
@@ -183,18 +220,22 @@ def knn_accuracy_chunked(bank: np.ndarray, bank_labels: torch.Tensor, queries: n
     k = min(k, len(bank))
     hits = torch.zeros((), dtype=torch.float64, device=device)
     for start in range(rank * chunk, len(queries), chunk * world):
-        q = F.normalize(torch.from_numpy(np.asarray(queries[start:start + chunk], dtype=np.float32)).to(device), dim=1)
+        q = F.normalize(
+            torch.from_numpy(np.asarray(queries[start : start + chunk], dtype=np.float32)).to(device), dim=1
+        )
         best_sim = torch.full((len(q), 0), -2.0, device=device)
         best_idx = torch.zeros((len(q), 0), dtype=torch.long, device=device)
         for b0 in range(0, len(bank), bank_chunk):
-            b = F.normalize(torch.from_numpy(np.asarray(bank[b0:b0 + bank_chunk], dtype=np.float32)).to(device), dim=1)
+            b = F.normalize(
+                torch.from_numpy(np.asarray(bank[b0 : b0 + bank_chunk], dtype=np.float32)).to(device), dim=1
+            )
             sim, idx = (q @ b.T).topk(min(k, len(b)), dim=1)
             best_sim, keep = torch.cat([best_sim, sim], 1).topk(min(k, best_sim.shape[1] + sim.shape[1]), dim=1)
             best_idx = torch.cat([best_idx, idx + b0], 1).gather(1, keep)
         weights = (best_sim / t).exp()
         one_hot = F.one_hot(bank_labels.to(device)[best_idx], num_classes).float()
         pred = (one_hot * weights.unsqueeze(-1)).sum(1).argmax(1)
-        hits += (pred == query_labels[start:start + chunk].to(device)).sum()
+        hits += (pred == query_labels[start : start + chunk].to(device)).sum()
     if world > 1:
         dist.all_reduce(hits)
     return 100.0 * hits.item() / len(queries)
@@ -204,7 +245,7 @@ def knn_accuracy_chunked(bank: np.ndarray, bank_labels: torch.Tensor, queries: n
 def _aug_numbers(seed: int, epoch: int, step: int, n: int) -> torch.Tensor:
     """``(n, 2·ATTEMPTS + 3)`` uniforms for a global batch of ``n``: crop draws, placement and flip; the same on
     every process and for every process count."""
-    g = torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 1_000_033 + step) % (2 ** 63))
+    g = torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 1_000_033 + step) % (2**63))
     return torch.rand(n, 2 * ATTEMPTS + 3, generator=g, dtype=torch.float64)
 
 
@@ -213,9 +254,9 @@ def _step_slices(n: int, batch: int, drop_last: bool, world: int, rank: int, ord
     steps = n // batch if drop_last else math.ceil(n / batch)
     out = []
     for s in range(steps):
-        idx = order[s * batch:(s + 1) * batch]
+        idx = order[s * batch : (s + 1) * batch]
         bounds = np.linspace(0, len(idx), world + 1).round().astype(int)
-        out.append((len(idx), int(bounds[rank]), idx[bounds[rank]:bounds[rank + 1]]))
+        out.append((len(idx), int(bounds[rank]), idx[bounds[rank] : bounds[rank + 1]]))
     return out
 
 
@@ -236,9 +277,16 @@ def _all_reduce_grads(params: list[torch.Tensor]) -> None:
 
 
 @torch.no_grad()
-def evaluate_streamed(model: nn.Module, classifier: nn.Module, test: StreamedSplit, protocol: EvalProtocol,
-                      device: torch.device, dtype: torch.dtype | None, channels_last: bool,
-                      batch_size: int = 256) -> float:
+def evaluate_streamed(
+    model: nn.Module,
+    classifier: nn.Module,
+    test: StreamedSplit,
+    protocol: EvalProtocol,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    channels_last: bool,
+    batch_size: int = 256,
+) -> float:
     """Top-1 (%) over the whole test split (``Resize(round(crop·ratio))`` + ``CenterCrop(crop)``), its items
     split over processes and the hits summed."""
     rank, world = dist_info()
@@ -249,7 +297,7 @@ def evaluate_streamed(model: nn.Module, classifier: nn.Module, test: StreamedSpl
     model.eval()
     classifier.eval()
     hits = torch.zeros((), dtype=torch.float64, device=device)
-    batches = [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
+    batches = [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
     for b, x in zip(batches, _loader(data, batches, test.workers, device)):
         x = norm(x.to(device, non_blocking=True))
         if channels_last:
@@ -262,10 +310,18 @@ def evaluate_streamed(model: nn.Module, classifier: nn.Module, test: StreamedSpl
     return 100.0 * hits.item() / len(test)
 
 
-def train_classifier_streamed(backbone: nn.Module, train: StreamedSplit, test: StreamedSplit,
-                              protocol: EvalProtocol, *, seed: int = 0, device: torch.device | str = "cpu",
-                              dtype: torch.dtype | None = None, channels_last: bool = False,
-                              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def train_classifier_streamed(
+    backbone: nn.Module,
+    train: StreamedSplit,
+    test: StreamedSplit,
+    protocol: EvalProtocol,
+    *,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """One run of ``protocol`` on streamed splits; returns the same record as
     :func:`essl.evaluation.classifier.train_classifier`."""
     device = torch.device(device)
@@ -305,11 +361,12 @@ def train_classifier_streamed(backbone: nn.Module, train: StreamedSplit, test: S
             optimizer.zero_grad(set_to_none=True)
             if len(idx):
                 images, sizes = next(batches)
-                u = _aug_numbers(seed, epoch, step, global_n)[offset:offset + len(idx)]
+                u = _aug_numbers(seed, epoch, step, global_n)[offset : offset + len(idx)]
                 with torch.no_grad():
                     boxes = sample_crop_boxes(sizes, tuple(protocol.crop_scale), (3 / 4, 4 / 3), u[:, :-1])
-                    x = crop_resize(images.to(device, non_blocking=True).float().div_(255), boxes, crop,
-                                    protocol.resample)
+                    x = crop_resize(
+                        images.to(device, non_blocking=True).float().div_(255), boxes, crop, protocol.resample
+                    )
                     if protocol.resample == "bicubic":
                         x = x.clamp_(0, 1)
                     if protocol.hflip:
@@ -330,16 +387,33 @@ def train_classifier_streamed(backbone: nn.Module, train: StreamedSplit, test: S
         if world > 1:
             dist.all_reduce(total)
         loss_curve.append(total.item() / steps)
-        end_epoch(protocol, epoch, loss_curve, test_curve, t0, progress,
-                  lambda: evaluate_streamed(model, classifier, test, protocol, device, dtype, channels_last))
+        end_epoch(
+            protocol,
+            epoch,
+            loss_curve,
+            test_curve,
+            t0,
+            progress,
+            lambda: evaluate_streamed(model, classifier, test, protocol, device, dtype, channels_last),
+        )
     return {**run_record(protocol, seed, test_curve, loss_curve, steps, batch, t0), "processes": world}
 
 
-
 # ----------------------------------------------------------------------------------------------- diagnostics
-def diagnose_streamed(backbone: nn.Module, train: StreamedSplit, test: StreamedSplit, group: Any, mean, std, *,
-                      device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
-                      weight_decay: float = 1e-4, seed: int = 0, max_train: int | None = 10000) -> dict:
+def diagnose_streamed(
+    backbone: nn.Module,
+    train: StreamedSplit,
+    test: StreamedSplit,
+    group: Any,
+    mean,
+    std,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+    weight_decay: float = 1e-4,
+    seed: int = 0,
+    max_train: int | None = 10000,
+) -> dict:
     """:func:`essl.evaluation.diagnostics.diagnose` on streamed splits (un-augmented central crops decoded in
     workers); only the orbit features, ``|G| · N · D`` floats, are held in memory."""
     from essl.evaluation.diagnostics import equivariance_scores, invariance_scores, orbit_features
@@ -353,14 +427,19 @@ def diagnose_streamed(backbone: nn.Module, train: StreamedSplit, test: StreamedS
 
     def batches(split: StreamedSplit):
         order = list(range(len(split)))
-        return _loader(split.eval_dataset(), [order[i:i + per] for i in range(0, len(order), per)], split.workers,
-                       device)
+        return _loader(
+            split.eval_dataset(), [order[i : i + per] for i in range(0, len(order), per)], split.workers, device
+        )
 
     test_f = orbit_features(backbone, batches(test), group, mean, std, device=device, dtype=dtype)
     train_f = orbit_features(backbone, batches(train), group, mean, std, device=device, dtype=dtype)
-    return {"group": group.name, "order": group.order, "invariance": invariance_scores(test_f, seed),
-            "equivariance": equivariance_scores(train_f, test_f, weight_decay),
-            "images": {"train": len(train), "train_available": n_train, "test": len(test)}}
+    return {
+        "group": group.name,
+        "order": group.order,
+        "invariance": invariance_scores(test_f, seed),
+        "equivariance": equivariance_scores(train_f, test_f, weight_decay),
+        "images": {"train": len(train), "train_available": n_train, "test": len(test)},
+    }
 
 
 # ------------------------------------------------------------------------------------------------ label list
@@ -370,8 +449,10 @@ def label_list_subset(files: list[Path], path: Path | str) -> torch.Tensor:
     against the file names (not the folders) of the train split; every name must be found."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise EsslError(f"--label-list {path} does not exist. Pass a text file with one image file name per line "
-                        f"(e.g. the SimCLR 1percent.txt).")
+        raise EsslError(
+            f"--label-list {path} does not exist. Pass a text file with one image file name per line "
+            f"(e.g. the SimCLR 1percent.txt)."
+        )
     names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not names:
         raise EsslError(f"--label-list {path} is empty; it must list image file names, one per line.")
@@ -383,8 +464,10 @@ def label_list_subset(files: list[Path], path: Path | str) -> torch.Tensor:
         where[f.name] = i
     missing = [n for n in names if Path(n).name not in where]
     if missing:
-        raise EsslError(f"{len(missing)} of the {len(names)} names in {path} are not in the train split (e.g. "
-                        f"{', '.join(missing[:3])}). The list must name files of this dataset's train folder.")
+        raise EsslError(
+            f"{len(missing)} of the {len(names)} names in {path} are not in the train split (e.g. "
+            f"{', '.join(missing[:3])}). The list must name files of this dataset's train folder."
+        )
     clash = sorted({Path(n).name for n in names} & dup)
     if clash:
         raise EsslError(f"{path} names {clash[0]}, which several train images share; file names must be unique.")

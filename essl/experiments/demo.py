@@ -56,8 +56,10 @@ def parse_methods(text: str) -> list[str]:
     names = [m.strip() for m in text.split(",") if m.strip()]
     unknown = [m for m in names if m not in DEMO_METHODS]
     if unknown or not names:
-        raise EsslError(f"--methods: unknown method(s) {', '.join(unknown) or '(none)'}; choose from "
-                        f"{', '.join(DEMO_METHODS)} (comma-separated).")
+        raise EsslError(
+            f"--methods: unknown method(s) {', '.join(unknown) or '(none)'}; choose from "
+            f"{', '.join(DEMO_METHODS)} (comma-separated)."
+        )
     return list(dict.fromkeys(names))
 
 
@@ -70,16 +72,26 @@ def check_demo_dir(out: Path) -> None:
     """Refuse an ``out`` that is a file or a folder holding anything but an earlier demo's files."""
     if out.exists() and not out.is_dir():
         raise EsslError(f"{out} exists and is not a folder. Choose another --out.")
-    foreign = sorted(p.name for p in out.iterdir() if not _is_demo_entry(p.name) and not p.name.startswith(".")) \
-        if out.is_dir() else []
+    foreign = (
+        sorted(p.name for p in out.iterdir() if not _is_demo_entry(p.name) and not p.name.startswith("."))
+        if out.is_dir()
+        else []
+    )
     if foreign:
-        raise EsslError(f"{out} already exists and holds {', '.join(foreign[:4])}, which are not demo files; it is "
-                        f"left untouched. Choose another --out, or pass --overwrite to replace the folder.")
+        raise EsslError(
+            f"{out} already exists and holds {', '.join(foreign[:4])}, which are not demo files; it is "
+            f"left untouched. Choose another --out, or pass --overwrite to replace the folder."
+        )
 
 
 def _overrides(epochs: int, seed: int, subset: int) -> list[str]:
-    return [f"epochs={epochs}", f"seed={seed}", f"subset={subset}", f"knn_every={max(1, epochs // 5)}",
-            f"warmup_epochs={min(2, epochs)}"]
+    return [
+        f"epochs={epochs}",
+        f"seed={seed}",
+        f"subset={subset}",
+        f"knn_every={max(1, epochs // 5)}",
+        f"warmup_epochs={min(2, epochs)}",
+    ]
 
 
 def equal_compute_epochs(epochs: int, base_seconds: float, essl_seconds: float) -> int:
@@ -87,9 +99,18 @@ def equal_compute_epochs(epochs: int, base_seconds: float, essl_seconds: float) 
     return max(epochs, round(epochs * essl_seconds / max(base_seconds, 1e-9)))
 
 
-def run_demo(out: Path, epochs: int = DEFAULT_EPOCHS, seed: int = 0, subset: int = 0, overwrite: bool = False,
-             progress: bool = True, log: Callable[[str], Any] = print, methods: str = "simclr", seeds: int = 1,
-             equal_compute: bool = True) -> dict[str, Any]:
+def run_demo(
+    out: Path,
+    epochs: int = DEFAULT_EPOCHS,
+    seed: int = 0,
+    subset: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Callable[[str], Any] = print,
+    methods: str = "simclr",
+    seeds: int = 1,
+    equal_compute: bool = True,
+) -> dict[str, Any]:
     """Train (or reuse) every run in ``out``, evaluate them and write the table, JSON and plot; returns the JSON."""
     if epochs < 1:
         raise EsslError("--epochs must be at least 1.")
@@ -115,34 +136,62 @@ def run_demo(out: Path, epochs: int = DEFAULT_EPOCHS, seed: int = 0, subset: int
         for s in seed_list:  # seed-major: a demo stopped early holds complete seeds
             for variant in variants:
                 if variant == "equal_compute" and s == seed_list[0]:
-                    first = {r["variant"]: r["pretrain_seconds"] for r in runs
-                             if r["base"] == method and r["seed"] == seed_list[0]}
+                    first = {
+                        r["variant"]: r["pretrain_seconds"]
+                        for r in runs
+                        if r["base"] == method and r["seed"] == seed_list[0]
+                    }
                     equal_epochs = equal_compute_epochs(epochs, first["base"], first["essl"])
                 preset = e_preset if variant == "essl" else base_preset
                 n_epochs = equal_epochs if variant == "equal_compute" else epochs
                 name = {"base": label, "essl": f"E-{label}", "equal_compute": f"{label}, equal compute"}[variant]
-                run_dir = out / (f"{preset}-equal-compute-seed{s}" if variant == "equal_compute"
-                                 else f"{preset}-seed{s}")
+                run_dir = out / (
+                    f"{preset}-equal-compute-seed{s}" if variant == "equal_compute" else f"{preset}-seed{s}"
+                )
                 log(f"[{len(runs) + 1}/{total_runs}] pretraining {name} ({preset}, {_epochs(n_epochs)}, seed {s})")
                 cfg = load_config(preset, _overrides(n_epochs, s, subset))
                 ensure_run(cfg, run_dir, progress=progress, preset_name=preset, log=log)
                 log(f"[{len(runs) + 1}/{total_runs}] evaluating {name}")
                 knn, probe = evaluate_knn(run_dir), evaluate_linear_lbfgs(run_dir)
                 metrics = read_metrics(run_dir)
-                runs.append({"method": name, "base": method, "variant": variant, "preset": preset, "seed": s,
-                             "epochs": n_epochs, "run_dir": str(run_dir), "knn_top1": knn["top1"],
-                             "linear_lbfgs_top1": probe["top1"], "pretrain_seconds": pretraining_seconds(metrics),
-                             "backbone_passes": backbone_passes(cfg),
-                             "rotation_pred_acc": metrics[-1].get("pred_acc/rotation"),
-                             "curve": [(m["epoch"], m["knn_top1"]) for m in metrics if "knn_top1" in m]})
+                runs.append(
+                    {
+                        "method": name,
+                        "base": method,
+                        "variant": variant,
+                        "preset": preset,
+                        "seed": s,
+                        "epochs": n_epochs,
+                        "run_dir": str(run_dir),
+                        "knn_top1": knn["top1"],
+                        "linear_lbfgs_top1": probe["top1"],
+                        "pretrain_seconds": pretraining_seconds(metrics),
+                        "backbone_passes": backbone_passes(cfg),
+                        "rotation_pred_acc": metrics[-1].get("pred_acc/rotation"),
+                        "curve": [(m["epoch"], m["knn_top1"]) for m in metrics if "knn_top1" in m],
+                    }
+                )
     total = time.perf_counter() - t_start
     summary = summarise(runs)
     table = format_table(summary, epochs, seed_list, subset, total)
     log("\n" + table)
-    record = {"epochs": epochs, "seeds": seed_list, "subset": subset, "methods": names, "wall_seconds": total,
-              "summary": summary, "runs": runs}
-    written = write_files(out, {RESULTS_MD: table + "\n", RESULTS_JSON: json.dumps(record, indent=2) + "\n",
-                                DEMO_PNG: plot_demo(summary, runs)})
+    record = {
+        "epochs": epochs,
+        "seeds": seed_list,
+        "subset": subset,
+        "methods": names,
+        "wall_seconds": total,
+        "summary": summary,
+        "runs": runs,
+    }
+    written = write_files(
+        out,
+        {
+            RESULTS_MD: table + "\n",
+            RESULTS_JSON: json.dumps(record, indent=2) + "\n",
+            DEMO_PNG: plot_demo(summary, runs),
+        },
+    )
     log(f"\nwrote {', '.join(map(str, written[:-1]))} and {written[-1]}")
     return record
 
@@ -163,9 +212,14 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for group in rows.values():
         first = group[0]
-        row = {"method": first["method"], "base": first["base"], "variant": first["variant"],
-               "epochs": first["epochs"], "seeds": [r["seed"] for r in group],
-               "backbone_passes": first["backbone_passes"]}
+        row = {
+            "method": first["method"],
+            "base": first["base"],
+            "variant": first["variant"],
+            "epochs": first["epochs"],
+            "seeds": [r["seed"] for r in group],
+            "backbone_passes": first["backbone_passes"],
+        }
         for key in ("knn_top1", "linear_lbfgs_top1", "pretrain_seconds"):
             row[key], row[f"{key}_std"] = _mean_std([r[key] for r in group])
         rot = [r["rotation_pred_acc"] for r in group if r["rotation_pred_acc"] is not None]
@@ -179,24 +233,49 @@ def _pm(mean: float, std: float | None, unit: str = "%") -> str:
 
 
 def format_table(summary: list[dict[str, Any]], epochs: int, seeds: list[int], subset: int, total: float) -> str:
-    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]} (mean ± std over {len(seeds)})"
+    seed_text = (
+        f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]} (mean ± std over {len(seeds)})"
+    )
     rows = []
     for r in summary:
         rot = "-" if r["rotation_pred_acc"] is None else f"{100 * r['rotation_pred_acc']:.1f}%"
-        rows.append([r["method"], str(r["epochs"]), _pm(r["knn_top1"], r["knn_top1_std"]),
-                     _pm(r["linear_lbfgs_top1"], r["linear_lbfgs_top1_std"]), rot,
-                     passes_text(r["backbone_passes"]), seconds_text(r["pretrain_seconds"])])
-    lines = [f"MNIST-5k, small CNN, {_epochs(epochs)}, {seed_text}, "
-             f"{'all 4,000' if not subset else subset} training digits, 1,000 test digits", ""]
-    lines += markdown_lines(["method", "epochs", "kNN top-1 (k=200, t=0.1)",
-                             "linear probe top-1 (cached features, L-BFGS)", "rotation prediction acc. (train)",
-                             "backbone passes / image / step", "pretrain time (training steps)"], rows)
-    lines += ["",
-              "Backbone passes: images through the backbone per training image and step, weighted by pixel count "
-              "relative to an SSL view (prediction crops count (crop/view)² each). \"Equal compute\": the base "
-              "method trained for as many epochs as take the time of the E- variant's epochs (measured on the "
-              "first seed's pair of runs). Pretrain time: measured training steps per run (mean over seeds).",
-              "", f"total wall time: {total / 60:.1f} min"]
+        rows.append(
+            [
+                r["method"],
+                str(r["epochs"]),
+                _pm(r["knn_top1"], r["knn_top1_std"]),
+                _pm(r["linear_lbfgs_top1"], r["linear_lbfgs_top1_std"]),
+                rot,
+                passes_text(r["backbone_passes"]),
+                seconds_text(r["pretrain_seconds"]),
+            ]
+        )
+    lines = [
+        f"MNIST-5k, small CNN, {_epochs(epochs)}, {seed_text}, "
+        f"{'all 4,000' if not subset else subset} training digits, 1,000 test digits",
+        "",
+    ]
+    lines += markdown_lines(
+        [
+            "method",
+            "epochs",
+            "kNN top-1 (k=200, t=0.1)",
+            "linear probe top-1 (cached features, L-BFGS)",
+            "rotation prediction acc. (train)",
+            "backbone passes / image / step",
+            "pretrain time (training steps)",
+        ],
+        rows,
+    )
+    lines += [
+        "",
+        "Backbone passes: images through the backbone per training image and step, weighted by pixel count "
+        'relative to an SSL view (prediction crops count (crop/view)² each). "Equal compute": the base '
+        "method trained for as many epochs as take the time of the E- variant's epochs (measured on the "
+        "first seed's pair of runs). Pretrain time: measured training steps per run (mean over seeds).",
+        "",
+        f"total wall time: {total / 60:.1f} min",
+    ]
     return "\n".join(lines)
 
 
@@ -206,8 +285,10 @@ def plot_demo(summary: list[dict[str, Any]], runs: list[dict[str, Any]]) -> byte
     ax1, ax2 = fig.subplots(1, 2)
     width = 0.38
     xs = range(len(summary))
-    for offset, key, label in ((-width / 2, "knn_top1", "kNN (k=200, t=0.1)"),
-                               (width / 2, "linear_lbfgs_top1", "linear probe (L-BFGS, cached)")):
+    for offset, key, label in (
+        (-width / 2, "knn_top1", "kNN (k=200, t=0.1)"),
+        (width / 2, "linear_lbfgs_top1", "linear probe (L-BFGS, cached)"),
+    ):
         vals = [r[key] for r in summary]
         errs = [r[f"{key}_std"] or 0.0 for r in summary]
         bars = ax1.bar([x + offset for x in xs], vals, width, yerr=errs, capsize=3, label=label)

@@ -17,28 +17,46 @@ from pathlib import Path
 from typing import Any
 
 from essl.errors import EsslError
-from essl.runs import (CONFIG, METRICS, checkpoint_path, has_checkpoint, has_config, load_checkpoint, read_config,
-                       result_path)
+from essl.runs import (
+    CONFIG,
+    METRICS,
+    checkpoint_path,
+    has_checkpoint,
+    has_config,
+    load_checkpoint,
+    read_config,
+    result_path,
+)
 from essl.training.config import PretrainConfig
 from essl.training.pretrain import pretrain
 
 #: Settings that may differ between a stored run and the wanted one without changing the result.
-ENGINEERING_KEYS = frozenset({"data_root", "num_threads", "device", "workers", "notes", "precision", "channels_last",
-                              "compile"})
+ENGINEERING_KEYS = frozenset(
+    {"data_root", "num_threads", "device", "workers", "notes", "precision", "channels_last", "compile"}
+)
 #: Files ``essl pretrain`` writes into a run folder before its first checkpoint (safe to clear for a restart).
 PRE_CHECKPOINT_FILES = frozenset({CONFIG, METRICS})
 #: What :func:`run_state` can find, and what :func:`ensure_run` then does.
-STATES = {"fresh": "trained", "restart": "restarted and trained", "resume": "resumed and finished",
-          "trained": "reused (already trained)", "done": "reused (trained and evaluated)"}
+STATES = {
+    "fresh": "trained",
+    "restart": "restarted and trained",
+    "resume": "resumed and finished",
+    "trained": "reused (already trained)",
+    "done": "reused (trained and evaluated)",
+}
 
 
-def setting_differences(stored: dict[str, Any], wanted: dict[str, Any],
-                        names: tuple[str, str] = ("stored", "wanted")) -> list[str]:
+def setting_differences(
+    stored: dict[str, Any], wanted: dict[str, Any], names: tuple[str, str] = ("stored", "wanted")
+) -> list[str]:
     """``key: stored vs wanted`` for every setting that differs, engineering settings left out."""
     a = {k: v for k, v in stored.items() if k not in ENGINEERING_KEYS}
     b = {k: v for k, v in wanted.items() if k not in ENGINEERING_KEYS}
-    return [f"{k}: {a.get(k)!r} ({names[0]}) vs {b.get(k)!r} ({names[1]})" for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k)]
+    return [
+        f"{k}: {a.get(k)!r} ({names[0]}) vs {b.get(k)!r} ({names[1]})"
+        for k in sorted(set(a) | set(b))
+        if a.get(k) != b.get(k)
+    ]
 
 
 def check_settings(run_dir: Path, cfg: PretrainConfig) -> bool:
@@ -49,18 +67,23 @@ def check_settings(run_dir: Path, cfg: PretrainConfig) -> bool:
     if not run_dir.exists() or (run_dir.is_dir() and not any(run_dir.iterdir())):
         return False
     if not has_config(run_dir):
-        raise EsslError(f"{run_dir} already exists and is not an essl run folder (no {CONFIG}); it is left "
-                        f"untouched. Move it away or choose another output folder.")
+        raise EsslError(
+            f"{run_dir} already exists and is not an essl run folder (no {CONFIG}); it is left "
+            f"untouched. Move it away or choose another output folder."
+        )
     try:  # through the config class, so that settings added to essl since the run compare as their defaults
         stored = read_config(run_dir).to_dict()
     except EsslError as exc:
-        raise EsslError(f"{run_dir / CONFIG} cannot be read as a run config ({exc}); delete {run_dir} to rerun "
-                        f"it.") from None
+        raise EsslError(
+            f"{run_dir / CONFIG} cannot be read as a run config ({exc}); delete {run_dir} to rerun it."
+        ) from None
     diff = setting_differences(stored, cfg.to_dict())
     if diff:
-        raise EsslError(f"{run_dir} was trained with other settings ({'; '.join(diff[:4])}); the folder already "
-                        f"exists and is left untouched. Rerun with the settings it was started with, choose another "
-                        f"output folder, or delete {run_dir}.")
+        raise EsslError(
+            f"{run_dir} was trained with other settings ({'; '.join(diff[:4])}); the folder already "
+            f"exists and is left untouched. Rerun with the settings it was started with, choose another "
+            f"output folder, or delete {run_dir}."
+        )
     return True
 
 
@@ -78,18 +101,32 @@ def run_state(run_dir: Path, cfg: PretrainConfig, result: str | None = None) -> 
     if result is not None and result_path(run_dir, result).is_file():
         return "done"
     if not has_checkpoint(run_dir):
-        extra = [p.name for p in run_dir.iterdir() if p.name not in PRE_CHECKPOINT_FILES
-                 and not p.name.startswith(".") and not (p.is_dir() and not any(p.iterdir()))]
+        extra = [
+            p.name
+            for p in run_dir.iterdir()
+            if p.name not in PRE_CHECKPOINT_FILES
+            and not p.name.startswith(".")
+            and not (p.is_dir() and not any(p.iterdir()))
+        ]
         if extra:
-            raise EsslError(f"{run_dir} has no checkpoint but holds {', '.join(sorted(extra))}; it is left "
-                            f"untouched. Delete the folder to rerun it.")
+            raise EsslError(
+                f"{run_dir} has no checkpoint but holds {', '.join(sorted(extra))}; it is left "
+                f"untouched. Delete the folder to rerun it."
+            )
         return "restart"
     epoch = int(load_checkpoint(checkpoint_path(run_dir)).get("epoch", 0))
     return "trained" if epoch >= cfg.epochs else "resume"
 
 
-def ensure_run(cfg: PretrainConfig, run_dir: Path, *, result: str | None = None, progress: bool = False,
-               preset_name: str = "run", log: Callable[[str], Any] | None = None) -> str:
+def ensure_run(
+    cfg: PretrainConfig,
+    run_dir: Path,
+    *,
+    result: str | None = None,
+    progress: bool = False,
+    preset_name: str = "run",
+    log: Callable[[str], Any] | None = None,
+) -> str:
     """Bring the run of ``cfg`` in ``run_dir`` to ``trained`` (see :func:`run_state`); returns the state found."""
     state = run_state(run_dir, cfg, result)
     if state in ("fresh", "restart"):

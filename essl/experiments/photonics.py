@@ -32,8 +32,14 @@ from typing import Any
 
 from essl.data.photonics import FAMILIES, present_in_window
 from essl.errors import EsslError
-from essl.evaluation.photonics import (EncoderSource, FinetuneSettings, encoder_from_run, encoder_from_scratch,
-                                       finetune, result_stem)
+from essl.evaluation.photonics import (
+    EncoderSource,
+    FinetuneSettings,
+    encoder_from_run,
+    encoder_from_scratch,
+    finetune,
+    result_stem,
+)
 from essl.evaluation.report import markdown_lines
 from essl.experiments.lifecycle import ensure_run
 from essl.runs import read_config, read_metrics, read_result, result_path, write_files
@@ -77,22 +83,35 @@ def ensure_pretrained(preset: str, overrides: list[str], run_dir: Path, progress
 # ------------------------------------------------------------------------------------------ fine-tuning
 def _protocol_matches(payload: dict[str, Any], settings: FinetuneSettings) -> bool:
     proto = payload.get("protocol", {})
-    keys = ("epochs", "batch_size", "lr", "weight_decay", "n_train", "subset_seed", "freeze_encoder", "target",
-            "nbands")
+    keys = (
+        "epochs",
+        "batch_size",
+        "lr",
+        "weight_decay",
+        "n_train",
+        "subset_seed",
+        "freeze_encoder",
+        "target",
+        "nbands",
+    )
     older = {"freeze_encoder": False, "target": "dos", "nbands": 10}  # results written before these settings
-    return (all(proto.get(k, older.get(k)) == getattr(settings, k) for k in keys)
-            and payload.get("seeds", {}).get("finetune") == list(settings.seeds))
+    return all(proto.get(k, older.get(k)) == getattr(settings, k) for k in keys) and payload.get("seeds", {}).get(
+        "finetune"
+    ) == list(settings.seeds)
 
 
-def ensure_finetuned(src: EncoderSource, data_root: str, settings: FinetuneSettings,
-                     log: Callable[[str], Any] = print) -> dict[str, Any]:
+def ensure_finetuned(
+    src: EncoderSource, data_root: str, settings: FinetuneSettings, log: Callable[[str], Any] = print
+) -> dict[str, Any]:
     """Fine-tune ``src`` unless its folder already holds a result of the same protocol; returns the payload."""
     path = result_path(src.out_dir, result_stem(src, settings))
     payload = read_result(src.out_dir, result_stem(src, settings))
     if payload is not None:
         if not _protocol_matches(payload, settings):
-            raise EsslError(f"{path} was fine-tuned with another protocol (seeds, lr, batch ...); it is left "
-                            f"untouched. Use another --out, or delete it.")
+            raise EsslError(
+                f"{path} was fine-tuned with another protocol (seeds, lr, batch ...); it is left "
+                f"untouched. Use another --out, or delete it."
+            )
         log(f"reusing {path}")
         return payload
     return finetune(src, data_root, settings, log=log)[1]
@@ -105,15 +124,30 @@ def _fmt(mean: float, std: float) -> str:
 
 def results_table(family: str, rows: list[dict[str, Any]]) -> str:
     """Markdown table of the experiment's rows."""
-    header = [f"{family.upper()} method", "preset", "pretraining", "rel. DOS error, min over epochs (test-selected)",
-              "after the last epoch", "pred. acc.", "pretrain / fine-tune wall"]
+    header = [
+        f"{family.upper()} method",
+        "preset",
+        "pretraining",
+        "rel. DOS error, min over epochs (test-selected)",
+        "after the last epoch",
+        "pred. acc.",
+        "pretrain / fine-tune wall",
+    ]
     cells = []
     for r in rows:
         s = r["summary"]
         acc = f"{r['pred_acc']:.2f}" if r.get("pred_acc") is not None else "–"
-        cells.append([r["label"], r["preset"] or "–", r["pretraining"], _fmt(s["mean"], s["std"]),
-                      _fmt(s["final_mean"], s["final_std"]), acc,
-                      f"{r['pretrain_s']:.0f} s / {r['finetune_s']:.0f} s"])
+        cells.append(
+            [
+                r["label"],
+                r["preset"] or "–",
+                r["pretraining"],
+                _fmt(s["mean"], s["std"]),
+                _fmt(s["final_mean"], s["final_std"]),
+                acc,
+                f"{r['pretrain_s']:.0f} s / {r['finetune_s']:.0f} s",
+            ]
+        )
     return "\n".join(markdown_lines(header, cells)) + "\n"
 
 
@@ -128,10 +162,17 @@ def _pretrain_summary(run_dir: Path) -> tuple[str, float, float | None]:
     return text, wall, acc
 
 
-def run_experiment(family: str, data_root: str | Path, out: str | Path, budget: str = "small",
-                   pretrain_epochs: int | None = None, extra_overrides: list[str] | None = None,
-                   finetune_overrides: dict[str, Any] | None = None, scratch: bool = False,
-                   progress: bool = True) -> dict[str, Any]:
+def run_experiment(
+    family: str,
+    data_root: str | Path,
+    out: str | Path,
+    budget: str = "small",
+    pretrain_epochs: int | None = None,
+    extra_overrides: list[str] | None = None,
+    finetune_overrides: dict[str, Any] | None = None,
+    scratch: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Pretrain and fine-tune the three methods (and optionally a random encoder); write and return the table."""
     if family not in FAMILIES:
         raise EsslError(f"--family must be gpm or blob, got {family!r}.")
@@ -158,25 +199,56 @@ def run_experiment(family: str, data_root: str | Path, out: str | Path, budget: 
         run_dir = ensure_pretrained(preset, overrides, out / preset, progress)
         payload = ensure_finetuned(encoder_from_run(run_dir), root, settings)
         text, wall, acc = _pretrain_summary(run_dir)
-        rows.append({"label": label, "preset": preset, "run_dir": str(run_dir), "pretraining": text,
-                     "pretrain_s": wall, "pred_acc": acc, "finetune_s": payload["wall_time_s"],
-                     "summary": payload["summary"]})
+        rows.append(
+            {
+                "label": label,
+                "preset": preset,
+                "run_dir": str(run_dir),
+                "pretraining": text,
+                "pretrain_s": wall,
+                "pred_acc": acc,
+                "finetune_s": payload["wall_time_s"],
+                "summary": payload["summary"],
+            }
+        )
     if scratch:
         backbone = next((o.split("=", 1)[1] for o in reversed(overrides) if o.startswith("backbone=")), "phc_cnn")
         src = encoder_from_scratch(family, out / f"phc-{family}-scratch", backbone)
         payload = ensure_finetuned(src, root, settings)
-        rows.append({"label": "random init (supervised)", "preset": None, "run_dir": str(src.out_dir),
-                     "pretraining": f"{backbone}, none", "pretrain_s": 0.0, "pred_acc": None,
-                     "finetune_s": payload["wall_time_s"], "summary": payload["summary"]})
+        rows.append(
+            {
+                "label": "random init (supervised)",
+                "preset": None,
+                "run_dir": str(src.out_dir),
+                "pretraining": f"{backbone}, none",
+                "pretrain_s": 0.0,
+                "pred_acc": None,
+                "finetune_s": payload["wall_time_s"],
+                "summary": payload["summary"],
+            }
+        )
     table = results_table(family, rows)
-    record = {"family": family, "budget": budget, "budget_note": spec.note, "pretrain_overrides": overrides,
-              "finetune": {k: getattr(settings, k) for k in ("epochs", "batch_size", "lr", "weight_decay",
-                                                              "n_train", "subset_seed", "seeds")},
-              "selection": "minimum over fine-tuning epochs of the full-test-set error (test-set selection, as in "
-                           "the paper); std over fine-tuning seeds with ddof 0",
-              "rows": rows, "wall_time_s": time.perf_counter() - t0}
-    write_files(out, {f"phc-{family}-results.json": json.dumps(record, indent=2) + "\n",
-                      f"phc-{family}-results.md": f"Budget {budget!r}: {spec.note}. Pretraining overrides: "
-                                                  f"{' '.join(overrides)}.\n\n{table}"})
+    record = {
+        "family": family,
+        "budget": budget,
+        "budget_note": spec.note,
+        "pretrain_overrides": overrides,
+        "finetune": {
+            k: getattr(settings, k)
+            for k in ("epochs", "batch_size", "lr", "weight_decay", "n_train", "subset_seed", "seeds")
+        },
+        "selection": "minimum over fine-tuning epochs of the full-test-set error (test-set selection, as in "
+        "the paper); std over fine-tuning seeds with ddof 0",
+        "rows": rows,
+        "wall_time_s": time.perf_counter() - t0,
+    }
+    write_files(
+        out,
+        {
+            f"phc-{family}-results.json": json.dumps(record, indent=2) + "\n",
+            f"phc-{family}-results.md": f"Budget {budget!r}: {spec.note}. Pretraining overrides: "
+            f"{' '.join(overrides)}.\n\n{table}",
+        },
+    )
     print(table, end="")
     return record

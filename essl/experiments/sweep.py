@@ -42,8 +42,16 @@ from essl.evaluation.plots import figure, png
 from essl.evaluation.report import markdown_lines
 from essl.experiments.lifecycle import check_settings, ensure_run, run_state, setting_differences
 from essl.groups import make_group
-from essl.runs import (RESULTS_JSON, RESULTS_MD, create_file, has_config, read_config, read_metrics, read_result,
-                       write_files)
+from essl.runs import (
+    RESULTS_JSON,
+    RESULTS_MD,
+    create_file,
+    has_config,
+    read_config,
+    read_metrics,
+    read_result,
+    write_files,
+)
 from essl.training.config import EquivarianceTask, PretrainConfig, config_from_dict, load_config
 from essl.training.cost import backbone_passes, pretraining_seconds, seconds_text
 from essl.training.validation import option_rule
@@ -67,7 +75,9 @@ class SweepRun:
 
     @property
     def name(self) -> str:
-        return f"baseline-seed{self.seed}" if self.mode == "baseline" else f"{self.transform}-{self.mode}-seed{self.seed}"
+        return (
+            f"baseline-seed{self.seed}" if self.mode == "baseline" else f"{self.transform}-{self.mode}-seed{self.seed}"
+        )
 
 
 # ------------------------------------------------------------------------------------------------ planning
@@ -95,8 +105,9 @@ def plan_runs(transforms: list[str], seeds: list[int]) -> list[SweepRun]:
     return runs
 
 
-def run_config(base: PretrainConfig, run: SweepRun, weight: float, pred_view: str | dict, head: str,
-               samples: int = 0) -> PretrainConfig:
+def run_config(
+    base: PretrainConfig, run: SweepRun, weight: float, pred_view: str | dict, head: str, samples: int = 0
+) -> PretrainConfig:
     """The :class:`PretrainConfig` of one run: the base (crop-only views, nothing predicted) plus ``T``."""
     cfg = dataclasses.replace(base, seed=run.seed, invariances=[], equivariance=[])
     if run.transform is None:  # the baseline
@@ -105,8 +116,9 @@ def run_config(base: PretrainConfig, run: SweepRun, weight: float, pred_view: st
     if run.mode == "issl":
         cfg.invariances = [run.transform]
     elif run.mode == "essl":
-        cfg.equivariance = [EquivarianceTask(group=run.transform, weight=weight, view=pred_view, head=head,
-                                             samples=samples)]
+        cfg.equivariance = [
+            EquivarianceTask(group=run.transform, weight=weight, view=pred_view, head=head, samples=samples)
+        ]
     cfg.validate()
     return cfg
 
@@ -189,8 +201,10 @@ def collect_costs(out: Path, runs: list[SweepRun]) -> dict[str, dict[str, Any]]:
     for r in runs:
         folder = Path(out) / r.name
         if has_config(folder):
-            costs[r.name] = {"passes": backbone_passes(read_config(folder))["grad"],
-                             "seconds": pretraining_seconds(read_metrics(folder))}
+            costs[r.name] = {
+                "passes": backbone_passes(read_config(folder))["grad"],
+                "seconds": pretraining_seconds(read_metrics(folder)),
+            }
     return costs
 
 
@@ -202,8 +216,13 @@ def cost_cells(costs: dict[str, dict[str, Any]], names: list[str]) -> tuple[str,
     return passes, seconds_text(sum(seconds) / len(seconds) if seconds else None)
 
 
-def markdown_table(summary: dict[str, Any], protocol: str, skipped: dict[str, str] | None = None,
-                   costs: dict[str, dict[str, Any]] | None = None, seeds: list[int] | None = None) -> str:
+def markdown_table(
+    summary: dict[str, Any],
+    protocol: str,
+    skipped: dict[str, str] | None = None,
+    costs: dict[str, dict[str, Any]] | None = None,
+    seeds: list[int] | None = None,
+) -> str:
     """The results as a markdown table (accuracy in %, Δ in percentage points vs the baseline); with ``costs``
     (:func:`collect_costs`) and ``seeds``, each row also gives the runs' backbone passes and measured time."""
     b = summary["baseline"]
@@ -225,12 +244,16 @@ def markdown_table(summary: dict[str, Any], protocol: str, skipped: dict[str, st
         header += ["backbone passes / image / step (I / E)", "pretrain time, mean (I / E)"]
     text = "\n".join(markdown_lines(header, rows)) + "\n"
     n = b["n"]
-    text += (f"\nTop-1 accuracy in % ({protocol}), mean ± sample std over {n} seed(s); Δ is the seed-paired "
-             f"difference to the baseline in percentage points (mean ± std of the per-seed differences).\n")
+    text += (
+        f"\nTop-1 accuracy in % ({protocol}), mean ± sample std over {n} seed(s); Δ is the seed-paired "
+        f"difference to the baseline in percentage points (mean ± std of the per-seed differences).\n"
+    )
     if costs:
-        text += ("Backbone passes: images through the backbone per training image and step, weighted by pixel count "
-                 "(a prediction crop of half the side counts 1/4); pretrain time: measured training steps per run. "
-                 "I-SSL costs what the baseline costs; E-SSL is an equal-epoch, not an equal-cost, comparison.\n")
+        text += (
+            "Backbone passes: images through the backbone per training image and step, weighted by pixel count "
+            "(a prediction crop of half the side counts 1/4); pretrain time: measured training steps per run. "
+            "I-SSL costs what the baseline costs; E-SSL is an equal-epoch, not an equal-cost, comparison.\n"
+        )
     for t, why in (skipped or {}).items():
         text += f"\n- {t} skipped: {why}\n"
     return text
@@ -243,14 +266,23 @@ def plot_summary(summary: dict[str, Any], title: str) -> bytes:
     fig = figure(max(5.0, 0.9 * len(names) + 1.5), 3.4)
     ax = fig.subplots()
     width = 0.38
-    for j, (mode, label, colour) in enumerate((("issl", "I-SSL (invariance)", "#d9822b"),
-                                               ("essl", "E-SSL (prediction)", "#2b6cb0"))):
+    for j, (mode, label, colour) in enumerate(
+        (("issl", "I-SSL (invariance)", "#d9822b"), ("essl", "E-SSL (prediction)", "#2b6cb0"))
+    ):
         deltas = [summary["transforms"][t][mode]["delta"] for t in names]
         xs = [i + (j - 0.5) * width for i in range(len(names))]
         means = [d["mean"] if d["mean"] is not None else math.nan for d in deltas]
         stds = [d["std"] if d["std"] is not None else math.nan for d in deltas]
-        ax.bar(xs, means, width, label=label, color=colour, yerr=None if all(map(math.isnan, stds)) else stds,
-               capsize=3, error_kw={"elinewidth": 1})
+        ax.bar(
+            xs,
+            means,
+            width,
+            label=label,
+            color=colour,
+            yerr=None if all(map(math.isnan, stds)) else stds,
+            capsize=3,
+            error_kw={"elinewidth": 1},
+        )
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(names)), names)
     ax.set_ylabel("Δ top-1 vs baseline (pp)")
@@ -274,17 +306,20 @@ def check_sweep_settings(out: Path, spec: SweepSpec, base: PretrainConfig) -> No
         stored = json.loads(path.read_text())
         stored_spec, stored_base = dict(stored["spec"]), config_from_dict(dict(stored["base_config"])).to_dict()
     except (ValueError, KeyError, TypeError, EsslError) as exc:
-        raise EsslError(f"{path} cannot be read as a sweep plan ({type(exc).__name__}: {exc}); it is left "
-                        f"untouched. Choose another --out, or delete {path} if the sweep is yours to restart.") \
-            from None
+        raise EsslError(
+            f"{path} cannot be read as a sweep plan ({type(exc).__name__}: {exc}); it is left "
+            f"untouched. Choose another --out, or delete {path} if the sweep is yours to restart."
+        ) from None
     # the preset name and the override list count through the base config (where data_root etc. may differ)
     wanted = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("preset", "overrides")}
     stored_spec = {k: stored_spec.get(k, SWEEP_SPEC_DEFAULTS[k]) for k in wanted}
     names = ("sweep.json", "this command")
     diff = setting_differences(stored_spec, wanted, names) + setting_differences(stored_base, base.to_dict(), names)
     if diff:
-        raise EsslError(f"The sweep in {out} was started with other settings: {'; '.join(diff[:5])}. Nothing was "
-                        f"written. Give this command the settings recorded in {path}, or choose another --out.")
+        raise EsslError(
+            f"The sweep in {out} was started with other settings: {'; '.join(diff[:5])}. Nothing was "
+            f"written. Give this command the settings recorded in {path}, or choose another --out."
+        )
 
 
 # ------------------------------------------------------------------------------------------------ the sweep
@@ -298,7 +333,7 @@ class SweepSpec:
     seeds: list[int]
     weight: float
     protocol: str
-    view: str | dict   # a view setting: NAME, NAME@SIZE or a mapping (essl.augmentation.resolve_view)
+    view: str | dict  # a view setting: NAME, NAME@SIZE or a mapping (essl.augmentation.resolve_view)
     pred_view: str | dict
     head: str
     samples: int = 0
@@ -317,15 +352,27 @@ def parse_view(text: str | dict | None) -> str | dict | None:
     return text
 
 
-def build_spec(preset: str, overrides: list[str], transforms: list[str] | None, seeds: int, weight: float,
-               protocol: str, view: str | dict | None = None, pred_view: str | dict | None = None,
-               head: str | None = None, samples: int = 0) -> tuple[SweepSpec, PretrainConfig]:
+def build_spec(
+    preset: str,
+    overrides: list[str],
+    transforms: list[str] | None,
+    seeds: int,
+    weight: float,
+    protocol: str,
+    view: str | dict | None = None,
+    pred_view: str | dict | None = None,
+    head: str | None = None,
+    samples: int = 0,
+) -> tuple[SweepSpec, PretrainConfig]:
     """Validate the user's choices; returns ``(spec, base config)``. The base config is the preset plus
     overrides with crop-only views, nothing predicted, no invariances and the kNN monitor off."""
     if protocol not in PROTOCOLS:
         raise EsslError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}.")
-    for flag, dest, value in (("--seeds", "seeds", seeds), ("--weight", "weight", weight),
-                              ("--pred-samples", "pred_samples", samples)):
+    for flag, dest, value in (
+        ("--seeds", "seeds", seeds),
+        ("--weight", "weight", weight),
+        ("--pred-samples", "pred_samples", samples),
+    ):
         rule = option_rule("sweep", dest)  # essl/training/validation.py
         assert rule is not None, f"no validation rule for sweep option {dest}"
         rule.check(flag, value)
@@ -347,13 +394,30 @@ def build_spec(preset: str, overrides: list[str], transforms: list[str] | None, 
     for t in transforms:  # the prediction runs' settings (e.g. --pred-samples at most the group's order)
         if make_group(t).finite:
             run_config(base, SweepRun(t, "essl", 0), weight, small_view, head, samples)
-    spec = SweepSpec(preset, list(overrides), transforms, list(range(seeds)), float(weight), protocol, ssl_view,
-                     small_view, head, samples)
+    spec = SweepSpec(
+        preset,
+        list(overrides),
+        transforms,
+        list(range(seeds)),
+        float(weight),
+        protocol,
+        ssl_view,
+        small_view,
+        head,
+        samples,
+    )
     return spec, base
 
 
-def run_sweep(spec: SweepSpec, base: PretrainConfig, out: Path, progress: bool = False, report_only: bool = False,
-              log=print, shard: tuple[int, int] = (0, 1)) -> dict[str, Any]:
+def run_sweep(
+    spec: SweepSpec,
+    base: PretrainConfig,
+    out: Path,
+    progress: bool = False,
+    report_only: bool = False,
+    log=print,
+    shard: tuple[int, int] = (0, 1),
+) -> dict[str, Any]:
     """Run (or continue) every run of the sweep, then write the table, JSON and chart. Returns the results.
 
     ``shard = (i, n)`` runs only the runs whose position in :func:`plan_runs` is ``i`` modulo ``n``, so ``n``
@@ -369,8 +433,9 @@ def run_sweep(spec: SweepSpec, base: PretrainConfig, out: Path, progress: bool =
     check_subset(base.subset, len(train), base.dataset)
     channels = train.channels
     view_size, pred_size = resolve_view(spec.view).size, resolve_view(spec.pred_view).size
-    skipped = {t: why for t in spec.transforms
-               if (why := transform_problem(t, channels, view_size, pred_size)) is not None}
+    skipped = {
+        t: why for t in spec.transforms if (why := transform_problem(t, channels, view_size, pred_size)) is not None
+    }
     for t, why in skipped.items():
         log(f"skipping {t}: {why}")
     transforms = [t for t in spec.transforms if t not in skipped]
@@ -380,8 +445,10 @@ def run_sweep(spec: SweepSpec, base: PretrainConfig, out: Path, progress: bool =
         check_settings(out / run.name, configs[run.name])
     out.mkdir(parents=True, exist_ok=True)
     if not report_only:
-        plan = json.dumps({"spec": dataclasses.asdict(spec), "base_config": base.to_dict(), "skipped": skipped},
-                          indent=2) + "\n"
+        plan = (
+            json.dumps({"spec": dataclasses.asdict(spec), "base_config": base.to_dict(), "skipped": skipped}, indent=2)
+            + "\n"
+        )
         if not create_file(out / SWEEP_FILE, plan):  # written once; later shards and reruns compare
             check_sweep_settings(out, spec, base)
     t_start = time.perf_counter()
@@ -396,10 +463,17 @@ def run_sweep(spec: SweepSpec, base: PretrainConfig, out: Path, progress: bool =
             continue
         t0 = time.perf_counter()
         state, acc = execute_run(run_dir, cfg, spec.protocol, progress)
-        what = {"done": "already finished", "trained": "evaluated", "resume": "resumed and finished",
-                "restart": "restarted and finished", "fresh": "finished"}[state]
-        log(f"[{i}/{len(runs)}] {run.name}: {what} in {time.perf_counter() - t0:.0f} s, {spec.protocol} top-1 "
-            f"{acc:.2f}%  (sweep {(time.perf_counter() - t_start) / 60:.1f} min)")
+        what = {
+            "done": "already finished",
+            "trained": "evaluated",
+            "resume": "resumed and finished",
+            "restart": "restarted and finished",
+            "fresh": "finished",
+        }[state]
+        log(
+            f"[{i}/{len(runs)}] {run.name}: {what} in {time.perf_counter() - t0:.0f} s, {spec.protocol} top-1 "
+            f"{acc:.2f}%  (sweep {(time.perf_counter() - t_start) / 60:.1f} min)"
+        )
         write_report(out, spec, base, collect(out, runs, spec.protocol), transforms, skipped, plot=False)
     return write_report(out, spec, base, collect(out, runs, spec.protocol), transforms, skipped, plot=True)
 
@@ -410,20 +484,45 @@ def collect(out: Path, runs: list[SweepRun], protocol: str) -> dict[str, float]:
     return {name: acc for name, acc in found.items() if acc is not None}
 
 
-def write_report(out: Path, spec: SweepSpec, base: PretrainConfig, accuracies: dict[str, float], transforms: list[str],
-                 skipped: dict[str, str], plot: bool = True) -> dict[str, Any]:
+def write_report(
+    out: Path,
+    spec: SweepSpec,
+    base: PretrainConfig,
+    accuracies: dict[str, float],
+    transforms: list[str],
+    skipped: dict[str, str],
+    plot: bool = True,
+) -> dict[str, Any]:
     summary = summarize(accuracies, transforms, spec.seeds)
-    results = {"protocol": spec.protocol, "dataset": base.dataset, "method": base.method, "backbone": base.backbone,
-               "epochs": base.epochs, "batch_size": base.batch_size, "weight": spec.weight, "seeds": spec.seeds,
-               "view": spec.view, "pred_view": spec.pred_view, "head": spec.head, "pred_samples": spec.samples,
-               "skipped": skipped, "runs": accuracies, "summary": summary}
+    results = {
+        "protocol": spec.protocol,
+        "dataset": base.dataset,
+        "method": base.method,
+        "backbone": base.backbone,
+        "epochs": base.epochs,
+        "batch_size": base.batch_size,
+        "weight": spec.weight,
+        "seeds": spec.seeds,
+        "view": spec.view,
+        "pred_view": spec.pred_view,
+        "head": spec.head,
+        "pred_samples": spec.samples,
+        "skipped": skipped,
+        "runs": accuracies,
+        "summary": summary,
+    }
     costs = results["costs"] = collect_costs(out, plan_runs(transforms, spec.seeds))
-    files: dict[str, str | bytes] = {RESULTS_JSON: json.dumps(results, indent=2) + "\n",
-                                     RESULTS_MD: markdown_table(summary, spec.protocol, skipped, costs, spec.seeds)}
-    if plot and any(summary["transforms"][t][m]["delta"]["mean"] is not None
-                    for t in transforms for m in ("issl", "essl")):
-        title = (f"{base.method} on {base.dataset}, {base.epochs} epoch(s), {len(spec.seeds)} seed(s), "
-                 f"{spec.protocol} top-1, λ={spec.weight:g}")
+    files: dict[str, str | bytes] = {
+        RESULTS_JSON: json.dumps(results, indent=2) + "\n",
+        RESULTS_MD: markdown_table(summary, spec.protocol, skipped, costs, spec.seeds),
+    }
+    if plot and any(
+        summary["transforms"][t][m]["delta"]["mean"] is not None for t in transforms for m in ("issl", "essl")
+    ):
+        title = (
+            f"{base.method} on {base.dataset}, {base.epochs} epoch(s), {len(spec.seeds)} seed(s), "
+            f"{spec.protocol} top-1, λ={spec.weight:g}"
+        )
         files[SWEEP_PNG] = plot_summary(summary, title)
     write_files(out, files)
     return results
@@ -437,6 +536,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     except ValueError:
         k, m = -1, 0
     if not sep or m < 1 or not 0 <= k < m:
-        raise EsslError(f"--shard must look like I/N with 0 <= I < N (e.g. 0/2 and 1/2 for two processes), got "
-                        f"{text!r}.")
+        raise EsslError(
+            f"--shard must look like I/N with 0 <= I < N (e.g. 0/2 and 1/2 for two processes), got {text!r}."
+        )
     return k, m

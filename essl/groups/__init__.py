@@ -34,7 +34,8 @@ GROUPS: dict[str, type[TransformationGroup]] = {
     "jigsaw": Jigsaw2x2,
     "blur": GaussianBlur4,
     "translation": HalfTranslation,
-    "roll": PeriodicTranslation, "flip": FlipOrNone,  # photonic unit cells (essl/groups/periodic.py)
+    "roll": PeriodicTranslation,
+    "flip": FlipOrNone,  # photonic unit cells (essl/groups/periodic.py)
     "eps_scale": EpsilonScale,
 }
 
@@ -44,14 +45,28 @@ def make_group(name: str) -> TransformationGroup:
     parts = [p.strip() for p in str(name).split("*")]
     unknown = [p for p in parts if p not in GROUPS]
     if unknown or not parts:
-        raise EsslError(f"Unknown transformation group {name!r}. Known groups: {', '.join(sorted(GROUPS))}; "
-                        f"combine them with '*', e.g. 'rotation*hflip'.")
+        raise EsslError(
+            f"Unknown transformation group {name!r}. Known groups: {', '.join(sorted(GROUPS))}; "
+            f"combine them with '*', e.g. 'rotation*hflip'."
+        )
     group = GROUPS[parts[0]]()
     for p in parts[1:]:
         group = ProductGroup(group, GROUPS[p]())
     return group
 
 
-__all__ = ["GROUPS", "TransformationGroup", "ProductGroup", "Involution", "Rotation4", "HorizontalFlip",
-           "VerticalFlip", "Jigsaw2x2", "HalfTranslation", "Grayscale", "ColourInversion", "GaussianBlur4",
-           "make_group"]
+__all__ = [
+    "GROUPS",
+    "TransformationGroup",
+    "ProductGroup",
+    "Involution",
+    "Rotation4",
+    "HorizontalFlip",
+    "VerticalFlip",
+    "Jigsaw2x2",
+    "HalfTranslation",
+    "Grayscale",
+    "ColourInversion",
+    "GaussianBlur4",
+    "make_group",
+]

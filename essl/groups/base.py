@@ -55,8 +55,10 @@ class TransformationGroup:
         """Raise :class:`EsslError` if the action is not defined (or degenerate) on images of ``shape``
         ``(N, C, H, W)`` (or ``(C, H, W)``). The base action accepts any batch of images."""
         if len(shape) not in (3, 4):
-            raise EsslError(f"The {self.name!r} transformation acts on image batches (N, C, H, W); got a tensor "
-                            f"of shape {tuple(shape)}.")
+            raise EsslError(
+                f"The {self.name!r} transformation acts on image batches (N, C, H, W); got a tensor "
+                f"of shape {tuple(shape)}."
+            )
 
     # ----------------------------------------------------------------------------------- group structure
     def compose(self, a: int, b: int) -> int:
@@ -94,8 +96,9 @@ class TransformationGroup:
         labels = torch.arange(self.order, device=x.device).repeat_interleave(n)
         return out, labels
 
-    def sample(self, x: torch.Tensor, generator: torch.Generator | None = None,
-               repeats: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(
+        self, x: torch.Tensor, generator: torch.Generator | None = None, repeats: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One uniformly drawn element per image (the invariance form). Returns ``(g·x, g)``.
 
         ``repeats = r`` draws ``r`` elements per image independently (with replacement) and returns
@@ -164,8 +167,10 @@ class ProductGroup(TransformationGroup):
         return self.second.apply_inverse(self.first.apply_inverse(x, a), b)
 
     def inverse(self, k: int) -> int:
-        raise EsslError(f"The product {self.name!r} has no element-wise inverse table (its factors need not "
-                        f"commute); undo an element with apply_inverse(x, k).")
+        raise EsslError(
+            f"The product {self.name!r} has no element-wise inverse table (its factors need not "
+            f"commute); undo an element with apply_inverse(x, k)."
+        )
 
     def compose(self, a: int, b: int) -> int:
         raise EsslError(f"The product {self.name!r} has no composition table (its factors need not commute).")

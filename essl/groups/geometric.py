@@ -19,8 +19,10 @@ from essl.groups.base import Involution, TransformationGroup
 def _require_even(name: str, shape: Sequence[int], what: str) -> None:
     h, w = shape[-2], shape[-1]
     if h % 2 or w % 2:
-        raise EsslError(f"The {name!r} transformation {what}, so it needs an even image height and width; got "
-                        f"{h}×{w}. Use an even crop size for the view it acts on.")
+        raise EsslError(
+            f"The {name!r} transformation {what}, so it needs an even image height and width; got "
+            f"{h}×{w}. Use an even crop size for the view it acts on."
+        )
 
 
 class Rotation4(TransformationGroup):
@@ -35,8 +37,10 @@ class Rotation4(TransformationGroup):
     def check_shape(self, shape: Sequence[int]) -> None:
         super().check_shape(shape)
         if shape[-1] != shape[-2]:
-            raise EsslError(f"Four-fold rotation needs square images (a 90° turn of {shape[-2]}×{shape[-1]} changes "
-                            f"the shape); use square crops.")
+            raise EsslError(
+                f"Four-fold rotation needs square images (a 90° turn of {shape[-2]}×{shape[-1]} changes "
+                f"the shape); use square crops."
+            )
 
     def apply(self, x: torch.Tensor, k: int) -> torch.Tensor:
         return torch.rot90(x, int(k), dims=(-2, -1))

@@ -63,9 +63,11 @@ class PeriodicTranslation(TransformationGroup):
     def check_shape(self, shape: Sequence[int]) -> None:
         super().check_shape(shape)
         if tuple(shape[-2:]) != (self.height, self.width):
-            raise EsslError(f"The {self.name!r} group holds the {self.order} cyclic shifts of {self.height}×"
-                            f"{self.width} images; got {shape[-2]}×{shape[-1]}. Periodic translations are meant "
-                            f"for unit cells of that size (build PeriodicTranslation(height, width) for another).")
+            raise EsslError(
+                f"The {self.name!r} group holds the {self.order} cyclic shifts of {self.height}×"
+                f"{self.width} images; got {shape[-2]}×{shape[-1]}. Periodic translations are meant "
+                f"for unit cells of that size (build PeriodicTranslation(height, width) for another)."
+            )
 
     def shift(self, k: int | torch.Tensor) -> tuple:
         """Element ``k`` → (rows, columns) it rolls by."""
@@ -81,8 +83,8 @@ class PeriodicTranslation(TransformationGroup):
         self.check_shape(x.shape)
         n, c, h, w = x.shape
         dy, dx = self.shift(g.to(x.device).long())
-        rows = (torch.arange(h, device=x.device)[None, :] - dy[:, None]) % h          # (N, H)
-        cols = (torch.arange(w, device=x.device)[None, :] - dx[:, None]) % w          # (N, W)
+        rows = (torch.arange(h, device=x.device)[None, :] - dy[:, None]) % h  # (N, H)
+        cols = (torch.arange(w, device=x.device)[None, :] - dx[:, None]) % w  # (N, W)
         out = x.gather(2, rows[:, None, :, None].expand(n, c, h, w))
         return out.gather(3, cols[:, None, None, :].expand(n, c, h, w))
 
@@ -140,8 +142,9 @@ class EpsilonScale(TransformationGroup):
         high = (EPS_MAX / flat.max(1).values.clamp_min(1e-6)).clamp_max(MAX_SCALE)
         return low, high
 
-    def sample(self, x: torch.Tensor, generator: torch.Generator | None = None,
-               repeats: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(
+        self, x: torch.Tensor, generator: torch.Generator | None = None, repeats: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         self.check_shape(x.shape)
         if repeats > 1:
             x = x.repeat(repeats, *([1] * (x.dim() - 1)))

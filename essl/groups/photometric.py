@@ -36,9 +36,11 @@ class Grayscale(TransformationGroup):
     def check_shape(self, shape: Sequence[int]) -> None:
         super().check_shape(shape)
         if shape[-3] != 3:
-            raise EsslError(f"The 'grayscale' transformation needs RGB images (3 channels); these have {shape[-3]}. "
-                            f"On 1-channel data it is the identity, so it can be neither an invariance nor a "
-                            f"prediction target: leave it out.")
+            raise EsslError(
+                f"The 'grayscale' transformation needs RGB images (3 channels); these have {shape[-3]}. "
+                f"On 1-channel data it is the identity, so it can be neither an invariance nor a "
+                f"prediction target: leave it out."
+            )
 
     def apply(self, x: torch.Tensor, k: int) -> torch.Tensor:
         if not int(k):

@@ -10,15 +10,30 @@ import sys
 from torch import nn
 
 from essl.errors import EsslError
-from essl.models.heads import (PROJECTORS, byol_predictor, method_predictor, mlp, mocov3_predictor, prediction_head,
-                               projector, projector_dim, simsiam_predictor)
+from essl.models.heads import (
+    PROJECTORS,
+    byol_predictor,
+    method_predictor,
+    mlp,
+    mocov3_predictor,
+    prediction_head,
+    projector,
+    projector_dim,
+    simsiam_predictor,
+)
 from essl.models.momentum import ema_update, frozen_copy
 from essl.models.resnet import ResNet, load_torchvision_state_dict, resnet18, resnet18_cifar, resnet50
 from essl.models.small_cnn import SmallCNN
 from essl.models.photonics import PhotonicsEncoder, phc_cnn_small
 
-BACKBONES = {"resnet18_cifar": resnet18_cifar, "resnet18": resnet18, "resnet50": resnet50, "small_cnn": SmallCNN,
-             "phc_cnn": PhotonicsEncoder, "phc_cnn_small": phc_cnn_small}
+BACKBONES = {
+    "resnet18_cifar": resnet18_cifar,
+    "resnet18": resnet18,
+    "resnet50": resnet50,
+    "small_cnn": SmallCNN,
+    "phc_cnn": PhotonicsEncoder,
+    "phc_cnn_small": phc_cnn_small,
+}
 
 
 def make_backbone(name: str, in_channels: int = 3) -> nn.Module:
@@ -27,8 +42,10 @@ def make_backbone(name: str, in_channels: int = 3) -> nn.Module:
     if ":" in name:
         return backbone_from_factory(name, in_channels)
     if name not in BACKBONES:
-        raise EsslError(f"Unknown backbone {name!r}. Choose one of: {', '.join(BACKBONES)}, or give your own "
-                        f"factory as package.module:function.")
+        raise EsslError(
+            f"Unknown backbone {name!r}. Choose one of: {', '.join(BACKBONES)}, or give your own "
+            f"factory as package.module:function."
+        )
     return BACKBONES[name](in_channels=in_channels)
 
 
@@ -63,12 +80,32 @@ def backbone_from_factory(spec: str, in_channels: int = 3) -> nn.Module:
         raise EsslError(f"backbone {spec!r} returned a {type(model).__name__}, not a torch.nn.Module.")
     dim = getattr(model, "feature_dim", None)
     if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
-        raise EsslError(f"backbone {spec!r}: the module needs an integer attribute feature_dim (the width of its "
-                        f"output features), found {dim!r}.")
+        raise EsslError(
+            f"backbone {spec!r}: the module needs an integer attribute feature_dim (the width of its "
+            f"output features), found {dim!r}."
+        )
     return model
 
 
-__all__ = ["BACKBONES", "make_backbone", "backbone_from_factory", "ResNet", "SmallCNN", "resnet18_cifar", "resnet18", "resnet50",
-           "load_torchvision_state_dict", "mlp", "projector", "projector_dim", "simsiam_predictor",
-           "prediction_head", "PROJECTORS", "byol_predictor", "mocov3_predictor", "method_predictor", "ema_update",
-           "frozen_copy"]
+__all__ = [
+    "BACKBONES",
+    "make_backbone",
+    "backbone_from_factory",
+    "ResNet",
+    "SmallCNN",
+    "resnet18_cifar",
+    "resnet18",
+    "resnet50",
+    "load_torchvision_state_dict",
+    "mlp",
+    "projector",
+    "projector_dim",
+    "simsiam_predictor",
+    "prediction_head",
+    "PROJECTORS",
+    "byol_predictor",
+    "mocov3_predictor",
+    "method_predictor",
+    "ema_update",
+    "frozen_copy",
+]

@@ -25,8 +25,14 @@ def _norm(kind: str | None, dim: int) -> list[nn.Module]:
     raise ValueError(f"unknown norm {kind!r}")
 
 
-def mlp(dims: list[int], norm: str | None = "bn", bias: bool = False, last_bias: bool = True,
-        last_norm: str | None = None, relu: list[bool] | None = None) -> nn.Sequential:
+def mlp(
+    dims: list[int],
+    norm: str | None = "bn",
+    bias: bool = False,
+    last_bias: bool = True,
+    last_norm: str | None = None,
+    relu: list[bool] | None = None,
+) -> nn.Sequential:
     """Linear layers ``dims[0] → dims[1] → … → dims[-1]``.
 
     Each hidden layer is Linear(bias) → norm → ReLU (``relu[i]=False`` drops the i-th ReLU); the last is
@@ -43,8 +49,21 @@ def mlp(dims: list[int], norm: str | None = "bn", bias: bool = False, last_bias:
     return nn.Sequential(*layers)
 
 
-PROJECTORS = ("cifar", "small", "simclr_imagenet", "simsiam_imagenet", "barlow_imagenet", "photonics", "byol",
-              "byol_small", "mocov3", "mocov3_small", "vicreg_cifar", "vicreg_imagenet", "vicreg_small")
+PROJECTORS = (
+    "cifar",
+    "small",
+    "simclr_imagenet",
+    "simsiam_imagenet",
+    "barlow_imagenet",
+    "photonics",
+    "byol",
+    "byol_small",
+    "mocov3",
+    "mocov3_small",
+    "vicreg_cifar",
+    "vicreg_imagenet",
+    "vicreg_small",
+)
 HEADS = ("cifar_simclr", "cifar_simsiam", "small", "imagenet_simclr", "imagenet_simsiam", "photonics")
 
 

@@ -42,7 +42,7 @@ class Weights:
 
     layout: str
     parts: dict[str, dict[str, torch.Tensor]]
-    ignored: list[str] = field(default_factory=list)   # top-level groups of keys that have no essl counterpart
+    ignored: list[str] = field(default_factory=list)  # top-level groups of keys that have no essl counterpart
 
     @property
     def backbone(self) -> dict[str, torch.Tensor]:
@@ -50,7 +50,7 @@ class Weights:
 
 
 def _under(state: dict[str, Any], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def _tensors(obj: Any) -> bool:
@@ -66,12 +66,18 @@ def _official_model(state: dict[str, torch.Tensor], layout: str) -> Weights:
     state = _strip_module(state)
     backbone = _under(state, "backbone.") or _under(state, "encoder.")
     parts = {"backbone": {k: v for k, v in backbone.items() if not k.startswith("fc.")}}
-    for part, prefix in (("projector", "projector."), ("predictor", "predictor."),
-                         ("heads.rotation", "rotation_projector."), ("online_head", "online_head.")):
+    for part, prefix in (
+        ("projector", "projector."),
+        ("predictor", "predictor."),
+        ("heads.rotation", "rotation_projector."),
+        ("online_head", "online_head."),
+    ):
         if _under(state, prefix):
             parts[part] = _under(state, prefix)
-    ignored = sorted({k.split(".")[0] for k in state} - {"backbone", "encoder", "projector", "predictor",
-                                                        "rotation_projector", "online_head"})
+    ignored = sorted(
+        {k.split(".")[0] for k in state}
+        - {"backbone", "encoder", "projector", "predictor", "rotation_projector", "online_head"}
+    )
     return Weights(layout, parts, ignored)
 
 
@@ -85,8 +91,12 @@ def split_layout(obj: Any, name: str = "the file") -> Weights:
         parts = {p: _under(model, f"{p}.") for p in ("backbone", "projector", "predictor")}
         heads = sorted({k.split(".")[1] for k in model if k.startswith("heads.")})
         parts.update({f"heads.{h}": _under(model, f"heads.{h}.") for h in heads})
-        parts.update({p: _under(model, f"{p}.") for p in {k.split(".")[0] for k in model} - {"backbone", "projector",
-                                                                                           "predictor", "heads"}})
+        parts.update(
+            {
+                p: _under(model, f"{p}.")
+                for p in {k.split(".")[0] for k in model} - {"backbone", "projector", "predictor", "heads"}
+            }
+        )
         return Weights("essl-run", {k: v for k, v in parts.items() if v})
     if isinstance(obj.get("backbone"), dict):  # resnet50.pth
         parts = {"backbone": {k: v for k, v in _strip_module(obj["backbone"]).items() if not k.startswith("fc.")}}
@@ -99,22 +109,28 @@ def split_layout(obj: Any, name: str = "the file") -> Weights:
         return _official_model(obj["model"], "official-checkpoint")
     if isinstance(obj.get("state_dict"), dict) and _tensors(obj["state_dict"]):
         state = obj["state_dict"]
-        if any(k.startswith("encoder.") for k in state) and any(k.startswith(("predictor2.", "projector.net."))
-                                                                  for k in state):
+        if any(k.startswith("encoder.") for k in state) and any(
+            k.startswith(("predictor2.", "projector.net.")) for k in state
+        ):
             parts = {"backbone": _under(state, "encoder."), "projector": _under(state, "projector.net.")}
             if _under(state, "predictor2."):
                 parts["heads.rotation"] = _under(state, "predictor2.")
-            return Weights("official-cifar10", {k: v for k, v in parts.items() if v},
-                           ["net (a second path to encoder and projector)"])
+            return Weights(
+                "official-cifar10",
+                {k: v for k, v in parts.items() if v},
+                ["net (a second path to encoder and projector)"],
+            )
         stripped = _strip_module(state)
         if any(k.startswith(("backbone.", "encoder.")) for k in stripped):
             return _official_model(state, "official-simsiam")
         return _bare(state, "bare")
     if _tensors(obj):
         return _bare(obj, "bare")
-    raise EsslError(f"{name} has none of the known weight layouts (an essl run checkpoint; the official "
-                    f"resnet50.pth, checkpoint.pth, SimSiam or CIFAR-10 checkpoints; a bare backbone state dict). "
-                    f"Its top-level keys: {', '.join(map(str, list(obj)[:8]))}.")
+    raise EsslError(
+        f"{name} has none of the known weight layouts (an essl run checkpoint; the official "
+        f"resnet50.pth, checkpoint.pth, SimSiam or CIFAR-10 checkpoints; a bare backbone state dict). "
+        f"Its top-level keys: {', '.join(map(str, list(obj)[:8]))}."
+    )
 
 
 def _bare(state: dict[str, torch.Tensor], layout: str) -> Weights:
@@ -127,14 +143,26 @@ def load_part(module: nn.Module, state: dict[str, torch.Tensor], what: str, name
     mine = module.state_dict()
     missing = sorted(set(mine) - set(state))
     extra = sorted(set(state) - set(mine))
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(mine[k].shape)}" for k in sorted(set(mine) & set(state))
-              if state[k].shape != mine[k].shape]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(mine[k].shape)}"
+        for k in sorted(set(mine) & set(state))
+        if state[k].shape != mine[k].shape
+    ]
     if missing or extra or shapes:
-        detail = "; ".join(filter(None, [f"missing {', '.join(missing[:4])}" if missing else "",
-                                         f"unexpected {', '.join(extra[:4])}" if extra else "",
-                                         f"shape {', '.join(shapes[:3])}" if shapes else ""]))
-        raise EsslError(f"The {what} in {name} does not fit this model ({detail}). Check the architecture "
-                        f"(backbone / --arch) and the number of input channels.")
+        detail = "; ".join(
+            filter(
+                None,
+                [
+                    f"missing {', '.join(missing[:4])}" if missing else "",
+                    f"unexpected {', '.join(extra[:4])}" if extra else "",
+                    f"shape {', '.join(shapes[:3])}" if shapes else "",
+                ],
+            )
+        )
+        raise EsslError(
+            f"The {what} in {name} does not fit this model ({detail}). Check the architecture "
+            f"(backbone / --arch) and the number of input channels."
+        )
     module.load_state_dict(state)
 
 

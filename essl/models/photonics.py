@@ -35,15 +35,25 @@ CELL_SIZE = 32
 class PhotonicsEncoder(nn.Module):
     """Conv encoder of the photonics experiment (module docstring); output ``(N, 1024)``."""
 
-    def __init__(self, in_channels: int = 1, widths: tuple[int, int, int] = (64, 256, 256),
-                 hidden: int = 1024, out_dim: int = 1024, kernel: int = 7):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        widths: tuple[int, int, int] = (64, 256, 256),
+        hidden: int = 1024,
+        out_dim: int = 1024,
+        kernel: int = 7,
+    ):
         super().__init__()
         pad = (kernel - 1) // 2 + (kernel - 1) % 2  # ceil((k-1)/2), as in the official code: 3 for k = 7
         layers: list[nn.Module] = []
         cin = in_channels
         for width, pool in zip(widths, (2, 4, 4)):
-            layers += [nn.Conv2d(cin, width, kernel, stride=1, padding=pad), nn.BatchNorm2d(width),
-                       nn.ReLU(inplace=True), nn.MaxPool2d(pool, pool)]
+            layers += [
+                nn.Conv2d(cin, width, kernel, stride=1, padding=pad),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(pool, pool),
+            ]
             cin = width
         self.features = nn.Sequential(*layers)
         self.fc = nn.Sequential(nn.Linear(widths[-1], hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim))
@@ -51,8 +61,10 @@ class PhotonicsEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2:] != (CELL_SIZE, CELL_SIZE):
-            raise EsslError(f"The photonics encoder (phc_cnn) takes {CELL_SIZE}×{CELL_SIZE} unit cells (its three "
-                            f"poolings reduce 32 px to 1); got {tuple(x.shape[-2:])}. Use view 'none' (no crop).")
+            raise EsslError(
+                f"The photonics encoder (phc_cnn) takes {CELL_SIZE}×{CELL_SIZE} unit cells (its three "
+                f"poolings reduce 32 px to 1); got {tuple(x.shape[-2:])}. Use view 'none' (no crop)."
+            )
         return self.fc(torch.flatten(self.features(x), 1))
 
 
@@ -68,9 +80,15 @@ def phc_cnn_small(in_channels: int = 1) -> PhotonicsEncoder:
 def shared_norm_mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
     """Linear → BN → ReLU → Linear → (same BN) → ReLU → Linear, the official photonics head (docstring)."""
     norm = nn.BatchNorm1d(hidden)
-    return nn.Sequential(nn.Linear(in_dim, hidden), norm, nn.ReLU(inplace=True),
-                         nn.Linear(hidden, hidden), norm, nn.ReLU(inplace=True),
-                         nn.Linear(hidden, out_dim))
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden),
+        norm,
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden, hidden),
+        norm,
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden, out_dim),
+    )
 
 
 def dos_head(in_dim: int = 1024, widths: tuple[int, ...] = (1024, 1024, 512), out_dim: int = 400) -> nn.Sequential:
@@ -104,7 +122,7 @@ def official_encoder_state(state: dict) -> dict | None:
             key = key.removeprefix(strip)
         for official, ours in OFFICIAL_PREFIXES.items():
             if key.startswith(official):
-                out[ours + key[len(official):]] = value
+                out[ours + key[len(official) :]] = value
     return out or None
 
 
@@ -115,8 +133,11 @@ def encoder_for_state(state: dict) -> PhotonicsEncoder:
         convs = [state[f"features.{i}.weight"] for i in (0, 4, 8)]
         fc1, fc2 = state["fc.0.weight"], state["fc.2.weight"]
     except KeyError as exc:
-        raise EsslError(f"The photonics encoder weights lack {exc.args[0]!r} (expected the three convolutions "
-                        f"features.0/4/8 and the layers fc.0/fc.2).") from None
+        raise EsslError(
+            f"The photonics encoder weights lack {exc.args[0]!r} (expected the three convolutions "
+            f"features.0/4/8 and the layers fc.0/fc.2)."
+        ) from None
     widths = (int(convs[0].shape[0]), int(convs[1].shape[0]), int(convs[2].shape[0]))
-    return PhotonicsEncoder(int(convs[0].shape[1]), widths, int(fc1.shape[0]), int(fc2.shape[0]),
-                            int(convs[0].shape[-1]))
+    return PhotonicsEncoder(
+        int(convs[0].shape[1]), widths, int(fc1.shape[0]), int(fc2.shape[0]), int(convs[0].shape[-1])
+    )

@@ -53,8 +53,14 @@ class Bottleneck(nn.Module):
 class ResNet(nn.Module):
     """ResNet trunk + global average pool; ``forward`` returns ``(N, feature_dim)`` features."""
 
-    def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: list[int], stem: str = "imagenet",
-                 in_channels: int = 3, zero_init_residual: bool = False):
+    def __init__(
+        self,
+        block: type[BasicBlock] | type[Bottleneck],
+        layers: list[int],
+        stem: str = "imagenet",
+        in_channels: int = 3,
+        zero_init_residual: bool = False,
+    ):
         super().__init__()
         if stem == "cifar":
             self.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
@@ -89,8 +95,10 @@ class ResNet(nn.Module):
     def _make_layer(self, block, planes: int, blocks: int, stride: int) -> nn.Sequential:
         downsample = None
         if stride != 1 or self._cin != planes * block.expansion:
-            downsample = nn.Sequential(nn.Conv2d(self._cin, planes * block.expansion, 1, stride=stride, bias=False),
-                                       nn.BatchNorm2d(planes * block.expansion))
+            downsample = nn.Sequential(
+                nn.Conv2d(self._cin, planes * block.expansion, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes * block.expansion),
+            )
         layers = [block(self._cin, planes, stride, downsample)]
         self._cin = planes * block.expansion
         layers += [block(self._cin, planes) for _ in range(1, blocks)]
@@ -114,8 +122,9 @@ def resnet18(in_channels: int = 3) -> ResNet:
 
 def resnet50(in_channels: int = 3, zero_init_residual: bool = True) -> ResNet:
     """ImageNet ResNet-50 (2048-d), ``zero_init_residual=True`` as in the paper's ImageNet scripts."""
-    return ResNet(Bottleneck, [3, 4, 6, 3], stem="imagenet", in_channels=in_channels,
-                  zero_init_residual=zero_init_residual)
+    return ResNet(
+        Bottleneck, [3, 4, 6, 3], stem="imagenet", in_channels=in_channels, zero_init_residual=zero_init_residual
+    )
 
 
 def load_torchvision_state_dict(model: ResNet, state_dict: dict[str, torch.Tensor]) -> None:

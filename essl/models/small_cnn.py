@@ -16,8 +16,11 @@ class SmallCNN(nn.Module):
         layers: list[nn.Module] = []
         cin = in_channels
         for i, w in enumerate(widths):
-            layers += [nn.Conv2d(cin, w, 3, stride=1 if i == 0 else 2, padding=1, bias=False),
-                       nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(cin, w, 3, stride=1 if i == 0 else 2, padding=1, bias=False),
+                nn.BatchNorm2d(w),
+                nn.ReLU(inplace=True),
+            ]
             if i > 0:
                 layers += [nn.Conv2d(w, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
             cin = w

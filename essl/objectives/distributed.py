@@ -36,7 +36,7 @@ class _Gather(torch.autograd.Function):
         grad = grad.contiguous()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
         start = dist.get_rank() * ctx.n
-        return grad[start:start + ctx.n]
+        return grad[start : start + ctx.n]
 
 
 class _AllReduceSum(torch.autograd.Function):

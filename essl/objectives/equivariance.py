@@ -34,8 +34,9 @@ def head_outputs(loss: str, order: int) -> int:
     return order if loss == "xent" else 1
 
 
-def prediction_loss(outputs: torch.Tensor, labels: torch.Tensor, loss: str = "xent",
-                    order: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def prediction_loss(
+    outputs: torch.Tensor, labels: torch.Tensor, loss: str = "xent", order: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The prediction loss of ``outputs`` (logits, or ``(N, 1)`` regressed indices) and the accuracy (detached).
 
     For ``l1``/``mse`` the accuracy rounds the regressed index to the nearest element in ``0..order-1``.
@@ -60,7 +61,9 @@ def relative_features(z: torch.Tensor, n_pairs: int) -> torch.Tensor:
     ``sample(repeats=r)`` return them); row ``j`` of the result is ``[z_ref[j mod R], z_transformed[j]]``."""
     n_ref = z.shape[0] - n_pairs
     if n_ref <= 0 or n_pairs % n_ref:
-        raise ValueError(f"relative prediction needs R reference rows and a multiple of R transformed rows, got "
-                         f"{z.shape[0]} rows for {n_pairs} pairs")
+        raise ValueError(
+            f"relative prediction needs R reference rows and a multiple of R transformed rows, got "
+            f"{z.shape[0]} rows for {n_pairs} pairs"
+        )
     ref, moved = z[:n_ref], z[n_ref:]
     return torch.cat([ref.repeat(n_pairs // n_ref, 1), moved], dim=1)

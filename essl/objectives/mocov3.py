@@ -19,11 +19,11 @@ from torch import nn
 from essl.objectives.simclr import cross_view_ce
 
 
-def mocov3_loss(q1: torch.Tensor, q2: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor,
-                temperature: float = 0.2) -> torch.Tensor:
+def mocov3_loss(
+    q1: torch.Tensor, q2: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, temperature: float = 0.2
+) -> torch.Tensor:
     """Symmetrised MoCo v3 contrastive loss; ``k1``, ``k2`` (momentum-network projections) are detached."""
-    return 2 * temperature * (cross_view_ce(q1, k2.detach(), temperature)
-                              + cross_view_ce(q2, k1.detach(), temperature))
+    return 2 * temperature * (cross_view_ce(q1, k2.detach(), temperature) + cross_view_ce(q2, k1.detach(), temperature))
 
 
 class MoCoV3Loss(nn.Module):

@@ -43,12 +43,12 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> tor
     n, offset = u.shape[0], rank() * u.shape[0]
     u_all, v_all = gather(u), gather(v)
     n_all = u_all.shape[0]
-    keys = torch.cat([u_all, v_all])                       # (2N_all, D): all first views, then all second views
-    anchors = torch.cat([u, v])                            # (2n, D)
+    keys = torch.cat([u_all, v_all])  # (2N_all, D): all first views, then all second views
+    anchors = torch.cat([u, v])  # (2n, D)
     logits = anchors @ keys.T / temperature
     local = torch.arange(n, device=u.device) + offset
-    self_index = torch.cat([local, local + n_all])         # the anchor's own column
-    positive = torch.cat([local + n_all, local])           # its other view
+    self_index = torch.cat([local, local + n_all])  # the anchor's own column
+    positive = torch.cat([local + n_all, local])  # its other view
     logits[torch.arange(2 * n, device=u.device), self_index] = float("-inf")
     return F.cross_entropy(logits, positive)
 

@@ -40,12 +40,16 @@ def covariance_term(z: torch.Tensor) -> torch.Tensor:
 def vicreg_terms(z1: torch.Tensor, z2: torch.Tensor) -> dict[str, torch.Tensor]:
     """The three unweighted terms on the global batch: invariance, variance (both views), covariance (both)."""
     z1, z2 = gather(z1.float()), gather(z2.float())
-    return {"invariance": F.mse_loss(z1, z2), "variance": variance_term(z1) + variance_term(z2),
-            "covariance": covariance_term(z1) + covariance_term(z2)}
+    return {
+        "invariance": F.mse_loss(z1, z2),
+        "variance": variance_term(z1) + variance_term(z2),
+        "covariance": covariance_term(z1) + covariance_term(z2),
+    }
 
 
-def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, sim_weight: float = 25.0, var_weight: float = 25.0,
-                cov_weight: float = 1.0) -> torch.Tensor:
+def vicreg_loss(
+    z1: torch.Tensor, z2: torch.Tensor, sim_weight: float = 25.0, var_weight: float = 25.0, cov_weight: float = 1.0
+) -> torch.Tensor:
     t = vicreg_terms(z1, z2)
     return sim_weight * t["invariance"] + var_weight * t["variance"] + cov_weight * t["covariance"]
 

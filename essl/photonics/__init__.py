@@ -17,7 +17,7 @@ from essl.extras import require_extra
 
 require_extra("phc")  # h5py, scipy, threadpoolctl: without them, an error that names `pip install 'essl[phc]'`
 
-from essl.photonics.cells import FAMILIES, UnitCell, make_cell   # noqa: E402
+from essl.photonics.cells import FAMILIES, UnitCell, make_cell  # noqa: E402
 from essl.photonics.dos import dos_target, empty_lattice, label_frequencies, relative_l1  # noqa: E402
 from essl.photonics.h5io import DATASETS, PhCData, essl_indices, load_phc, load_phc_split  # noqa: E402
 from essl.photonics.label import LabelConfig, label_image, label_images  # noqa: E402

@@ -135,18 +135,23 @@ def _exactly_symmetric(field_: np.ndarray, group: str) -> np.ndarray:
     return stack.sum(axis=0) / len(ops)
 
 
-def _two_tone_image(inside: np.ndarray, eps_in: float, eps_out: float, res: int,
-                    supersample: int) -> np.ndarray:
+def _two_tone_image(inside: np.ndarray, eps_in: float, eps_out: float, res: int, supersample: int) -> np.ndarray:
     """Pixel = mean permittivity of its sub-pixels, computed from an exact integer count."""
     count = inside.reshape(res, supersample, res, supersample).sum(axis=(1, 3))
     frac = count / float(supersample * supersample)
     return (eps_out + (eps_in - eps_out) * frac).astype(np.float32)
 
 
-def make_cell(family: str, index: int, seed: int = 0, res: int = 32, supersample: int = 8,
-              eps_range: tuple[float, float] = (1.0, 20.0),
-              fill_range: tuple[float, float] = (0.01, 0.99),
-              max_order: int | None = None) -> UnitCell:
+def make_cell(
+    family: str,
+    index: int,
+    seed: int = 0,
+    res: int = 32,
+    supersample: int = 8,
+    eps_range: tuple[float, float] = (1.0, 20.0),
+    fill_range: tuple[float, float] = (0.01, 0.99),
+    max_order: int | None = None,
+) -> UnitCell:
     """Draw unit cell number ``index`` of ``family`` (section 3; reproducible per key).
 
     Args:
@@ -196,7 +201,6 @@ def make_cell(family: str, index: int, seed: int = 0, res: int = 32, supersample
     )
 
 
-def make_cells(family: str, indices: range | list[int], seed: int = 0,
-               **kwargs: object) -> list[UnitCell]:
+def make_cells(family: str, indices: range | list[int], seed: int = 0, **kwargs: object) -> list[UnitCell]:
     """:func:`make_cell` for several indices (same keyword arguments)."""
     return [make_cell(family, i, seed=seed, **kwargs) for i in indices]  # type: ignore[arg-type]

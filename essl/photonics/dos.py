@@ -86,9 +86,15 @@ def _trapezoid_cdf(delta: np.ndarray, h: float, v1: np.ndarray, v2: np.ndarray) 
     return np.clip(out, 0.0, total)
 
 
-def ggr_dos(freqs: np.ndarray, vels: np.ndarray, weights: np.ndarray, nk: int = 25,
-            nbins: int = 20000, wmax: float | None = None,
-            zero_tol: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+def ggr_dos(
+    freqs: np.ndarray,
+    vels: np.ndarray,
+    weights: np.ndarray,
+    nk: int = 25,
+    nbins: int = 20000,
+    wmax: float | None = None,
+    zero_tol: float = 1e-6,
+) -> tuple[np.ndarray, np.ndarray]:
     """Bin-integrated GGR density of states (step 1 of the module recipe).
 
     Args:
@@ -142,8 +148,7 @@ def ggr_dos(freqs: np.ndarray, vels: np.ndarray, weights: np.ndarray, nk: int = 
     return centres, dos
 
 
-def smooth_and_rescale(centres: np.ndarray, dos: np.ndarray, epsavg: float,
-                       sigma_bins: float = 100.0) -> np.ndarray:
+def smooth_and_rescale(centres: np.ndarray, dos: np.ndarray, epsavg: float, sigma_bins: float = 100.0) -> np.ndarray:
     """Steps 2-3: gaussian smoothing (``sigma`` in bins), ``f -> f sqrt(epsavg)``, interpolation.
 
     Returns the ``(500,)`` float32 ``mpbcal/DOS`` label on :func:`label_frequencies`.
@@ -153,8 +158,15 @@ def smooth_and_rescale(centres: np.ndarray, dos: np.ndarray, epsavg: float,
     return np.interp(label_frequencies(), axis, smooth).astype(np.float32)
 
 
-def dos_label(freqs: np.ndarray, vels: np.ndarray, weights: np.ndarray, epsavg: float,
-              nk: int = 25, nbins: int = 20000, sigma_bins: float = 100.0) -> np.ndarray:
+def dos_label(
+    freqs: np.ndarray,
+    vels: np.ndarray,
+    weights: np.ndarray,
+    epsavg: float,
+    nk: int = 25,
+    nbins: int = 20000,
+    sigma_bins: float = 100.0,
+) -> np.ndarray:
     """The full ``mpbcal/DOS`` label from band data: GGR, smoothing, rescaling (steps 1-3)."""
     centres, dos = ggr_dos(freqs, vels, weights, nk=nk, nbins=nbins)
     return smooth_and_rescale(centres, dos, epsavg, sigma_bins)

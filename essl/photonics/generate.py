@@ -49,8 +49,19 @@ __all__ = [
 
 PARTIAL = ".partial"
 #: Attributes that must agree between shards of one dataset (and on resume).
-_IDENTITY_ATTRS = ("generator", "family", "seed", "labels", "res", "supersample", "eps_range",
-                   "fill_range", "max_order", "store_bands", "label_config")
+_IDENTITY_ATTRS = (
+    "generator",
+    "family",
+    "seed",
+    "labels",
+    "res",
+    "supersample",
+    "eps_range",
+    "fill_range",
+    "max_order",
+    "store_bands",
+    "label_config",
+)
 
 
 @dataclass(frozen=True)
@@ -91,8 +102,7 @@ class GenerationSpec:
             "fill_range": json.dumps(list(map(float, self.fill_range))),
             "max_order": -1 if self.max_order is None else int(self.max_order),
             "store_bands": bool(self.store_bands),
-            "label_config": json.dumps(self.label.as_attrs(), sort_keys=True) if self.labels
-            else "",
+            "label_config": json.dumps(self.label.as_attrs(), sort_keys=True) if self.labels else "",
         }
 
 
@@ -121,9 +131,16 @@ def make_sample(spec: GenerationSpec, index: int) -> dict[str, Any]:
     The label is computed from the float32 image that is stored, so relabelling the stored
     image (``essl phc label``) reproduces it.
     """
-    cell = make_cell(spec.family, index, seed=spec.seed, res=spec.res,
-                     supersample=spec.supersample, eps_range=spec.eps_range,
-                     fill_range=spec.fill_range, max_order=spec.max_order)
+    cell = make_cell(
+        spec.family,
+        index,
+        seed=spec.seed,
+        res=spec.res,
+        supersample=spec.supersample,
+        eps_range=spec.eps_range,
+        fill_range=spec.fill_range,
+        max_order=spec.max_order,
+    )
     extras: dict[str, Any] = {
         "unitcell/epsin": cell.eps_in,
         "unitcell/epsout": cell.eps_out,
@@ -137,8 +154,7 @@ def make_sample(spec: GenerationSpec, index: int) -> dict[str, Any]:
         dos = lab.dos
         if spec.store_bands:
             extras.update(band_extras(lab.bands, lab.epsavg))
-    return {"index": index, "image": cell.image, "epsavg": cell.epsavg, "dos": dos,
-            "extras": extras}
+    return {"index": index, "image": cell.image, "epsavg": cell.epsavg, "dos": dos, "extras": extras}
 
 
 def _task(args: tuple[GenerationSpec, int]) -> dict[str, Any]:
@@ -148,8 +164,10 @@ def _task(args: tuple[GenerationSpec, int]) -> dict[str, Any]:
 def default_file_name(spec: GenerationSpec, start: int, count: int) -> str:
     """The preset's original file name if ``spec`` matches one, else a descriptive name."""
     for preset in DATASETS.values():
-        if (preset.family, preset.seed, preset.labels) == (spec.family, spec.seed, spec.labels) \
-                and (preset.start, preset.count) == (start, count):
+        if (preset.family, preset.seed, preset.labels) == (spec.family, spec.seed, spec.labels) and (
+            preset.start,
+            preset.count,
+        ) == (start, count):
             return preset.file
     kind = "" if spec.labels else "-ul"
     return f"{spec.family}{kind}-s{spec.seed}-{start}-{start + count - 1}-tm.h5"
@@ -182,10 +200,11 @@ def plan_shards(shard_dir: Path, start: int, count: int, shard_size: int) -> lis
 def _check_identity(path: Path, attrs: dict[str, Any], want: dict[str, Any]) -> None:
     diff = [k for k in _IDENTITY_ATTRS if str(attrs.get(k)) != str(want.get(k))]
     if diff:
-        details = ", ".join(f"{k}: file {attrs.get(k)!r} vs requested {want.get(k)!r}"
-                            for k in diff)
-        raise EsslError(f"{path} was generated with different settings ({details}); it is left "
-                        f"untouched: use another --out-dir, or delete it to regenerate")
+        details = ", ".join(f"{k}: file {attrs.get(k)!r} vs requested {want.get(k)!r}" for k in diff)
+        raise EsslError(
+            f"{path} was generated with different settings ({details}); it is left "
+            f"untouched: use another --out-dir, or delete it to regenerate"
+        )
 
 
 def _inspect_complete(plan: ShardPlan, spec: GenerationSpec) -> None:
@@ -198,12 +217,15 @@ def _inspect_complete(plan: ShardPlan, spec: GenerationSpec) -> None:
             _check_identity(plan.path, attrs, spec.attrs())
             have = present_indices(h5, spec.labels)
     except OSError as err:
-        raise EsslError(f"{plan.path} exists but cannot be read ({err}); it is left untouched: "
-                        f"delete it to regenerate the shard") from None
+        raise EsslError(
+            f"{plan.path} exists but cannot be read ({err}); it is left untouched: delete it to regenerate the shard"
+        ) from None
     missing = set(range(plan.start, plan.stop)) - have
     if not attrs.get("complete", False) or missing:
-        raise EsslError(f"{plan.path} exists but is incomplete ({len(missing)} indices missing); "
-                        f"it is left untouched: delete it to regenerate the shard")
+        raise EsslError(
+            f"{plan.path} exists but is incomplete ({len(missing)} indices missing); "
+            f"it is left untouched: delete it to regenerate the shard"
+        )
 
 
 def _open_partial(plan: ShardPlan, spec: GenerationSpec) -> tuple[Any, set[int]]:
@@ -214,8 +236,7 @@ def _open_partial(plan: ShardPlan, spec: GenerationSpec) -> tuple[Any, set[int]]
         try:
             h5 = h5py.File(plan.partial, "a")
         except OSError:
-            print(f"note: discarding unreadable partial shard {plan.partial} (interrupted "
-                  f"write); regenerating it")
+            print(f"note: discarding unreadable partial shard {plan.partial} (interrupted write); regenerating it")
             plan.partial.unlink()
         else:
             try:
@@ -240,8 +261,9 @@ def _finish_shard(h5: Any, plan: ShardPlan) -> None:
     os.replace(plan.partial, plan.path)
 
 
-def generate_shards(spec: GenerationSpec, plans: list[ShardPlan], workers: int = 1,
-                    progress: bool = True) -> dict[str, int]:
+def generate_shards(
+    spec: GenerationSpec, plans: list[ShardPlan], workers: int = 1, progress: bool = True
+) -> dict[str, int]:
     """Fill every shard in ``plans`` that is not complete yet (module docstring).
 
     Returns counts ``{"skipped_shards", "written_shards", "new_samples"}``.
@@ -278,12 +300,12 @@ def generate_shards(spec: GenerationSpec, plans: list[ShardPlan], workers: int =
         if progress:
             from tqdm import tqdm
 
-            results = tqdm(results, total=len(tasks), unit="cell",
-                           desc=f"phc {spec.family}" + (" +DOS" if spec.labels else ""))
+            results = tqdm(
+                results, total=len(tasks), unit="cell", desc=f"phc {spec.family}" + (" +DOS" if spec.labels else "")
+            )
         for (n, index), sample in zip(tasks, results):
             h5, pending = opened[n]
-            write_sample(h5, index, sample["image"], sample["epsavg"], sample["dos"],
-                         sample["extras"])
+            write_sample(h5, index, sample["image"], sample["epsavg"], sample["dos"], sample["extras"])
             h5.flush()
             pending.remove(index)
             if not pending:
@@ -310,8 +332,7 @@ def merge_shards(shard_paths: list[Path], out_path: Path, expect: range | None =
 
     out_path = Path(out_path)
     if out_path.exists():
-        raise EsslError(f"{out_path} already exists; it is left untouched: delete it or choose "
-                        f"another output name")
+        raise EsslError(f"{out_path} already exists; it is left untouched: delete it or choose another output name")
     if not shard_paths:
         raise EsslError("no shard files to merge")
     first_attrs: dict[str, Any] | None = None
@@ -321,8 +342,9 @@ def merge_shards(shard_paths: list[Path], out_path: Path, expect: range | None =
             with h5py.File(path, "r") as h5:
                 attrs = dict(h5.attrs)
                 if not attrs.get("complete", False):
-                    raise EsslError(f"shard {path} is not complete; finish it with the same "
-                                    f"`essl phc generate` command first")
+                    raise EsslError(
+                        f"shard {path} is not complete; finish it with the same `essl phc generate` command first"
+                    )
                 if first_attrs is None:
                     first_attrs = attrs
                 else:
@@ -337,9 +359,11 @@ def merge_shards(shard_paths: list[Path], out_path: Path, expect: range | None =
     if expect is not None and set(seen) != set(expect):
         missing = sorted(set(expect) - set(seen))
         extra = sorted(set(seen) - set(expect))
-        raise EsslError(f"shards do not cover indices {expect.start}..{expect.stop - 1} "
-                        f"exactly ({len(missing)} missing, e.g. {missing[:5]}; {len(extra)} "
-                        f"outside, e.g. {extra[:5]}); generate the missing range first")
+        raise EsslError(
+            f"shards do not cover indices {expect.start}..{expect.stop - 1} "
+            f"exactly ({len(missing)} missing, e.g. {missing[:5]}; {len(extra)} "
+            f"outside, e.g. {extra[:5]}); generate the missing range first"
+        )
     partial = out_path.with_name(out_path.name + PARTIAL)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -370,27 +394,37 @@ def shard_dir_for(out_dir: Path, file_name: str) -> Path:
     return Path(out_dir) / f"{stem}.shards"
 
 
-def generate(spec: GenerationSpec, start: int, count: int, out_dir: str | os.PathLike[str],
-             file_name: str | None = None, shard_size: int = 1000, workers: int = 1,
-             merge: bool = True, progress: bool = True) -> Path | None:
+def generate(
+    spec: GenerationSpec,
+    start: int,
+    count: int,
+    out_dir: str | os.PathLike[str],
+    file_name: str | None = None,
+    shard_size: int = 1000,
+    workers: int = 1,
+    merge: bool = True,
+    progress: bool = True,
+) -> Path | None:
     """Generate indices ``start .. start + count - 1`` as shards, then merge them (optional).
 
     Returns the merged file, or ``None`` with ``merge=False``.  The final file must not exist
     yet (it is never overwritten); completed shards are reused.
     """
     if count < 1 or start < 1:
-        raise EsslError(f"need --n >= 1 and --start-index >= 1 (h5 indices are 1-based), got "
-                        f"n={count}, start={start}")
+        raise EsslError(f"need --n >= 1 and --start-index >= 1 (h5 indices are 1-based), got n={count}, start={start}")
     name = file_name or default_file_name(spec, start, count)
     out_path = Path(out_dir) / name
     if merge and out_path.exists():
-        raise EsslError(f"{out_path} already exists; it is left untouched: delete it or choose "
-                        f"another --out-file/--out-dir")
+        raise EsslError(
+            f"{out_path} already exists; it is left untouched: delete it or choose another --out-file/--out-dir"
+        )
     plans = plan_shards(shard_dir_for(Path(out_dir), name), start, count, shard_size)
     stats = generate_shards(spec, plans, workers=workers, progress=progress)
     if progress:
-        print(f"shards: {stats['written_shards']} written, {stats['skipped_shards']} already "
-              f"complete; {stats['new_samples']} new samples")
+        print(
+            f"shards: {stats['written_shards']} written, {stats['skipped_shards']} already "
+            f"complete; {stats['new_samples']} new samples"
+        )
     if not merge:
         return None
     return merge_shards([p.path for p in plans], out_path, expect=range(start, start + count))

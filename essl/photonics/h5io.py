@@ -108,25 +108,33 @@ DATASETS: dict[str, DatasetSpec] = {
 
 #: (dataset, split) -> preset, as chosen by ``PhC2D``.
 _SPLIT_PRESET = {
-    ("gpm", "train"): "gpm", ("gpm", "test"): "gpm", ("gpm", "unlabeled"): "gpm-ul",
-    ("blob", "train"): "blob", ("blob", "test"): "blob-test", ("blob", "unlabeled"): "blob-ul",
+    ("gpm", "train"): "gpm",
+    ("gpm", "test"): "gpm",
+    ("gpm", "unlabeled"): "gpm-ul",
+    ("blob", "train"): "blob",
+    ("blob", "test"): "blob-test",
+    ("blob", "unlabeled"): "blob-ul",
 }
 
 
 def _generate_hint(path: Path) -> str:
     for spec in DATASETS.values():
         if spec.file == path.name:
-            return (f"generate it with `essl phc generate --dataset {spec.name} "
-                    f"--out-dir {path.parent}`")
-    return (f"generate it with `essl phc generate --family FAMILY --n N --out-dir {path.parent} "
-            f"--out-file {path.name}`")
+            return f"generate it with `essl phc generate --dataset {spec.name} --out-dir {path.parent}`"
+    return f"generate it with `essl phc generate --family FAMILY --n N --out-dir {path.parent} --out-file {path.name}`"
 
 
 # ----------------------------------------------------------------------------- writing
 
 
-def write_sample(h5: Any, index: int, image: np.ndarray, epsavg: float,
-                 dos: np.ndarray | None = None, extras: dict[str, Any] | None = None) -> None:
+def write_sample(
+    h5: Any,
+    index: int,
+    image: np.ndarray,
+    epsavg: float,
+    dos: np.ndarray | None = None,
+    extras: dict[str, Any] | None = None,
+) -> None:
     """Write one sample in the layout of the module docstring (overwriting stale keys).
 
     ``extras`` maps keys such as ``"unitcell/epsin"`` to values.  The required keys are
@@ -140,11 +148,12 @@ def write_sample(h5: Any, index: int, image: np.ndarray, epsavg: float,
         root = np.float32(np.sqrt(epsavg))
         w = label_frequencies().astype(np.float32)
         dosn = dos / root
-        items += [("mpbcal/DOSn", dosn),
-                  ("mpbcal/DOSeldiff", dos - np.float32(2 * np.pi) * w * root),
-                  ("mpbcal/DOSeldiffn", dosn - np.float32(2 * np.pi) * w)]
-    items += [(IMAGE_KEY, np.asarray(image, dtype=np.float32)),
-              (EPSAVG_KEY, np.float32(epsavg))]
+        items += [
+            ("mpbcal/DOSn", dosn),
+            ("mpbcal/DOSeldiff", dos - np.float32(2 * np.pi) * w * root),
+            ("mpbcal/DOSeldiffn", dosn - np.float32(2 * np.pi) * w),
+        ]
+    items += [(IMAGE_KEY, np.asarray(image, dtype=np.float32)), (EPSAVG_KEY, np.float32(epsavg))]
     if dos is not None:
         items.append((DOS_KEY, dos))
     for group, value in items:
@@ -164,12 +173,16 @@ def present_indices(h5: Any, labels: bool, target: str = "dos") -> set[int]:
         if obj is None:
             return set()
         if not isinstance(obj, h5py.Group):
-            raise EsslError(f"{h5.filename}: '{group}' is a dataset where a group is expected (one dataset per "
-                            f"sample, '{group}/1', '{group}/2', ...); regenerate the file in the E-SSL layout.")
+            raise EsslError(
+                f"{h5.filename}: '{group}' is a dataset where a group is expected (one dataset per "
+                f"sample, '{group}/1', '{group}/2', ...); regenerate the file in the E-SSL layout."
+            )
         bad = [k for k in obj.keys() if not k.isdigit()]
         if bad:
-            raise EsslError(f"{h5.filename}: '{group}' holds {bad[0]!r}, not a sample index; the E-SSL layout "
-                            f"names samples '{group}/1', '{group}/2', ...")
+            raise EsslError(
+                f"{h5.filename}: '{group}' holds {bad[0]!r}, not a sample index; the E-SSL layout "
+                f"names samples '{group}/1', '{group}/2', ..."
+            )
         return {int(k) for k in obj.keys()}
 
     have = keys(IMAGE_KEY) & keys(EPSAVG_KEY)
@@ -222,24 +235,38 @@ def _read_number_array(h5: Any, key: str, path: Path) -> np.ndarray:
 
     obj = h5.get(key)
     if obj is None:
-        raise EsslError(f"{path}: key '{key}' is missing (expected the E-SSL layout with "
-                        f"1-based indices); {_generate_hint(path)}")
+        raise EsslError(
+            f"{path}: key '{key}' is missing (expected the E-SSL layout with 1-based indices); {_generate_hint(path)}"
+        )
     if not isinstance(obj, h5py.Dataset):
-        raise EsslError(f"{path}: '{key}' is a group where a dataset is expected; regenerate the file in the E-SSL "
-                        f"layout ({_generate_hint(path)}).")
+        raise EsslError(
+            f"{path}: '{key}' is a group where a dataset is expected; regenerate the file in the E-SSL "
+            f"layout ({_generate_hint(path)})."
+        )
     value = np.asarray(obj[()])
     if value.dtype.kind == "c":
-        raise EsslError(f"{path}: '{key}' holds complex numbers ({value.dtype}); permittivities must be real "
-                        f"(complex, lossy permittivities are not supported); store the real part explicitly if "
-                        f"that is what you mean.")
+        raise EsslError(
+            f"{path}: '{key}' holds complex numbers ({value.dtype}); permittivities must be real "
+            f"(complex, lossy permittivities are not supported); store the real part explicitly if "
+            f"that is what you mean."
+        )
     if value.dtype.kind not in "fiu":
-        raise EsslError(f"{path}: '{key}' holds {value.dtype} values, expected real numbers (float32); regenerate "
-                        f"the file ({_generate_hint(path)}).")
+        raise EsslError(
+            f"{path}: '{key}' holds {value.dtype} values, expected real numbers (float32); regenerate "
+            f"the file ({_generate_hint(path)})."
+        )
     return value
 
 
-def load_phc(path: str | os.PathLike[str], indices: Any = None, labelled: bool = True,
-             ldos: int = 0, udos: int = TARGET_POINTS, target: str = "dos", nbands: int = 10) -> PhCData:
+def load_phc(
+    path: str | os.PathLike[str],
+    indices: Any = None,
+    labelled: bool = True,
+    ldos: int = 0,
+    udos: int = TARGET_POINTS,
+    target: str = "dos",
+    nbands: int = 10,
+) -> PhCData:
     """Read samples of an E-SSL photonics file into torch tensors (the ``PhC2D`` recipe).
 
     Args:
@@ -265,15 +292,19 @@ def load_phc(path: str | os.PathLike[str], indices: Any = None, labelled: bool =
     try:
         h5 = h5py.File(path, "r")
     except OSError as err:
-        raise EsslError(f"cannot read {path} as HDF5 ({err}); the file is corrupt or "
-                        f"incomplete: delete it and {_generate_hint(path)}") from None
+        raise EsslError(
+            f"cannot read {path} as HDF5 ({err}); the file is corrupt or "
+            f"incomplete: delete it and {_generate_hint(path)}"
+        ) from None
     with h5:
         if indices is None:
             indices = sorted(present_indices(h5, labels=labelled, target=target))
             if not indices:
-                raise EsslError(f"{path} holds no complete samples (expected '{IMAGE_KEY}/i', "
-                                f"'{EPSAVG_KEY}/i'{', ' + TARGET_KEYS[target] + '/i' if labelled else ''}); "
-                                f"{_generate_hint(path)}")
+                raise EsslError(
+                    f"{path} holds no complete samples (expected '{IMAGE_KEY}/i', "
+                    f"'{EPSAVG_KEY}/i'{', ' + TARGET_KEYS[target] + '/i' if labelled else ''}); "
+                    f"{_generate_hint(path)}"
+                )
         idx = np.asarray(list(indices), dtype=np.int64)
         images: list[np.ndarray] = []
         eps: list[float] = []
@@ -281,26 +312,30 @@ def load_phc(path: str | os.PathLike[str], indices: Any = None, labelled: bool =
         for i in idx:
             img = _read_number_array(h5, f"{IMAGE_KEY}/{i}", path)
             if img.ndim != 2 or img.shape[0] != img.shape[1]:
-                raise EsslError(f"{path}: '{IMAGE_KEY}/{i}' has shape {img.shape}, expected a "
-                                f"square image such as (32, 32)")
+                raise EsslError(
+                    f"{path}: '{IMAGE_KEY}/{i}' has shape {img.shape}, expected a square image such as (32, 32)"
+                )
             if images and img.shape != images[0].shape:
-                raise EsslError(f"{path}: '{IMAGE_KEY}/{i}' is {img.shape[0]}×{img.shape[1]} but "
-                                f"'{IMAGE_KEY}/{idx[0]}' is {images[0].shape[0]}×{images[0].shape[1]}; all unit "
-                                f"cells of a file must have the same size (32×32 in E-SSL): remove or regenerate "
-                                f"sample {i}.")
+                raise EsslError(
+                    f"{path}: '{IMAGE_KEY}/{i}' is {img.shape[0]}×{img.shape[1]} but "
+                    f"'{IMAGE_KEY}/{idx[0]}' is {images[0].shape[0]}×{images[0].shape[1]}; all unit "
+                    f"cells of a file must have the same size (32×32 in E-SSL): remove or regenerate "
+                    f"sample {i}."
+                )
             images.append(img)
             e = _read_number_array(h5, f"{EPSAVG_KEY}/{i}", path)
             if e.size != 1:
-                raise EsslError(f"{path}: '{EPSAVG_KEY}/{i}' has shape {e.shape}, expected a single number (the "
-                                f"mean permittivity of the cell); regenerate sample {i}.")
+                raise EsslError(
+                    f"{path}: '{EPSAVG_KEY}/{i}' has shape {e.shape}, expected a single number (the "
+                    f"mean permittivity of the cell); regenerate sample {i}."
+                )
             eps.append(float(e.reshape(())))
             if labelled and target == "bands":
                 dos.append([_read_bands(h5, f"{key}/{i}", path, nbands) for key in BAND_KEYS])
             elif labelled:
                 d = _read_number_array(h5, f"{DOS_KEY}/{i}", path)
                 if d.ndim != 1 or d.shape[0] < udos:
-                    raise EsslError(f"{path}: '{DOS_KEY}/{i}' has shape {d.shape}, expected "
-                                    f"(500,)")
+                    raise EsslError(f"{path}: '{DOS_KEY}/{i}' has shape {d.shape}, expected (500,)")
                 dos.append(d[ldos:udos])
     epsavg = np.asarray(eps, dtype=np.float64)
     x = ((np.stack(images).astype(np.float32) - 1) / 19)[:, None]
@@ -313,16 +348,23 @@ def load_phc(path: str | os.PathLike[str], indices: Any = None, labelled: bool =
         y_np = (np.stack(dos) / np.sqrt(epsavg)[:, None]).astype(np.float32)
         y = torch.from_numpy(y_np)
         eldiff = torch.from_numpy((y_np - el).astype(np.float32))
-    return PhCData(x=torch.from_numpy(np.ascontiguousarray(x)), y=y, el=torch.from_numpy(el),
-                   eldiff=eldiff, epsavg=torch.from_numpy(epsavg.astype(np.float32)),
-                   indices=idx)
+    return PhCData(
+        x=torch.from_numpy(np.ascontiguousarray(x)),
+        y=y,
+        el=torch.from_numpy(el),
+        eldiff=eldiff,
+        epsavg=torch.from_numpy(epsavg.astype(np.float32)),
+        indices=idx,
+    )
 
 
 def _read_bands(h5: Any, key: str, path: Path, nbands: int) -> np.ndarray:
     """``key`` (``(nk*nk, bands)``) restricted to the first ``nbands`` bands and flattened."""
     if key not in h5:
-        raise EsslError(f"{path}: '{key}' is missing; the band-structure target needs files generated with "
-                        f"`essl phc generate ... --store-bands`.")
+        raise EsslError(
+            f"{path}: '{key}' is missing; the band-structure target needs files generated with "
+            f"`essl phc generate ... --store-bands`."
+        )
     value = _read_number_array(h5, key, path)
     if value.ndim != 2 or value.shape[1] < nbands:
         raise EsslError(f"{path}: '{key}' has shape {value.shape}, expected (k-points, >= {nbands} bands).")
@@ -349,8 +391,9 @@ def essl_indices(dataset: str, split: str, nsam: int = 3000, seed: int = 1) -> n
     raise EsslError(f"split must be 'train', 'test' or 'unlabeled', got {split!r}")
 
 
-def load_phc_split(h5_dir: str | os.PathLike[str], dataset: str, split: str,
-                   nsam: int = 3000, seed: int = 1) -> PhCData:
+def load_phc_split(
+    h5_dir: str | os.PathLike[str], dataset: str, split: str, nsam: int = 3000, seed: int = 1
+) -> PhCData:
     """Load one split of ``blob`` or ``gpm`` from the original file names in ``h5_dir``.
 
     File and indices as in ``PhC2D`` / ``main.py`` (:func:`essl_indices`).
@@ -358,4 +401,3 @@ def load_phc_split(h5_dir: str | os.PathLike[str], dataset: str, split: str,
     indices = essl_indices(dataset, split, nsam, seed)
     spec = DATASETS[_SPLIT_PRESET[(dataset, split)]]
     return load_phc(Path(h5_dir) / spec.file, indices, labelled=split != "unlabeled")
-

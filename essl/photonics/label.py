@@ -18,8 +18,7 @@ from essl.photonics.dos import dos_label
 from essl.photonics.parallel import imap_workers
 from essl.photonics.solver import Bands, band_structure
 
-__all__ = ["EPS_MAX", "EPS_MIN", "Label", "LabelConfig", "check_images", "iter_labels",
-           "label_image", "label_images"]
+__all__ = ["EPS_MAX", "EPS_MIN", "Label", "LabelConfig", "check_images", "iter_labels", "label_image", "label_images"]
 
 #: Permittivity range of the E-SSL data (the loader normalises with ``(eps - 1) / 19``).
 EPS_MIN, EPS_MAX = 1.0, 20.0
@@ -77,21 +76,22 @@ def check_images(images: np.ndarray, res: int | None = 32) -> np.ndarray:
     arr = np.asarray(images)
     if arr.dtype.kind not in "fiu":
         raise EsslError(f"permittivity images must be a real numeric array, got dtype {arr.dtype}")
-    if arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] != arr.shape[2] or (
-            res is not None and arr.shape[1] != res):
+    if arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] != arr.shape[2] or (res is not None and arr.shape[1] != res):
         want = f"(N, {res}, {res})" if res is not None else "(N, R, R)"
-        raise EsslError(f"permittivity images must have shape {want} with N >= 1, "
-                        f"got {arr.shape}")
+        raise EsslError(f"permittivity images must have shape {want} with N >= 1, got {arr.shape}")
     arr = arr.astype(np.float64)
     bad = ~np.isfinite(arr).all(axis=(1, 2))
     if bad.any():
-        raise EsslError(f"permittivity images contain NaN or inf (first bad sample: index "
-                        f"{int(np.argmax(bad))}, 0-based)")
+        raise EsslError(
+            f"permittivity images contain NaN or inf (first bad sample: index {int(np.argmax(bad))}, 0-based)"
+        )
     out = (arr < EPS_MIN).any(axis=(1, 2)) | (arr > EPS_MAX).any(axis=(1, 2))
     if out.any():
         i = int(np.argmax(out))
-        raise EsslError(f"permittivity must lie in [{EPS_MIN:g}, {EPS_MAX:g}]; sample {i} "
-                        f"(0-based) has values in [{arr[i].min():.6g}, {arr[i].max():.6g}]")
+        raise EsslError(
+            f"permittivity must lie in [{EPS_MIN:g}, {EPS_MAX:g}]; sample {i} "
+            f"(0-based) has values in [{arr[i].min():.6g}, {arr[i].max():.6g}]"
+        )
     return arr
 
 
@@ -103,10 +103,12 @@ def label_image(image: np.ndarray, config: LabelConfig = LabelConfig()) -> Label
     """
     image = np.asarray(image, dtype=np.float64)
     epsavg = float(image.mean())
-    bands = band_structure(image, nbands=config.nbands, cutoff=config.cutoff, nk=config.nk,
-                           symmetry=config.symmetry, method=config.method)
-    dos = dos_label(bands.freqs, bands.vels, bands.weights, epsavg, nk=config.nk,
-                    nbins=config.nbins, sigma_bins=config.sigma_bins)
+    bands = band_structure(
+        image, nbands=config.nbands, cutoff=config.cutoff, nk=config.nk, symmetry=config.symmetry, method=config.method
+    )
+    dos = dos_label(
+        bands.freqs, bands.vels, bands.weights, epsavg, nk=config.nk, nbins=config.nbins, sigma_bins=config.sigma_bins
+    )
     return Label(dos=dos, epsavg=epsavg, bands=bands)
 
 
@@ -114,14 +116,14 @@ def _label_dos(args: tuple[np.ndarray, LabelConfig]) -> np.ndarray:
     return label_image(args[0], args[1]).dos
 
 
-def iter_labels(images: np.ndarray, config: LabelConfig = LabelConfig(),
-                workers: int = 1) -> Iterator[np.ndarray]:
+def iter_labels(images: np.ndarray, config: LabelConfig = LabelConfig(), workers: int = 1) -> Iterator[np.ndarray]:
     """Yield the ``(500,)`` label of each image in order (one BLAS thread per worker)."""
     return imap_workers(_label_dos, ((img, config) for img in images), workers)
 
 
-def label_images(images: np.ndarray, config: LabelConfig = LabelConfig(), workers: int = 1,
-                 progress: bool = False) -> np.ndarray:
+def label_images(
+    images: np.ndarray, config: LabelConfig = LabelConfig(), workers: int = 1, progress: bool = False
+) -> np.ndarray:
     """Label a stack ``(N, 32, 32)`` of images; returns ``(N, 500)`` float32 (``mpbcal/DOS``).
 
     Inputs are validated with :func:`check_images` (raises :class:`~essl.errors.EsslError`).

@@ -39,8 +39,7 @@ def _init_worker() -> None:
     os.environ.update(BLAS_ENV)
 
 
-def imap_workers(func: Callable[[Any], Any], items: Iterable[Any],
-                 workers: int = 1) -> Iterator[Any]:
+def imap_workers(func: Callable[[Any], Any], items: Iterable[Any], workers: int = 1) -> Iterator[Any]:
     """``map(func, items)`` lazily and in order, in this process or in ``workers`` processes.
 
     Worker processes are started with the ``spawn`` method and :data:`BLAS_ENV`, so numpy's

@@ -97,12 +97,7 @@ def pixel_fourier_coefficients(image: np.ndarray, m: np.ndarray, n: np.ndarray) 
     dft = np.fft.fft2(image) / float(res * res)
     m = np.asarray(m)
     n = np.asarray(n)
-    return (
-        dft[m % res, n % res]
-        * np.sinc(m / res)
-        * np.sinc(n / res)
-        * np.exp(-1j * np.pi * (m + n) / res)
-    )
+    return dft[m % res, n % res] * np.sinc(m / res) * np.sinc(n / res) * np.exp(-1j * np.pi * (m + n) / res)
 
 
 @dataclass
@@ -129,8 +124,9 @@ class CrystalOperator:
         return int(self.orders.shape[0])
 
 
-def crystal_operator(image: np.ndarray, cutoff: float = 10.0,
-                     inversion_centre: tuple[float, float] | None = None) -> CrystalOperator:
+def crystal_operator(
+    image: np.ndarray, cutoff: float = 10.0, inversion_centre: tuple[float, float] | None = None
+) -> CrystalOperator:
     """Build ``B = [eps(G - G')]`` for ``image`` and invert it once (section 7.1).
 
     Args:
@@ -152,16 +148,14 @@ def crystal_operator(image: np.ndarray, cutoff: float = 10.0,
         table = table * np.exp(2j * np.pi * (grid[:, None] * r0[0] + grid[None, :] * r0[1]))
         imag = float(np.max(np.abs(table.imag)))
         if imag > 1e-9 * float(np.max(np.abs(table.real))):
-            raise ValueError(f"image is not inversion-symmetric about {tuple(r0)} "
-                             f"(imaginary part {imag:.2e})")
+            raise ValueError(f"image is not inversion-symmetric about {tuple(r0)} (imaginary part {imag:.2e})")
         table = table.real
     bmat = table[dm + lim, dn + lim]
     bmat = 0.5 * (bmat + bmat.conj().T)
     chol = sla.cho_factor(bmat, lower=True, check_finite=False)
     binv = sla.cho_solve(chol, np.eye(len(orders), dtype=bmat.dtype), check_finite=False)
     binv = 0.5 * (binv + binv.conj().T)
-    return CrystalOperator(orders=orders, bmat=bmat, binv=binv,
-                           eps_max=float(np.max(image)), real=real)
+    return CrystalOperator(orders=orders, bmat=bmat, binv=binv, eps_max=float(np.max(image)), real=real)
 
 
 @dataclass
@@ -182,16 +176,16 @@ class KSolution:
     max_error_estimate: float
 
 
-def _dense_k(op: CrystalOperator, k: np.ndarray, nbands: int) -> tuple[np.ndarray, np.ndarray,
-                                                                         np.ndarray]:
+def _dense_k(op: CrystalOperator, k: np.ndarray, nbands: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Partial dense eigensolve of ``M(k) = D B^-1 D`` (``?heevr``/``?syevr``).
 
     Returns ``(lambda, y, k + G)`` with unit eigenvectors ``y`` as columns.
     """
     kg = op.orders + k
     d = np.sqrt(np.einsum("ij,ij->i", kg, kg))
-    lam, vec = sla.eigh(op.binv * np.outer(d, d), subset_by_index=[0, nbands - 1],
-                        driver="evr", check_finite=False, overwrite_a=True)
+    lam, vec = sla.eigh(
+        op.binv * np.outer(d, d), subset_by_index=[0, nbands - 1], driver="evr", check_finite=False, overwrite_a=True
+    )
     return lam, vec, kg
 
 
@@ -201,8 +195,7 @@ DEGENERACY_RTOL = 1e-5
 _MIX = 0.6180339887498949
 
 
-def _band_velocities(lam: np.ndarray, vmx: np.ndarray, vmy: np.ndarray) -> tuple[np.ndarray,
-                                                                               np.ndarray]:
+def _band_velocities(lam: np.ndarray, vmx: np.ndarray, vmy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Frequencies and group velocities from ``d lambda / dk`` matrices between the bands.
 
     ``vmx``, ``vmy`` are Hermitian ``(nb, nb)`` matrices ``y_i^H (dM/dk_a) y_j``.  Their
@@ -217,8 +210,7 @@ def _band_velocities(lam: np.ndarray, vmx: np.ndarray, vmy: np.ndarray) -> tuple
     scale = max(float(np.max(np.abs(lam))), 1e-30)
     start = 0
     for stop in range(1, len(lam) + 1):
-        if stop < len(lam) and lam[stop] - lam[stop - 1] <= DEGENERACY_RTOL * max(
-                abs(lam[stop]), 1e-12 * scale):
+        if stop < len(lam) and lam[stop] - lam[stop - 1] <= DEGENERACY_RTOL * max(abs(lam[stop]), 1e-12 * scale):
             continue
         if stop - start > 1:
             block = slice(start, stop)
@@ -231,8 +223,7 @@ def _band_velocities(lam: np.ndarray, vmx: np.ndarray, vmy: np.ndarray) -> tuple
     return f, vel
 
 
-def _hellmann_feynman(lam: np.ndarray, vec: np.ndarray, kg: np.ndarray) -> tuple[np.ndarray,
-                                                                                np.ndarray]:
+def _hellmann_feynman(lam: np.ndarray, vec: np.ndarray, kg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Velocities of the dense solution: ``df/dk = f sum_G (k+G) |y_G|^2 / |k+G|^2`` (7.1).
 
     Between (degenerate) bands ``y_i^H (dM/dk) y_j = 2 sqrt(l_i l_j) sum_G conj(y_iG) y_jG
@@ -268,8 +259,9 @@ def _solve_dense(op: CrystalOperator, kpoints: np.ndarray, nbands: int) -> KSolu
     return KSolution(freqs, vels, len(kpoints), 0.0)
 
 
-def _solve_subspace(op: CrystalOperator, kpoints: np.ndarray, nbands: int, anchors: int,
-                    extra: int, rtol: float) -> KSolution:
+def _solve_subspace(
+    op: CrystalOperator, kpoints: np.ndarray, nbands: int, anchors: int, extra: int, rtol: float
+) -> KSolution:
     """Multi-k reduced-basis solve with a posteriori error control (module docstring)."""
     gvec = op.orders.astype(np.float64)
     g2 = np.einsum("ij,ij->i", gvec, gvec)
@@ -312,8 +304,7 @@ def _solve_subspace(op: CrystalOperator, kpoints: np.ndarray, nbands: int, ancho
         if is_anchor[i]:
             continue
         ham = h0 + 2.0 * (k[0] * hx + k[1] * hy) + float(k @ k) * sq
-        lam, c = sla.eigh(ham, subset_by_index=[0, nbands - 1], driver="evr",
-                          check_finite=False, overwrite_a=True)
+        lam, c = sla.eigh(ham, subset_by_index=[0, nbands - 1], driver="evr", check_finite=False, overwrite_a=True)
         kg = gvec + k
         a = np.einsum("ij,ij->i", kg, kg)
         resid = a[:, None] * (q @ c) - (bq @ c) * lam
@@ -324,16 +315,21 @@ def _solve_subspace(op: CrystalOperator, kpoints: np.ndarray, nbands: int, ancho
             continue
         worst = max(worst, float(est.max()))
         ch = c.conj().T
-        freqs[i], vels[i] = _band_velocities(lam, 2.0 * ch @ (hx + k[0] * sq) @ c,
-                                             2.0 * ch @ (hy + k[1] * sq) @ c)
+        freqs[i], vels[i] = _band_velocities(lam, 2.0 * ch @ (hx + k[0] * sq) @ c, 2.0 * ch @ (hy + k[1] * sq) @ c)
     for i in redo:
         freqs[i], vels[i] = _hellmann_feynman(*_dense_k(op, kpoints[i], nbands))
     return KSolution(freqs, vels, len(anchor_idx) + len(redo), worst)
 
 
-def solve_kpoints(op: CrystalOperator, kpoints: np.ndarray, nbands: int = 10,
-                  method: str = "auto", anchors: int = 8, extra: int = 4,
-                  rtol: float = 1e-5) -> KSolution:
+def solve_kpoints(
+    op: CrystalOperator,
+    kpoints: np.ndarray,
+    nbands: int = 10,
+    method: str = "auto",
+    anchors: int = 8,
+    extra: int = 4,
+    rtol: float = 1e-5,
+) -> KSolution:
     """Lowest ``nbands`` frequencies and Hellmann-Feynman group velocities at each k-point.
 
     Args:
@@ -385,8 +381,14 @@ class Bands:
     orbit: np.ndarray | None = None
 
 
-def band_structure(image: np.ndarray, nbands: int = 10, cutoff: float = 10.0, nk: int = 25,
-                   symmetry: str = "auto", method: str = "auto") -> Bands:
+def band_structure(
+    image: np.ndarray,
+    nbands: int = 10,
+    cutoff: float = 10.0,
+    nk: int = 25,
+    symmetry: str = "auto",
+    method: str = "auto",
+) -> Bands:
     """Bands of ``image`` on the SIB-CL ``nk x nk`` grid, reduced by the verified symmetry.
 
     Args:
@@ -413,5 +415,4 @@ def band_structure(image: np.ndarray, nbands: int = 10, cutoff: float = 10.0, nk
         kpts, weights, orbit = kgrid_orbits(pg.ops, nk)
     op = crystal_operator(image, cutoff, pg.inversion_centre)
     sol = solve_kpoints(op, kpts, nbands, method=method)
-    return Bands(kpts, weights, sol.freqs, sol.vels, nk, pg.name, sol.n_dense,
-                 sol.max_error_estimate, orbit)
+    return Bands(kpts, weights, sol.freqs, sol.vels, nk, pg.name, sol.n_dense, sol.max_error_estimate, orbit)

@@ -168,8 +168,9 @@ def kgrid(nk: int = 25) -> np.ndarray:
     return np.stack([kx.ravel(), ky.ravel()], axis=1)
 
 
-def reduce_kgrid(ops: tuple[np.ndarray, ...] | list[np.ndarray], nk: int = 25,
-                 time_reversal: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def reduce_kgrid(
+    ops: tuple[np.ndarray, ...] | list[np.ndarray], nk: int = 25, time_reversal: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Reduce the :func:`kgrid` to one point per orbit of the point group (plus time reversal).
 
     The grid is closed under D4 and ``k -> -k`` (its points are symmetric about 0), so orbits
@@ -183,8 +184,9 @@ def reduce_kgrid(ops: tuple[np.ndarray, ...] | list[np.ndarray], nk: int = 25,
     return kpoints, weights
 
 
-def kgrid_orbits(ops: tuple[np.ndarray, ...] | list[np.ndarray], nk: int = 25,
-                 time_reversal: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def kgrid_orbits(
+    ops: tuple[np.ndarray, ...] | list[np.ndarray], nk: int = 25, time_reversal: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`reduce_kgrid` plus, for every point of the full :func:`kgrid`, the row of its orbit's
     representative in the reduced arrays (``(nk*nk,)`` ints): frequencies are the same on a whole
     orbit, so ``freqs_reduced[orbit]`` are the frequencies on the full grid."""

@@ -37,7 +37,7 @@ class EquivarianceTask:
 
     group: str = "rotation"
     weight: float = 0.4
-    view: str | dict = "cifar_small"      # a recipe name, NAME@SIZE, or {recipe: NAME, field: value, ...}
+    view: str | dict = "cifar_small"  # a recipe name, NAME@SIZE, or {recipe: NAME, field: value, ...}
     head: str = "cifar_simclr"
     samples: int = 0
     relative: bool = False
@@ -49,60 +49,60 @@ class PretrainConfig:
     # data
     dataset: str = "mnist5k"
     data_root: str | None = None
-    image_size: int = 32                  # image folders only: decode size
-    subset: int = 0                       # train on a seeded, class-stratified subset of this many images (0: all)
+    image_size: int = 32  # image folders only: decode size
+    subset: int = 0  # train on a seeded, class-stratified subset of this many images (0: all)
     # model
     backbone: str = "small_cnn"
     projector: str = "small"
-    predictor_hidden: int = 512           # predictor width (SimSiam, BYOL, MoCo v3)
-    init_from: str | None = None          # warm start: a run folder, an exported backbone or a released checkpoint
+    predictor_hidden: int = 512  # predictor width (SimSiam, BYOL, MoCo v3)
+    init_from: str | None = None  # warm start: a run folder, an exported backbone or a released checkpoint
     # objective
     method: str = "simclr"
     temperature: float = 0.5
-    full_nt_xent: bool = False            # SimCLR with 2N-2 negatives instead of the cross-view InfoNCE
+    full_nt_xent: bool = False  # SimCLR with 2N-2 negatives instead of the cross-view InfoNCE
     barlow_lambda: float = 0.0051
-    vicreg_sim: float = 25.0              # VICReg weights λ (invariance), μ (variance), ν (covariance)
+    vicreg_sim: float = 25.0  # VICReg weights λ (invariance), μ (variance), ν (covariance)
     vicreg_var: float = 25.0
     vicreg_cov: float = 1.0
-    target_momentum: float = 0.99         # BYOL / MoCo v3: EMA momentum τ of the target network at the first step
-    target_momentum_final: float = 1.0    # ... raised to this by a cosine schedule over training
-    barlow_official_gpus: int = 0         # W > 0: the official code's Barlow Twins gradient on W GPUs (exact / W)
+    target_momentum: float = 0.99  # BYOL / MoCo v3: EMA momentum τ of the target network at the first step
+    target_momentum_final: float = 1.0  # ... raised to this by a cosine schedule over training
+    barlow_official_gpus: int = 0  # W > 0: the official code's Barlow Twins gradient on W GPUs (exact / W)
     views: list[str | dict] = field(default_factory=lambda: ["mnist", "mnist"])  # names, NAME@SIZE or mappings
-    invariances: list[str] = field(default_factory=list)       # groups applied at random to the SSL views
+    invariances: list[str] = field(default_factory=list)  # groups applied at random to the SSL views
     equivariance: list[EquivarianceTask] = field(default_factory=list)
     # optimisation
     epochs: int = 10
-    batch_size: int = 256                 # global batch (all processes together)
-    shuffle: bool = True                  # reshuffle the training set every epoch (false: file order, every epoch)
-    optimizer: str = "sgd"                # sgd | lars
-    lr: float = 0.06                      # base lr; the lr used is lr * batch_size / 256
-    final_lr_ratio: float = 0.0           # cosine decays to lr * final_lr_ratio
+    batch_size: int = 256  # global batch (all processes together)
+    shuffle: bool = True  # reshuffle the training set every epoch (false: file order, every epoch)
+    optimizer: str = "sgd"  # sgd | lars
+    lr: float = 0.06  # base lr; the lr used is lr * batch_size / 256
+    final_lr_ratio: float = 0.0  # cosine decays to lr * final_lr_ratio
     warmup_epochs: float = 0.0
     weight_decay: float = 5e-4
     momentum: float = 0.9
-    exclude_bias_norm: bool = False       # no weight decay / LARS adaptation for biases and norm parameters
-    bias_norm_lr_scale: float = 1.0       # lr multiplier of those (with exclude_bias_norm); Barlow Twins: 0.0048/0.2
+    exclude_bias_norm: bool = False  # no weight decay / LARS adaptation for biases and norm parameters
+    bias_norm_lr_scale: float = 1.0  # lr multiplier of those (with exclude_bias_norm); Barlow Twins: 0.0048/0.2
     lars_eta: float = 0.001
-    lars_clip: bool = False               # LARS trust ratio capped at the lr (solo-learn's clip_lr)
-    predictor_fixed_lr: bool = False      # SimSiam: the predictor keeps the initial lr
+    lars_clip: bool = False  # LARS trust ratio capped at the lr (solo-learn's clip_lr)
+    predictor_fixed_lr: bool = False  # SimSiam: the predictor keeps the initial lr
     # engineering
-    precision: str = "auto"               # auto | bf16 | fp16 | fp32
-    channels_last: str = "auto"           # auto | true | false
+    precision: str = "auto"  # auto | bf16 | fp16 | fp32
+    channels_last: str = "auto"  # auto | true | false
     compile: bool = False
-    device: str = "auto"                  # auto | cpu | cuda
-    workers: int = 4                      # DataLoader workers (image folders decoded on the fly)
-    num_threads: int = 0                  # torch CPU threads (0: torch's default)
+    device: str = "auto"  # auto | cpu | cuda
+    workers: int = 4  # DataLoader workers (image folders decoded on the fly)
+    num_threads: int = 0  # torch CPU threads (0: torch's default)
     seed: int = 0
-    knn_every: int = 1                    # kNN monitor every N epochs (0: off)
+    knn_every: int = 1  # kNN monitor every N epochs (0: off)
     knn_k: int = 200
     knn_t: float = 0.1
-    knn_subset: int = 0                   # kNN monitor on this many images per class of train and test/val (0: all)
-    online_probe: bool = True             # online linear probe on detached features (where labels exist)
-    log_every: int = 50                   # steps between reads of the losses (progress bar, non-finite check)
+    knn_subset: int = 0  # kNN monitor on this many images per class of train and test/val (0: all)
+    online_probe: bool = True  # online linear probe on detached features (where labels exist)
+    log_every: int = 50  # steps between reads of the losses (progress bar, non-finite check)
     # checkpoints (docs/long-runs.md)
-    checkpoint_every: int = 0             # also write checkpoint.pt every N steps (0: at the end of each epoch only)
+    checkpoint_every: int = 0  # also write checkpoint.pt every N steps (0: at the end of each epoch only)
     keep_checkpoints: list[int] = field(default_factory=list)  # keep RUN/checkpoints/epoch_NNNN.pt after these epochs
-    keep_every: int = 0                   # … and after every K-th epoch (0: off)
+    keep_every: int = 0  # … and after every K-th epoch (0: off)
     notes: str = ""
 
     def validate(self) -> None:
@@ -139,8 +139,9 @@ def config_from_dict(values: dict[str, Any], base: PretrainConfig | None = None)
     fields = {f.name: f for f in dataclasses.fields(PretrainConfig)}
     for key, value in values.items():
         if key not in fields:
-            close = difflib.get_close_matches(key, fields, n=3, cutoff=0.6) or [n for n in fields
-                                                                                 if n.startswith(key[:3])]
+            close = difflib.get_close_matches(key, fields, n=3, cutoff=0.6) or [
+                n for n in fields if n.startswith(key[:3])
+            ]
             hint = f" Did you mean {', '.join(close)}?" if close else ""
             raise EsslError(f"Unknown setting {key!r}.{hint} `essl presets --show NAME` lists a preset's settings.")
         setattr(cfg, key, _coerce(key, value))
@@ -151,8 +152,23 @@ def config_from_dict(values: dict[str, Any], base: PretrainConfig | None = None)
 # ------------------------------------------------------------------------------- resuming with changed settings
 # Settings a resumed run may change freely: where the data is, how it is read, when to evaluate, log and
 # checkpoint, and how long to train (the cosine schedule is recomputed for the new length).
-RESUME_SAFE = frozenset({"epochs", "data_root", "workers", "num_threads", "device", "knn_every", "knn_k", "knn_t",
-                         "log_every", "checkpoint_every", "keep_checkpoints", "keep_every", "notes"})
+RESUME_SAFE = frozenset(
+    {
+        "epochs",
+        "data_root",
+        "workers",
+        "num_threads",
+        "device",
+        "knn_every",
+        "knn_k",
+        "knn_t",
+        "log_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "keep_every",
+        "notes",
+    }
+)
 # Settings that change the optimisation from here on; allowed with --allow-change.
 RESUME_WITH_ALLOW = frozenset({"lr", "precision", "compile", "channels_last"})
 _REFUSED_WHY = {
@@ -160,9 +176,12 @@ _REFUSED_WHY = {
     "data": "the data order, steps per epoch and schedule position of the run depend on it",
     "objective": "it changes the objective the run has been optimising",
 }
-_REFUSED_KIND = {**dict.fromkeys(("backbone", "projector", "predictor_hidden", "method", "equivariance",
-                                  "optimizer", "init_from"), "model"),
-                 **dict.fromkeys(("dataset", "image_size", "subset", "batch_size", "seed"), "data")}
+_REFUSED_KIND = {
+    **dict.fromkeys(
+        ("backbone", "projector", "predictor_hidden", "method", "equivariance", "optimizer", "init_from"), "model"
+    ),
+    **dict.fromkeys(("dataset", "image_size", "subset", "batch_size", "seed"), "data"),
+}
 
 
 def resume_changes(old: PretrainConfig, new: PretrainConfig, allow_change: bool = False) -> dict[str, list[Any]]:
@@ -170,17 +189,24 @@ def resume_changes(old: PretrainConfig, new: PretrainConfig, allow_change: bool 
     change and why (``essl pretrain --resume RUN key=value``)."""
     a, b = old.to_dict(), new.to_dict()
     changed = {k: [a[k], b[k]] for k in a if a[k] != b[k]}
-    refused = [f"{k} ({_REFUSED_WHY[_REFUSED_KIND.get(k, 'objective')]})" for k in changed
-               if k not in RESUME_SAFE | RESUME_WITH_ALLOW]
+    refused = [
+        f"{k} ({_REFUSED_WHY[_REFUSED_KIND.get(k, 'objective')]})"
+        for k in changed
+        if k not in RESUME_SAFE | RESUME_WITH_ALLOW
+    ]
     if refused:
-        raise EsslError(f"A resumed run cannot change {'; '.join(refused)}. Start a new run instead, warm-started "
-                        f"from this one with init_from=RUN_DIR. Settings a resume may change: "
-                        f"{', '.join(sorted(RESUME_SAFE))}; with --allow-change also {', '.join(sorted(RESUME_WITH_ALLOW))}.")
+        raise EsslError(
+            f"A resumed run cannot change {'; '.join(refused)}. Start a new run instead, warm-started "
+            f"from this one with init_from=RUN_DIR. Settings a resume may change: "
+            f"{', '.join(sorted(RESUME_SAFE))}; with --allow-change also {', '.join(sorted(RESUME_WITH_ALLOW))}."
+        )
     needs = sorted(k for k in changed if k in RESUME_WITH_ALLOW)
     if needs and not allow_change:
-        raise EsslError(f"Changing {', '.join(needs)} in a resumed run changes its optimisation from here on (the "
-                        f"run no longer matches its settings from the start; the change is recorded in the run "
-                        f"folder). Pass --allow-change to do it.")
+        raise EsslError(
+            f"Changing {', '.join(needs)} in a resumed run changes its optimisation from here on (the "
+            f"run no longer matches its settings from the start; the change is recorded in the run "
+            f"folder). Pass --allow-change to do it."
+        )
     return changed
 
 
@@ -201,8 +227,10 @@ def preset_path(name: str) -> Path:
         return path
     path = PRESET_DIR / f"{name}.yaml"
     if not path.is_file():
-        raise EsslError(f"Unknown preset {name!r}. Available presets: {', '.join(list_presets())} "
-                        f"(or give the path of a .yaml file).")
+        raise EsslError(
+            f"Unknown preset {name!r}. Available presets: {', '.join(list_presets())} "
+            f"(or give the path of a .yaml file)."
+        )
     return path
 
 

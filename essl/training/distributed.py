@@ -51,8 +51,9 @@ def detect_env() -> DistEnv:
             raise EsslError(
                 f"This is task {env['SLURM_PROCID']} of an srun step with {world} tasks, but MASTER_ADDR is not set. "
                 "Export it in the job script before srun, e.g. "
-                "`export MASTER_ADDR=$(scontrol show hostnames \"$SLURM_JOB_NODELIST\" | head -n 1)` "
-                "(docs/distributed.md has a full sbatch example).")
+                '`export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)` '
+                "(docs/distributed.md has a full sbatch example)."
+            )
         rank = int(env["SLURM_PROCID"])
         env.setdefault("RANK", str(rank))
         env.setdefault("WORLD_SIZE", str(world))
@@ -77,8 +78,7 @@ def init_distributed(device_type: str) -> DistEnv:
             raise EsslError("Several processes were launched but this torch build has no torch.distributed.")
         if device_type == "cuda":
             torch.cuda.set_device(cuda_index(denv))
-        dist.init_process_group("nccl" if device_type == "cuda" else "gloo", rank=denv.rank,
-                                world_size=denv.world_size)
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo", rank=denv.rank, world_size=denv.world_size)
     return denv
 
 
@@ -129,5 +129,7 @@ def check_same_on_all_ranks(what: str, text: str, device: torch.device) -> None:
     t = torch.tensor([digest, -digest], dtype=torch.int64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     if t[0].item() != -t[1].item():
-        raise EsslError(f"The processes see different {what} (rank {dist.get_rank()} differs from another rank). "
-                        f"Every node must read the same data at the same path.")
+        raise EsslError(
+            f"The processes see different {what} (rank {dist.get_rank()} differs from another rank). "
+            f"Every node must read the same data at the same path."
+        )

@@ -15,9 +15,16 @@ from essl.runtime import autocast_context
 
 
 @torch.no_grad()
-def extract_features(backbone: nn.Module, images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...],
-                     batch_size: int = 512, device: torch.device | str = "cpu",
-                     dtype: torch.dtype | None = None, channels_last: bool = False) -> torch.Tensor:
+def extract_features(
+    backbone: nn.Module,
+    images: torch.Tensor,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    batch_size: int = 512,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> torch.Tensor:
     """Features ``(N, D)`` in float32 of uint8 ``images`` (N, C, H, W); restores the backbone's train/eval mode."""
     device = torch.device(device)
     was_training = backbone.training
@@ -25,7 +32,7 @@ def extract_features(backbone: nn.Module, images: torch.Tensor, mean: tuple[floa
     norm = Normalize(mean, std).to(device)
     out = []
     for start in range(0, len(images), batch_size):
-        x = norm(images[start:start + batch_size].to(device))
+        x = norm(images[start : start + batch_size].to(device))
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast_context(device, dtype):
@@ -40,10 +47,18 @@ def shard(n: int, rank: int, world: int) -> range:
 
 
 @torch.no_grad()
-def extract_dataset_features(backbone: nn.Module, dataset: Dataset, mean: tuple[float, ...],
-                             std: tuple[float, ...], batch_size: int = 256, workers: int = 4,
-                             device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
-                             channels_last: bool = False, out: np.ndarray | None = None) -> torch.Tensor | None:
+def extract_dataset_features(
+    backbone: nn.Module,
+    dataset: Dataset,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    batch_size: int = 256,
+    workers: int = 4,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    out: np.ndarray | None = None,
+) -> torch.Tensor | None:
     """Features ``(N, D)`` of a map-style dataset of uint8 images (decoded in ``workers`` DataLoader workers).
 
     Under several processes, each extracts its contiguous block of items (:func:`shard`). Memory is bounded by
@@ -51,8 +66,7 @@ def extract_dataset_features(backbone: nn.Module, dataset: Dataset, mean: tuple[
     of this process's own file) the block's rows are written into it and nothing is returned; else the blocks
     are gathered and the ``(N, D)`` float32 tensor is returned on every process."""
     device = torch.device(device)
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() \
-        else (0, 1)
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
     mine = shard(len(dataset), rank, world)
     kw: dict[str, Any] = dict(num_workers=workers, pin_memory=device.type == "cuda")
     if workers > 0:
@@ -69,7 +83,7 @@ def extract_dataset_features(backbone: nn.Module, dataset: Dataset, mean: tuple[
         with autocast_context(device, dtype):
             f = backbone(x).float().cpu()
         if out is not None:
-            out[start:start + len(f)] = f.numpy().astype(out.dtype)
+            out[start : start + len(f)] = f.numpy().astype(out.dtype)
         else:
             parts.append(f)
         start += len(f)
@@ -89,7 +103,7 @@ def _gather_blocks(local: torch.Tensor, n: int, world: int, device: torch.device
     dist.all_reduce(dim, op=dist.ReduceOp.MAX)
     padded = torch.zeros(per, int(dim), device=device)
     if len(local):
-        padded[:len(local)] = local.to(device)
+        padded[: len(local)] = local.to(device)
     gathered = [torch.empty_like(padded) for _ in range(world)]
     dist.all_gather(gathered, padded)
-    return torch.cat([g[:len(shard(n, r, world))].cpu() for r, g in enumerate(gathered)])
+    return torch.cat([g[: len(shard(n, r, world))].cpu() for r, g in enumerate(gathered)])

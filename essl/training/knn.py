@@ -9,14 +9,21 @@ import torch.nn.functional as F
 
 
 @torch.no_grad()
-def knn_predict(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
-                num_classes: int, k: int = 200, t: float = 0.1, chunk: int = 1024) -> torch.Tensor:
+def knn_predict(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    num_classes: int,
+    k: int = 200,
+    t: float = 0.1,
+    chunk: int = 1024,
+) -> torch.Tensor:
     """Class scores ``(N_test, num_classes)``; ``argmax`` is the prediction."""
     bank = F.normalize(train_features.float(), dim=1)
     k = min(k, len(bank))
     scores = []
     for start in range(0, len(test_features), chunk):
-        q = F.normalize(test_features[start:start + chunk].float(), dim=1)
+        q = F.normalize(test_features[start : start + chunk].float(), dim=1)
         sim, idx = (q @ bank.T).topk(k, dim=1)
         weights = (sim / t).exp()
         one_hot = F.one_hot(train_labels[idx], num_classes).float()
@@ -24,8 +31,15 @@ def knn_predict(train_features: torch.Tensor, train_labels: torch.Tensor, test_f
     return torch.cat(scores)
 
 
-def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
-                 test_labels: torch.Tensor, num_classes: int, k: int = 200, t: float = 0.1) -> float:
+def knn_accuracy(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    num_classes: int,
+    k: int = 200,
+    t: float = 0.1,
+) -> float:
     """Top-1 accuracy (in %) of :func:`knn_predict`."""
     pred = knn_predict(train_features, train_labels, test_features, num_classes, k, t).argmax(1)
     return 100.0 * (pred == test_labels).float().mean().item()

@@ -16,10 +16,26 @@ import torch
 from torch import nn
 
 from essl.groups import make_group
-from essl.models import (ema_update, frozen_copy, make_backbone, method_predictor, prediction_head, projector,
-                         projector_dim)
-from essl.objectives import (barlow_twins_loss, byol_loss, info_nce, mocov3_loss, nt_xent, prediction_loss, scale_gradient,
-                             simsiam_loss, vicreg_loss)
+from essl.models import (
+    ema_update,
+    frozen_copy,
+    make_backbone,
+    method_predictor,
+    prediction_head,
+    projector,
+    projector_dim,
+)
+from essl.objectives import (
+    barlow_twins_loss,
+    byol_loss,
+    info_nce,
+    mocov3_loss,
+    nt_xent,
+    prediction_loss,
+    scale_gradient,
+    simsiam_loss,
+    vicreg_loss,
+)
 from essl.objectives.equivariance import head_outputs, relative_features
 from essl.training.config import MOMENTUM_METHODS, PretrainConfig
 
@@ -36,15 +52,21 @@ class ESSLModel(nn.Module):
         self.projector = projector(cfg.projector, dim)
         self.predictor = method_predictor(cfg.method, projector_dim(self.projector), cfg.predictor_hidden)
         # the momentum target network starts as a copy (ξ = θ) and is saved with the model's state_dict
-        self.target = (nn.ModuleDict({"backbone": frozen_copy(self.backbone), "projector": frozen_copy(self.projector)})
-                       if cfg.method in MOMENTUM_METHODS else None)
+        self.target = (
+            nn.ModuleDict({"backbone": frozen_copy(self.backbone), "projector": frozen_copy(self.projector)})
+            if cfg.method in MOMENTUM_METHODS
+            else None
+        )
         self.tasks = list(cfg.equivariance)
         self.orders = [make_group(t.group).order for t in self.tasks]
-        self.heads = nn.ModuleDict({  # a relative task's head sees two embeddings side by side
-            t.group.replace("*", "x"): prediction_head(t.head, dim * (2 if t.relative else 1),
-                                                       head_outputs(t.loss, order))
-            for t, order in zip(self.tasks, self.orders)
-        })
+        self.heads = nn.ModuleDict(
+            {  # a relative task's head sees two embeddings side by side
+                t.group.replace("*", "x"): prediction_head(
+                    t.head, dim * (2 if t.relative else 1), head_outputs(t.loss, order)
+                )
+                for t, order in zip(self.tasks, self.orders)
+            }
+        )
 
     @torch.no_grad()
     def update_target(self, tau: float) -> None:
@@ -76,13 +98,19 @@ class ESSLModel(nn.Module):
                 loss = vicreg_loss(z1, z2, *self.vicreg_weights)
             else:
                 loss = barlow_twins_loss(z1, z2, self.barlow_lambda)
-                if self.barlow_official_gpus:  # the official code's gradient on that many GPUs (objectives/barlow_twins)
+                if (
+                    self.barlow_official_gpus
+                ):  # the official code's gradient on that many GPUs (objectives/barlow_twins)
                     loss = scale_gradient(loss, 1.0 / self.barlow_official_gpus)
         return loss, h1
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor,
-                predictions: list[tuple[torch.Tensor, torch.Tensor]] = (),
-                return_features: bool = False) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        x1: torch.Tensor,
+        x2: torch.Tensor,
+        predictions: list[tuple[torch.Tensor, torch.Tensor]] = (),
+        return_features: bool = False,
+    ) -> dict[str, torch.Tensor]:
         """``predictions[i]`` is ``(orbit images, element labels)`` for the i-th predicted group; for a relative task
         the images are the references followed by the transformed copies (:func:`relative_features`). With
         ``return_features``, ``out["features"]`` holds the detached backbone features of ``x1`` (for the online

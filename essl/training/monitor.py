@@ -33,9 +33,19 @@ class KnnMonitor:
     """A labelled bank and labelled queries; :meth:`measure` returns ``knn_top1`` (and
     ``online_probe_val_top1`` when given a probe)."""
 
-    def __init__(self, bank: ImageData | CenterCropFiles, bank_labels: torch.Tensor,
-                 queries: ImageData | CenterCropFiles, query_labels: torch.Tensor, num_classes: int,
-                 mean: tuple[float, ...], std: tuple[float, ...], k: int, t: float, workers: int = 0):
+    def __init__(
+        self,
+        bank: ImageData | CenterCropFiles,
+        bank_labels: torch.Tensor,
+        queries: ImageData | CenterCropFiles,
+        query_labels: torch.Tensor,
+        num_classes: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        k: int,
+        t: float,
+        workers: int = 0,
+    ):
         self.bank, self.bank_labels, self.queries, self.query_labels = bank, bank_labels, queries, query_labels
         self.num_classes, self.mean, self.std, self.k, self.t = num_classes, mean, std, k, t
         self.workers = workers
@@ -49,10 +59,23 @@ class KnnMonitor:
         return cls(bank, bank.labels, test, test.labels, bank.num_classes, bank.mean, bank.std, k, t)
 
     @classmethod
-    def streamed_folders(cls, train_files: list[Path], train_labels: torch.Tensor, num_classes: int,
-                         val_root: Path, image_size: int, per_class: int, seed: int, mean: tuple[float, ...],
-                         std: tuple[float, ...], k: int, t: float, workers: int, channels: int = 3,
-                         train_root: Path | None = None) -> KnnMonitor:
+    def streamed_folders(
+        cls,
+        train_files: list[Path],
+        train_labels: torch.Tensor,
+        num_classes: int,
+        val_root: Path,
+        image_size: int,
+        per_class: int,
+        seed: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        k: int,
+        t: float,
+        workers: int,
+        channels: int = 3,
+        train_root: Path | None = None,
+    ) -> KnnMonitor:
         """Bank: ``per_class`` of ``train_files`` (the training source's list, not scanned again); queries:
         ``per_class`` of the labelled images under ``val_root``, their classes matched to ``train_root``'s by name."""
         crop = center_crop_size(image_size)
@@ -65,34 +88,64 @@ class KnnMonitor:
         return cls(bank, bank_y, queries, query_y, num_classes, mean, std, k, t, workers)
 
     @classmethod
-    def for_training(cls, data: TrainingData, image_size: int, per_class: int, seed: int, k: int, t: float,
-                     workers: int) -> KnnMonitor | None:
+    def for_training(
+        cls, data: TrainingData, image_size: int, per_class: int, seed: int, k: int, t: float, workers: int
+    ) -> KnnMonitor | None:
         """The monitor of a run's :class:`~essl.data.sources.TrainingData` (None when it has no labelled
         queries): streamed folders or data in memory."""
         if data.files is not None and data.val is not None and data.labels is not None:
-            return cls.streamed_folders(data.files, data.labels, data.num_classes, data.val, image_size, per_class,
-                                        seed, data.mean, data.std, k, t, workers, data.channels,
-                                        train_root=getattr(data.batches, "root", None))
+            return cls.streamed_folders(
+                data.files,
+                data.labels,
+                data.num_classes,
+                data.val,
+                image_size,
+                per_class,
+                seed,
+                data.mean,
+                data.std,
+                k,
+                t,
+                workers,
+                data.channels,
+                train_root=getattr(data.batches, "root", None),
+            )
         if data.bank is not None and data.test is not None:
             return cls.in_memory(data.bank, data.test, per_class, seed, k, t)
         return None
 
-    def features(self, backbone: nn.Module, data: ImageData | CenterCropFiles, device: torch.device,
-                 dtype: torch.dtype, channels_last: bool) -> torch.Tensor:
+    def features(
+        self,
+        backbone: nn.Module,
+        data: ImageData | CenterCropFiles,
+        device: torch.device,
+        dtype: torch.dtype,
+        channels_last: bool,
+    ) -> torch.Tensor:
         kw = dict(mean=self.mean, std=self.std, device=device, dtype=dtype, channels_last=channels_last)
         if self.streamed:
             return extract_dataset_features(backbone, data, workers=self.workers, **kw)
         return extract_features(backbone, data.images, **kw)
 
-    def measure(self, backbone: nn.Module, device: torch.device, dtype: torch.dtype, channels_last: bool,
-                is_main: bool, probe: Any = None) -> dict[str, float]:
+    def measure(
+        self,
+        backbone: nn.Module,
+        device: torch.device,
+        dtype: torch.dtype,
+        channels_last: bool,
+        is_main: bool,
+        probe: Any = None,
+    ) -> dict[str, float]:
         """Run on every process for streamed data (each extracts its share); in memory only the main one works."""
         if not (self.streamed or is_main):
             return {}
         bank_f = self.features(backbone, self.bank, device, dtype, channels_last)
         query_f = self.features(backbone, self.queries, device, dtype, channels_last)
-        out = {"knn_top1": knn_accuracy(bank_f, self.bank_labels, query_f, self.query_labels, self.num_classes,
-                                        self.k, self.t)}
+        out = {
+            "knn_top1": knn_accuracy(
+                bank_f, self.bank_labels, query_f, self.query_labels, self.num_classes, self.k, self.t
+            )
+        }
         if probe is not None:
             out["online_probe_val_top1"] = probe.accuracy(query_f, self.query_labels)
         return out

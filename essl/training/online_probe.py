@@ -55,8 +55,9 @@ class OnlineProbe:
 
     def epoch_top1(self) -> float | None:
         """Training top-1 (%) since the last call, over all processes; resets the counters."""
-        counts = torch.stack([self._hits.double(), torch.tensor(float(self._seen), device=self.device,
-                                                                 dtype=torch.float64)])
+        counts = torch.stack(
+            [self._hits.double(), torch.tensor(float(self._seen), device=self.device, dtype=torch.float64)]
+        )
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(counts)
         self._hits.zero_()
@@ -68,14 +69,18 @@ class OnlineProbe:
         """Top-1 (%) of the head on precomputed (un-augmented) ``features``."""
         hits = 0
         for start in range(0, len(features), chunk):
-            logits = self.head(features[start:start + chunk].to(self.device).float())
-            hits += (logits.argmax(1).cpu() == labels[start:start + chunk]).sum().item()
+            logits = self.head(features[start : start + chunk].to(self.device).float())
+            hits += (logits.argmax(1).cpu() == labels[start : start + chunk]).sum().item()
         return 100.0 * hits / max(len(features), 1)
 
     def state_dict(self) -> dict[str, Any]:
         """Head, optimizer and the running epoch's counters (non-zero in a mid-epoch checkpoint)."""
-        return {"head": self.head.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "hits": self._hits.cpu(), "seen": self._seen}
+        return {
+            "head": self.head.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "hits": self._hits.cpu(),
+            "seen": self._seen,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.head.load_state_dict(state["head"])

@@ -14,10 +14,18 @@ class LARS(torch.optim.Optimizer):
     nor the trust ratio, as in the Barlow Twins and E-SSL ImageNet code. ``clip=True`` caps the trust ratio at the
     learning rate, i.e. scales by ``min(trust / lr, 1)`` (LARC's clipping, solo-learn's ``clip_lr``)."""
 
-    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001,
-                 clip: bool = False):
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta,
-                                      lars_exclude=False, clip=clip))
+    def __init__(
+        self,
+        params,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        eta: float = 0.001,
+        clip: bool = False,
+    ):
+        super().__init__(
+            params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, lars_exclude=False, clip=clip)
+        )
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -60,14 +68,14 @@ def param_groups(model: nn.Module, cfg: PretrainConfig) -> list[dict]:
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0, "fixed_lr": False, "lars_exclude": True})
     if predictor:
-        groups.append({"params": predictor, "weight_decay": cfg.weight_decay, "fixed_lr": True,
-                       "lars_exclude": False})
+        groups.append({"params": predictor, "weight_decay": cfg.weight_decay, "fixed_lr": True, "lars_exclude": False})
     return groups
 
 
 def build_optimizer(model: nn.Module, cfg: PretrainConfig, lr: float) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg)
     if cfg.optimizer == "lars":
-        return LARS(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, eta=cfg.lars_eta,
-                    clip=cfg.lars_clip)
+        return LARS(
+            groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, eta=cfg.lars_eta, clip=cfg.lars_clip
+        )
     return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)

@@ -25,14 +25,34 @@ from essl.data.sources import training_data
 from essl.errors import EsslError, Interrupted, Preempted, interrupts_deferred, os_failure, write_error
 from essl.groups import make_group
 from essl.models.layouts import init_from_weights, split_layout
-from essl.runs import (CHECKPOINT, METRICS, append_change, check_run_dir, default_run_dir, keep_milestone,
-                       load_checkpoint, milestone_path, prepare_run_dir, read_metrics, save_checkpoint, write_config,
-                       write_metrics)
+from essl.runs import (
+    CHECKPOINT,
+    METRICS,
+    append_change,
+    check_run_dir,
+    default_run_dir,
+    keep_milestone,
+    load_checkpoint,
+    milestone_path,
+    prepare_run_dir,
+    read_metrics,
+    save_checkpoint,
+    write_config,
+    write_metrics,
+)
 from essl.runtime import autocast_context, resolve_channels_last, resolve_device, resolve_precision
 from essl.training.checkpoint import rng_state, set_rng_state
 from essl.training.config import PretrainConfig, config_from_dict, nonfinite_settings, resume_changes
-from essl.training.distributed import (DistEnv, all_gather_objects, all_reduce_mean, any_rank, barrier,
-                                       check_same_on_all_ranks, cuda_index, init_distributed)
+from essl.training.distributed import (
+    DistEnv,
+    all_gather_objects,
+    all_reduce_mean,
+    any_rank,
+    barrier,
+    check_same_on_all_ranks,
+    cuda_index,
+    init_distributed,
+)
 from essl.training.model import ESSLModel
 from essl.training.monitor import KnnMonitor
 from essl.training.online_probe import OnlineProbe, epoch_labels
@@ -68,24 +88,44 @@ class Pretrainer:
         self.dtype = resolve_precision(cfg.precision, self.device)
         self.channels_last = resolve_channels_last(cfg.channels_last)
 
-        self.data = training_data(cfg.dataset, cfg.data_root, cfg.image_size, cfg.batch_size, cfg.seed,
-                                  self.denv.rank, self.denv.world_size, subset=cfg.subset, shuffle=cfg.shuffle,
-                                  workers=cfg.workers, pin_memory=self.device.type == "cuda",
-                                  monitor=cfg.knn_every > 0)
+        self.data = training_data(
+            cfg.dataset,
+            cfg.data_root,
+            cfg.image_size,
+            cfg.batch_size,
+            cfg.seed,
+            self.denv.rank,
+            self.denv.world_size,
+            subset=cfg.subset,
+            shuffle=cfg.shuffle,
+            workers=cfg.workers,
+            pin_memory=self.device.type == "cuda",
+            monitor=cfg.knn_every > 0,
+        )
         check_same_on_all_ranks("training files", self.data.fingerprint, self.device)
         self.batches, self.train = self.data.batches, self.data.train
-        if (isinstance(self.batches, TensorBatches) and self.device.type == "cuda"
-                and self.batches.images.nbytes <= GPU_RESIDENT_BYTES):
+        if (
+            isinstance(self.batches, TensorBatches)
+            and self.device.type == "cuda"
+            and self.batches.images.nbytes <= GPU_RESIDENT_BYTES
+        ):
             self.batches.images = self.batches.images.to(self.device)  # no host-to-device copy per step
         channels, mean, std = self.data.channels, self.data.mean, self.data.std
         labels, classes = self.data.labels, self.data.num_classes
-        self.monitor = (KnnMonitor.for_training(self.data, cfg.image_size, cfg.knn_subset, cfg.seed, cfg.knn_k,
-                                                cfg.knn_t, cfg.workers) if cfg.knn_every > 0 else None)
+        self.monitor = (
+            KnnMonitor.for_training(
+                self.data, cfg.image_size, cfg.knn_subset, cfg.seed, cfg.knn_k, cfg.knn_t, cfg.workers
+            )
+            if cfg.knn_every > 0
+            else None
+        )
         self.normalize = Normalize(mean, std).to(self.device)
         self.views = [build_view(resolve_view(v), channels).to(self.device) for v in cfg.views]
         self.invariances = [make_group(g) for g in cfg.invariances]
-        self.tasks = [(make_group(t.group), build_view(resolve_view(t.view), channels).to(self.device), t)
-                      for t in cfg.equivariance]
+        self.tasks = [
+            (make_group(t.group), build_view(resolve_view(t.view), channels).to(self.device), t)
+            for t in cfg.equivariance
+        ]
 
         self.model = ESSLModel(cfg, channels).to(self.device)
         if self.channels_last:
@@ -95,15 +135,22 @@ class Pretrainer:
         self.scaled_lr = scaled_lr = cfg.lr * cfg.batch_size / 256
         self.optimizer = build_optimizer(self.model, cfg, scaled_lr)
         steps = len(self.batches)
-        self.lrs = warmup_cosine(scaled_lr, scaled_lr * cfg.final_lr_ratio, cfg.epochs * steps,
-                                 round(cfg.warmup_epochs * steps))
+        self.lrs = warmup_cosine(
+            scaled_lr, scaled_lr * cfg.final_lr_ratio, cfg.epochs * steps, round(cfg.warmup_epochs * steps)
+        )
         # BYOL / MoCo v3: the target network's EMA momentum per step (cosine from its base value to its final one)
-        self.taus = (momentum_schedule(cfg.target_momentum, cfg.target_momentum_final, cfg.epochs * steps)
-                     if self.model.target is not None else None)
+        self.taus = (
+            momentum_schedule(cfg.target_momentum, cfg.target_momentum_final, cfg.epochs * steps)
+            if self.model.target is not None
+            else None
+        )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.labels = labels
-        self.probe = (OnlineProbe(self.model.backbone.feature_dim, classes, self.device, cfg.seed)
-                      if cfg.online_probe and labels is not None else None)
+        self.probe = (
+            OnlineProbe(self.model.backbone.feature_dim, classes, self.device, cfg.seed)
+            if cfg.online_probe and labels is not None
+            else None
+        )
         self.start_epoch, self.start_step = 0, 0
         self.partial: dict[str, Any] | None = None
         self.rng_restored = False
@@ -123,8 +170,10 @@ class Pretrainer:
         if path.is_dir():
             path = path / CHECKPOINT
         if not path.is_file():
-            raise EsslError(f"init_from={source}: no such file or run folder. Give an essl run folder, an exported "
-                            f"backbone, or a released checkpoint (.pth).")
+            raise EsslError(
+                f"init_from={source}: no such file or run folder. Give an essl run folder, an exported "
+                f"backbone, or a released checkpoint (.pth)."
+            )
         report = init_from_weights(self.model, split_layout(load_checkpoint(path), str(path)), str(path))
         if self.denv.is_main:
             skipped = f"; not loaded: {', '.join(report['skipped'])}" if report["skipped"] else ""
@@ -139,19 +188,32 @@ class Pretrainer:
         steps = len(self.batches)
         step = epoch * steps + step_in_epoch
         tau = float(self.taus[step - 1]) if self.taus is not None and step else None  # of the last step taken
-        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "scaler": self.scaler.state_dict(), "epoch": epoch, "step": epoch * steps + step_in_epoch,
-                 "steps_per_epoch": steps, "config": self.cfg.to_dict(), "rng": rng_state(),
-                 "world_size": self.denv.world_size, "target_momentum": tau,
-                 **({"online_probe": self.probe.state_dict()} if self.probe else {})}
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": epoch,
+            "step": epoch * steps + step_in_epoch,
+            "steps_per_epoch": steps,
+            "config": self.cfg.to_dict(),
+            "rng": rng_state(),
+            "world_size": self.denv.world_size,
+            "target_momentum": tau,
+            **({"online_probe": self.probe.state_dict()} if self.probe else {}),
+        }
         if self.denv.enabled:
             state["rng_ranks"] = all_gather_objects(state["rng"])
         if partial is not None:
             state["partial"] = partial
         return state
 
-    def save(self, epoch: int, step_in_epoch: int = 0, partial: dict[str, Any] | None = None,
-             rows: list[dict[str, Any]] | None = None) -> None:
+    def save(
+        self,
+        epoch: int,
+        step_in_epoch: int = 0,
+        partial: dict[str, Any] | None = None,
+        rows: list[dict[str, Any]] | None = None,
+    ) -> None:
         """Write ``checkpoint.pt`` atomically on rank 0 (every rank calls this); at the end of an epoch (``rows``)
         ``metrics.jsonl`` first and a kept milestone after it. Ctrl-C waits until they are written; a failed
         write says what happened and which checkpoint is intact."""
@@ -205,9 +267,11 @@ class Pretrainer:
         steps = len(self.batches)
         if "steps_per_epoch" in ckpt:
             if int(ckpt["steps_per_epoch"]) != steps:
-                raise EsslError(f"The checkpoint was written with {ckpt['steps_per_epoch']} steps per epoch, but the "
-                                f"data now gives {steps}: the training set or batch size differs from the run's. "
-                                f"Point data_root at the same data the run started with.")
+                raise EsslError(
+                    f"The checkpoint was written with {ckpt['steps_per_epoch']} steps per epoch, but the "
+                    f"data now gives {steps}: the training set or batch size differs from the run's. "
+                    f"Point data_root at the same data the run started with."
+                )
             self.start_epoch, self.start_step = divmod(int(ckpt["step"]), steps)
         else:  # written before step checkpoints existed: always at an epoch boundary
             self.start_epoch, self.start_step = int(ckpt["epoch"]), 0
@@ -273,8 +337,9 @@ class Pretrainer:
         """``knn_top1`` (and ``online_probe_val_top1``) on the monitor's data; {} where there is none."""
         if self.monitor is None:
             return {}
-        return self.monitor.measure(self.model.backbone, self.device, self.dtype, self.channels_last,
-                                    self.denv.is_main, self.probe)
+        return self.monitor.measure(
+            self.model.backbone, self.device, self.dtype, self.channels_last, self.denv.is_main, self.probe
+        )
 
     def fit(self) -> list[dict[str, Any]]:
         try:
@@ -288,9 +353,15 @@ class Pretrainer:
         between); the non-finite check runs on those sums, before any checkpoint is written."""
         cfg, steps = self.cfg, len(self.batches)
         rows = [r for r in read_metrics(self.run_dir) if r.get("epoch", 0) <= self.start_epoch]
-        bar = tqdm(total=cfg.epochs * steps, initial=self.start_epoch * steps + self.start_step, unit="step",
-                   dynamic_ncols=True, disable=not (self.progress and self.denv.is_main), desc="pretrain",
-                   smoothing=0.1)
+        bar = tqdm(
+            total=cfg.epochs * steps,
+            initial=self.start_epoch * steps + self.start_step,
+            unit="step",
+            dynamic_ncols=True,
+            disable=not (self.progress and self.denv.is_main),
+            desc="pretrain",
+            smoothing=0.1,
+        )
         with sigterm_flag(cfg.checkpoint_every > 0) as sigterm:
             for epoch in range(self.start_epoch, cfg.epochs):
                 first = self.start_step if epoch == self.start_epoch else 0
@@ -322,9 +393,13 @@ class Pretrainer:
                     if nonfinite:
                         raise EsslError(self.nonfinite_message(epoch, logged[0] + 1, done))
                     elapsed = spent + time.perf_counter() - t0
-                    bar.set_postfix(ep=f"{epoch + 1}/{cfg.epochs}",
-                                    loss=f"{(total - float(logged[1])) / (done - logged[0]):.3f}",
-                                    lr=f"{self.lrs[it]:.3g}", img_s=f"{seen / elapsed:.0f}", refresh=False)
+                    bar.set_postfix(
+                        ep=f"{epoch + 1}/{cfg.epochs}",
+                        loss=f"{(total - float(logged[1])) / (done - logged[0]):.3f}",
+                        lr=f"{self.lrs[it]:.3g}",
+                        img_s=f"{seen / elapsed:.0f}",
+                        refresh=False,
+                    )
                     logged = (done, total)
                     if checkpoint_due or (stop and done < steps):
                         partial = {"sums": {k: v.cpu() for k, v in sums.items()}, "seen": seen, "elapsed": elapsed}
@@ -333,20 +408,35 @@ class Pretrainer:
                         if done == steps:
                             self.end_epoch(epoch, rows, sums, seen, elapsed, bar)
                         bar.close()
-                        where = f"step {done} of {steps} in epoch {epoch + 1}" if done < steps else \
-                            f"the end of epoch {epoch + 1}"
-                        raise Preempted(f"SIGTERM: a checkpoint was written at {where}; continue with "
-                                        f"`essl pretrain --resume {self.run_dir}`.")
+                        where = (
+                            f"step {done} of {steps} in epoch {epoch + 1}"
+                            if done < steps
+                            else f"the end of epoch {epoch + 1}"
+                        )
+                        raise Preempted(
+                            f"SIGTERM: a checkpoint was written at {where}; continue with "
+                            f"`essl pretrain --resume {self.run_dir}`."
+                        )
                 self.end_epoch(epoch, rows, sums, seen, spent + time.perf_counter() - t0, bar)
         bar.close()
         return rows
 
-    def end_epoch(self, epoch: int, rows: list[dict[str, Any]], sums: dict[str, torch.Tensor], seen: int,
-                  elapsed: float, bar: tqdm) -> None:
+    def end_epoch(
+        self,
+        epoch: int,
+        rows: list[dict[str, Any]],
+        sums: dict[str, torch.Tensor],
+        seen: int,
+        elapsed: float,
+        bar: tqdm,
+    ) -> None:
         """The epoch's metrics line, the kNN monitor, the rolling checkpoint and any milestone."""
         cfg, steps = self.cfg, len(self.batches)
-        row: dict[str, Any] = {"epoch": epoch + 1, "step": (epoch + 1) * steps,
-                               "lr": float(self.lrs[(epoch + 1) * steps - 1])}
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "step": (epoch + 1) * steps,
+            "lr": float(self.lrs[(epoch + 1) * steps - 1]),
+        }
         means = (torch.stack(list(sums.values())) / steps).tolist()  # one device-to-host copy
         row.update(all_reduce_mean(dict(zip(sums, means)), self.device))
         if self.taus is not None:
@@ -358,10 +448,14 @@ class Pretrainer:
             measured = self.knn_monitor()
             row.update(measured)
             if "knn_top1" in measured:
-                probe = (f", online probe {measured['online_probe_val_top1']:.2f}%"
-                         if "online_probe_val_top1" in measured else "")
-                bar.write(f"epoch {epoch + 1}: kNN top-1 {measured['knn_top1']:.2f}% (k={cfg.knn_k}, "
-                          f"t={cfg.knn_t}){probe}")
+                probe = (
+                    f", online probe {measured['online_probe_val_top1']:.2f}%"
+                    if "online_probe_val_top1" in measured
+                    else ""
+                )
+                bar.write(
+                    f"epoch {epoch + 1}: kNN top-1 {measured['knn_top1']:.2f}% (k={cfg.knn_k}, t={cfg.knn_t}){probe}"
+                )
         rows.append(row)
         self.save(epoch + 1, rows=rows)
 
@@ -372,24 +466,37 @@ class Pretrainer:
         where = f"epoch {epoch + 1}, step {first}" + (f"-{last}" if last > first else "")
         bad = nonfinite_settings(self.cfg)
         if bad:
-            return (f"The loss became non-finite at {where} because {', '.join(bad)} is not a finite number. "
-                    f"Start a new run with a finite value.")
+            return (
+                f"The loss became non-finite at {where} because {', '.join(bad)} is not a finite number. "
+                f"Start a new run with a finite value."
+            )
         lower = f"lr={self.cfg.lr / 2:g}"
         if self.saved_at is None:
-            return (f"The loss became non-finite (nan or inf) at {where}, before the first checkpoint. Start the "
-                    f"run again with a lower learning rate ({lower}; now lr={self.cfg.lr:g})"
-                    f"{' or precision=fp32' if self.dtype != torch.float32 else ''}.")
+            return (
+                f"The loss became non-finite (nan or inf) at {where}, before the first checkpoint. Start the "
+                f"run again with a lower learning rate ({lower}; now lr={self.cfg.lr:g})"
+                f"{' or precision=fp32' if self.dtype != torch.float32 else ''}."
+            )
         e, st = self.saved_at
         at = f"epoch {e + 1}, step {st}" if st else f"the end of epoch {e}"
         fp32 = " precision=fp32" if self.dtype != torch.float32 else ""
-        return (f"The loss became non-finite (nan or inf) at {where}. The last checkpoint ({at}) was written before "
-                f"that and is intact. Continue from it with a lower learning rate (now lr={self.cfg.lr:g}): "
-                f"`essl pretrain --resume {self.run_dir} {lower}{fp32} --allow-change`.")
+        return (
+            f"The loss became non-finite (nan or inf) at {where}. The last checkpoint ({at}) was written before "
+            f"that and is intact. Continue from it with a lower learning rate (now lr={self.cfg.lr:g}): "
+            f"`essl pretrain --resume {self.run_dir} {lower}{fp32} --allow-change`."
+        )
 
 
-def pretrain(cfg: PretrainConfig | None, run_dir: Path | str | None = None, resume: bool = False,
-             overwrite: bool = False, progress: bool = True, preset_name: str = "run",
-             changes: dict[str, Any] | None = None, allow_change: bool = False) -> Path:
+def pretrain(
+    cfg: PretrainConfig | None,
+    run_dir: Path | str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    preset_name: str = "run",
+    changes: dict[str, Any] | None = None,
+    allow_change: bool = False,
+) -> Path:
     """Run (or, with ``resume``, continue) a pretraining run; returns the run folder.
 
     A resumed run may change some settings (``changes``, e.g. ``{"epochs": 200}``; :func:`resume_changes` says
@@ -425,19 +532,32 @@ def pretrain(cfg: PretrainConfig | None, run_dir: Path | str | None = None, resu
         trainer.restore(ckpt)
         if trainer.start_epoch >= cfg.epochs:
             if "epochs" in changed:
-                raise EsslError(f"The run in {run_dir} has already trained {trainer.start_epoch} epochs; epochs="
-                                f"{cfg.epochs} would end before that. Give more epochs than {trainer.start_epoch}.")
-            raise EsslError(f"The run in {run_dir} already finished all {cfg.epochs} epochs; nothing to resume. "
-                            f"Extend it with `essl pretrain --resume {run_dir} epochs=N`.")
+                raise EsslError(
+                    f"The run in {run_dir} has already trained {trainer.start_epoch} epochs; epochs="
+                    f"{cfg.epochs} would end before that. Give more epochs than {trainer.start_epoch}."
+                )
+            raise EsslError(
+                f"The run in {run_dir} already finished all {cfg.epochs} epochs; nothing to resume. "
+                f"Extend it with `essl pretrain --resume {run_dir} epochs=N`."
+            )
         if changed and main:
             record_changes(run_dir, cfg, changed, ckpt, allow_change)
     trainer.fit()
     return run_dir
 
 
-def record_changes(run_dir: Path, cfg: PretrainConfig, changed: dict[str, list[Any]], ckpt: dict[str, Any],
-                   allow_change: bool) -> None:
+def record_changes(
+    run_dir: Path, cfg: PretrainConfig, changed: dict[str, list[Any]], ckpt: dict[str, Any], allow_change: bool
+) -> None:
     """Append the resume's changes to ``changes.jsonl`` and rewrite ``config.yaml`` with the new settings."""
-    append_change(run_dir, {"time": datetime.now().isoformat(timespec="seconds"), "epoch": int(ckpt["epoch"]),
-                            "step": int(ckpt.get("step", 0)), "changes": changed, "allow_change": allow_change})
+    append_change(
+        run_dir,
+        {
+            "time": datetime.now().isoformat(timespec="seconds"),
+            "epoch": int(ckpt["epoch"]),
+            "step": int(ckpt.get("step", 0)),
+            "changes": changed,
+            "allow_change": allow_change,
+        },
+    )
     write_config(run_dir, cfg)

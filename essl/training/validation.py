@@ -41,16 +41,24 @@ class Rule:
     gt: float | None = None
     le: float | None = None
     choices: tuple[str, ...] | Callable[[], Iterable[str]] | None = None
-    optional: bool = False                              # None is allowed (e.g. data_root of mnist5k)
-    item: Callable[[str, str], None] | None = None      # extra check of each name (raises EsslError)
-    length: int | None = None                           # names: exactly this many
+    optional: bool = False  # None is allowed (e.g. data_root of mnist5k)
+    item: Callable[[str, str], None] | None = None  # extra check of each name (raises EsslError)
+    length: int | None = None  # names: exactly this many
     note: str = ""
 
     def describe(self) -> str:
-        words = {"int": "a whole number", "float": "a finite number", "bool": "true or false", "str": "a text",
-                 "names": "a list of names", "tasks": "a list of entries",
-                 "views": "a list of view recipes", "view": "a view recipe", "epochs": "a list of epochs"}[self.kind]
-        low = (f"[{_num(self.ge)}" if self.ge is not None else f"({_num(self.gt)}" if self.gt is not None else None)
+        words = {
+            "int": "a whole number",
+            "float": "a finite number",
+            "bool": "true or false",
+            "str": "a text",
+            "names": "a list of names",
+            "tasks": "a list of entries",
+            "views": "a list of view recipes",
+            "view": "a view recipe",
+            "epochs": "a list of epochs",
+        }[self.kind]
+        low = f"[{_num(self.ge)}" if self.ge is not None else f"({_num(self.gt)}" if self.gt is not None else None
         if low is not None and self.le is not None:
             return f"{words} in {low}, {_num(self.le)}]"
         bounds = [f"{op} {_num(v)}" for op, v in ((">=", self.ge), (">", self.gt), ("<=", self.le)) if v is not None]
@@ -103,8 +111,9 @@ class Rule:
                 value = [value]
             if isinstance(value, str):
                 value = [v.strip() for v in value.split(",") if v.strip()]
-            if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool)
-                                               or isinstance(v, str) and v.isdigit() for v in value):
+            if isinstance(value, list) and all(
+                isinstance(v, int) and not isinstance(v, bool) or isinstance(v, str) and v.isdigit() for v in value
+            ):
                 return sorted({int(v) for v in value})
         elif self.kind == "tasks":
             if isinstance(value, list):
@@ -116,9 +125,12 @@ class Rule:
         if value is None and self.optional:
             return
         if self.kind in ("int", "float"):
-            bad = (self.kind == "float" and not math.isfinite(value)) or \
-                  (self.ge is not None and not value >= self.ge) or (self.gt is not None and not value > self.gt) or \
-                  (self.le is not None and not value <= self.le)
+            bad = (
+                (self.kind == "float" and not math.isfinite(value))
+                or (self.ge is not None and not value >= self.ge)
+                or (self.gt is not None and not value > self.gt)
+                or (self.le is not None and not value <= self.le)
+            )
             if bad:
                 raise EsslError(f"{name} must be {self.describe()}{self._note()}; got {_num(value)}.")
         if self.kind == "epochs" and any(v < 1 for v in value):
@@ -146,8 +158,9 @@ def Int(ge: int | None = None, le: int | None = None, note: str = "", optional: 
     return Rule("int", ge=ge, le=le, note=note, optional=optional)
 
 
-def Float(ge: float | None = None, gt: float | None = None, le: float | None = None, note: str = "",
-          optional: bool = False) -> Rule:
+def Float(
+    ge: float | None = None, gt: float | None = None, le: float | None = None, note: str = "", optional: bool = False
+) -> Rule:
     return Rule("float", ge=ge, gt=gt, le=le, note=note, optional=optional)
 
 
@@ -177,8 +190,9 @@ def check_backbone(name: str, value: str) -> None:
     """A built-in backbone, or ``package.module:function`` (checked when the model is built, before any write)."""
     module, sep, attr = value.partition(":")
     if value not in BACKBONES and not (sep and module and attr):
-        raise EsslError(f"{name} must be one of {', '.join(BACKBONES)}, or your own as package.module:function; "
-                        f"got {value!r}.")
+        raise EsslError(
+            f"{name} must be one of {', '.join(BACKBONES)}, or your own as package.module:function; got {value!r}."
+        )
 
 
 def check_group(name: str, value: str) -> None:
@@ -283,22 +297,30 @@ def cross_checks(cfg: Any) -> None:
     if cfg.barlow_official_gpus and cfg.method != "barlow_twins":
         raise EsslError("barlow_official_gpus applies to method=barlow_twins only.")
     if cfg.bias_norm_lr_scale != 1.0 and not cfg.exclude_bias_norm:
-        raise EsslError("bias_norm_lr_scale applies to biases and norm parameters in their own group: set "
-                        "exclude_bias_norm: true as well.")
+        raise EsslError(
+            "bias_norm_lr_scale applies to biases and norm parameters in their own group: set "
+            "exclude_bias_norm: true as well."
+        )
     if cfg.target_momentum > cfg.target_momentum_final:
-        raise EsslError(f"target_momentum ({cfg.target_momentum:g}) must not exceed target_momentum_final "
-                        f"({cfg.target_momentum_final:g}); BYOL and MoCo v3 use 0.99 rising to 1.0.")
+        raise EsslError(
+            f"target_momentum ({cfg.target_momentum:g}) must not exceed target_momentum_final "
+            f"({cfg.target_momentum_final:g}); BYOL and MoCo v3 use 0.99 rising to 1.0."
+        )
     names = [t.group for t in cfg.equivariance]
     if len(set(names)) != len(names):
         raise EsslError(f"each predicted group may appear once in equivariance, got {names}.")
     for t in cfg.equivariance:
         group = make_group(t.group)
         if not group.finite:
-            raise EsslError(f"{t.group!r} is a continuous transformation: it can be an invariance but not a "
-                            f"predicted group (equivariance needs finitely many elements to predict).")
+            raise EsslError(
+                f"{t.group!r} is a continuous transformation: it can be an invariance but not a "
+                f"predicted group (equivariance needs finitely many elements to predict)."
+            )
         if t.samples > group.order:
-            raise EsslError(f"equivariance {t.group!r}: samples must be at most the group's order {group.order} "
-                            f"(0 predicts every element); got {t.samples}.")
+            raise EsslError(
+                f"equivariance {t.group!r}: samples must be at most the group's order {group.order} "
+                f"(0 predicts every element); got {t.samples}."
+            )
 
 
 # ------------------------------------------------------------------------------------ command-line options

@@ -38,9 +38,12 @@ from collections.abc import Callable
 
 OUTCOMES = ("clear", "misleading", "wrote", "silent", "traceback", "lost")
 #: Words of advice: a message that matches says what to do (or what the value must be).
-ADVICE = re.compile(r"\b(must|expected|expects|expect|choose|use|give|pass|set|remove|delete|lower|raise|at least|"
-                    r"at most|one of|should|rename|move|regenerate|generate|needs?|lay it out|point|invalid choice|"
-                    r"required|allowed|only|known|did you mean|lists?)\b", re.IGNORECASE)
+ADVICE = re.compile(
+    r"\b(must|expected|expects|expect|choose|use|give|pass|set|remove|delete|lower|raise|at least|"
+    r"at most|one of|should|rename|move|regenerate|generate|needs?|lay it out|point|invalid choice|"
+    r"required|allowed|only|known|did you mean|lists?)\b",
+    re.IGNORECASE,
+)
 TRACEBACK = "Traceback (most recent call last)"
 
 
@@ -50,11 +53,11 @@ class Case:
 
     id: str
     argv: tuple[str, ...]
-    names: tuple[str, ...]                        # all must appear in the message (case-insensitive)
-    fix: str | None = None                        # regex for the advice (default: ADVICE)
-    setup: Callable[[Path], None] | None = None   # builds the inputs inside the workspace
+    names: tuple[str, ...]  # all must appear in the message (case-insensitive)
+    fix: str | None = None  # regex for the advice (default: ADVICE)
+    setup: Callable[[Path], None] | None = None  # builds the inputs inside the workspace
     subprocess: bool = False
-    open: str | None = None                       # known failure, not fixed yet: who fixes it
+    open: str | None = None  # known failure, not fixed yet: who fixes it
     timeout: float = 300.0
 
 
@@ -62,10 +65,10 @@ class Case:
 class Result:
     case: Case
     code: int | None
-    output: str                                   # stdout + stderr
-    escaped: str | None = None                    # traceback of an exception that left essl.cli.main
-    changed: list[str] = field(default_factory=list)   # existing files changed or removed
-    created: list[str] = field(default_factory=list)   # new files or folders
+    output: str  # stdout + stderr
+    escaped: str | None = None  # traceback of an exception that left essl.cli.main
+    changed: list[str] = field(default_factory=list)  # existing files changed or removed
+    created: list[str] = field(default_factory=list)  # new files or folders
 
     @property
     def outcome(self) -> str:
@@ -142,10 +145,12 @@ def _run_inprocess(argv: list[str]) -> tuple[int | None, str, str | None]:
 
 def _run_subprocess(argv: list[str], timeout: float) -> tuple[int | None, str, str | None]:
     repo = Path(__file__).resolve().parents[2]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "essl", *argv], capture_output=True, text=True, env=env,
-                          timeout=timeout)
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]), OMP_NUM_THREADS="1"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "essl", *argv], capture_output=True, text=True, env=env, timeout=timeout
+    )
     return proc.returncode, proc.stdout + proc.stderr, None
 
 
@@ -160,7 +165,7 @@ def run_case(case: Case, workspace: Path) -> Result:
             case.setup(workspace)
         before = snapshot(workspace)
         argv = list(case.argv)
-        code, output, escaped = (_run_subprocess(argv, case.timeout) if case.subprocess else _run_inprocess(argv))
+        code, output, escaped = _run_subprocess(argv, case.timeout) if case.subprocess else _run_inprocess(argv)
         after = snapshot(workspace)
     finally:
         os.chdir(old_cwd)
@@ -190,8 +195,9 @@ def params(cases: list[Case]) -> list:
     ids = [c.id for c in cases]
     dup = {i for i in ids if ids.count(i) > 1}
     assert not dup, f"duplicate case ids {dup}"
-    return [pytest.param(c, id=c.id, marks=[pytest.mark.xfail(strict=True, reason=c.open)] if c.open else [])
-            for c in cases]
+    return [
+        pytest.param(c, id=c.id, marks=[pytest.mark.xfail(strict=True, reason=c.open)] if c.open else []) for c in cases
+    ]
 
 
 # ------------------------------------------------------------------------------------ shared inputs (cached)
@@ -228,10 +234,23 @@ def image_folder() -> Path:
     return cached("folder", _build_folder)
 
 
-TINY_RUN = {"dataset": "folder", "image_size": 16, "backbone": "small_cnn", "projector": "small",
-            "method": "simclr", "views": ["crop_only", "crop_only"], "batch_size": 16, "epochs": 1, "lr": 0.05,
-            "knn_every": 0, "num_threads": 1, "precision": "fp32", "channels_last": "false", "seed": 0,
-            "workers": 0}
+TINY_RUN = {
+    "dataset": "folder",
+    "image_size": 16,
+    "backbone": "small_cnn",
+    "projector": "small",
+    "method": "simclr",
+    "views": ["crop_only", "crop_only"],
+    "batch_size": 16,
+    "epochs": 1,
+    "lr": 0.05,
+    "knn_every": 0,
+    "num_threads": 1,
+    "precision": "fp32",
+    "channels_last": "false",
+    "seed": 0,
+    "workers": 0,
+}
 
 
 def _build_run(path: Path) -> None:
@@ -252,27 +271,33 @@ def tiny_run() -> Path:
 # --------------------------------------------------------------------------------------- setup helpers
 def copy_in(source: Callable[[], Path], name: str) -> Callable[[Path], None]:
     """Setup: copy a cached input into the workspace as ``name``."""
+
     def setup(ws: Path) -> None:
         src = source()
         if src.is_dir():
             shutil.copytree(src, ws / name)
         else:
             shutil.copy2(src, ws / name)
+
     return setup
 
 
 def write_file(name: str, text: str | bytes) -> Callable[[Path], None]:
     """Setup: a file with the given contents."""
+
     def setup(ws: Path) -> None:
         path = ws / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(text if isinstance(text, bytes) else text.encode())
+
     return setup
 
 
 def both(*setups: Callable[[Path], None]) -> Callable[[Path], None]:
     """Setup: several setups in order."""
+
     def setup(ws: Path) -> None:
         for s in setups:
             s(ws)
+
     return setup

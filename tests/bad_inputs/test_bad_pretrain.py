@@ -5,16 +5,27 @@ import pytest
 from .harness import Case, check, params, write_file
 
 # a cheap base so that a bad setting that is accepted by mistake trains for seconds, not minutes
-CHEAP = ("epochs=1", "subset=64", "batch_size=32", "knn_every=0", "num_threads=1", "precision=fp32",
-         "warmup_epochs=0")
+CHEAP = ("epochs=1", "subset=64", "batch_size=32", "knn_every=0", "num_threads=1", "precision=fp32", "warmup_epochs=0")
 
 
-def pre(case_id: str, *overrides: str, names: tuple[str, ...], fix: str | None = None, preset: str = "mnist5k-simclr",
-        open: str | None = None, setup=None) -> Case:
+def pre(
+    case_id: str,
+    *overrides: str,
+    names: tuple[str, ...],
+    fix: str | None = None,
+    preset: str = "mnist5k-simclr",
+    open: str | None = None,
+    setup=None,
+) -> Case:
     """``essl pretrain PRESET <cheap settings> OVERRIDES --out r``: nothing may be written to r."""
-    return Case(case_id, ("pretrain", preset, *CHEAP, *overrides, "--out", "r", "--no-progress"), names, fix,
-                setup=setup, open=open)
-
+    return Case(
+        case_id,
+        ("pretrain", preset, *CHEAP, *overrides, "--out", "r", "--no-progress"),
+        names,
+        fix,
+        setup=setup,
+        open=open,
+    )
 
 
 EQ = "equivariance=[{group: rotation, weight: %s, view: mnist_small, head: small, samples: %s}]"
@@ -71,21 +82,37 @@ CASES = [
     pre("unknown-projector", "projector=huge", names=("projector", "huge")),
     pre("unknown-device", "device=tpu", names=("device", "tpu")),
     pre("unknown-group", EQ.replace("rotation", "spin") % (0.4, 0), names=("spin",), preset="mnist5k-esimclr"),
-    pre("unknown-head", EQ.replace("head: small", "head: giant") % (0.4, 0), names=("head", "giant"),
-        preset="mnist5k-esimclr"),
+    pre(
+        "unknown-head",
+        EQ.replace("head: small", "head: giant") % (0.4, 0),
+        names=("head", "giant"),
+        preset="mnist5k-esimclr",
+    ),
     pre("unknown-invariance", "invariances=[wobble]", names=("wobble",)),
     pre("cifar-without-data_root", "dataset=cifar10", names=("data_root",)),
     pre("cifar-missing-folder", "dataset=cifar10", "data_root=nowhere", names=("nowhere",)),
     # presets and the command line
     Case("preset-unknown", ("pretrain", "no-such-preset", "--out", "r"), ("no-such-preset",)),
-    Case("preset-file-is-a-list", ("pretrain", "p.yaml", "--out", "r"), ("p.yaml", "mapping"),
-         setup=write_file("p.yaml", "- lr: 0.1\n")),
-    Case("preset-file-bad-yaml", ("pretrain", "p.yaml", "--out", "r"), ("p.yaml",),
-         setup=write_file("p.yaml", "lr: [0.1\n")),
-    Case("override-without-equals", ("pretrain", "mnist5k-simclr", "epochs", "--out", "r"), ("epochs",),
-         fix="key=value"),
-    Case("override-after-option-bad-value", ("pretrain", "mnist5k-simclr", "--no-progress", "lr=nan", "--out", "r"),
-         ("lr", "nan")),
+    Case(
+        "preset-file-is-a-list",
+        ("pretrain", "p.yaml", "--out", "r"),
+        ("p.yaml", "mapping"),
+        setup=write_file("p.yaml", "- lr: 0.1\n"),
+    ),
+    Case(
+        "preset-file-bad-yaml",
+        ("pretrain", "p.yaml", "--out", "r"),
+        ("p.yaml",),
+        setup=write_file("p.yaml", "lr: [0.1\n"),
+    ),
+    Case(
+        "override-without-equals", ("pretrain", "mnist5k-simclr", "epochs", "--out", "r"), ("epochs",), fix="key=value"
+    ),
+    Case(
+        "override-after-option-bad-value",
+        ("pretrain", "mnist5k-simclr", "--no-progress", "lr=nan", "--out", "r"),
+        ("lr", "nan"),
+    ),
     Case("presets-show-unknown", ("presets", "--show", "nope"), ("nope",)),
 ]
 

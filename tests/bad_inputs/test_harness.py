@@ -22,7 +22,9 @@ def test_run_case_sees_changes_and_new_files(tmp_path):
     # `essl presets` succeeds: silent; a preset file given to pretrain whose --out exists as a file: untouched
     r = run_case(Case("presets", ("presets",), ("x",)), tmp_path / "a")
     assert r.code == 0 and r.outcome == "silent" and "mnist5k-simclr" in r.output
-    r = run_case(Case("out-is-file", ("pretrain", "mnist5k-simclr", "--out", "f"), ("f",),
-                      setup=write_file("f", "keep me")), tmp_path / "b")
+    r = run_case(
+        Case("out-is-file", ("pretrain", "mnist5k-simclr", "--out", "f"), ("f",), setup=write_file("f", "keep me")),
+        tmp_path / "b",
+    )
     assert r.outcome == "clear", r.explain()
     assert (tmp_path / "b" / "f").read_text() == "keep me"

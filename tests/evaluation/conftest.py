@@ -10,12 +10,27 @@ def pretrain_tiny(run_dir: Path, data_root: Path, equivariant: bool) -> Path:
     from essl.training.config import config_from_dict
     from essl.training.pretrain import pretrain
 
-    values = {"dataset": "folder", "data_root": str(data_root), "image_size": 16, "backbone": "small_cnn",
-              "projector": "small", "method": "simclr", "views": ["crop_only", "crop_only"], "batch_size": 16,
-              "epochs": 2, "lr": 0.05, "knn_every": 1, "knn_k": 10, "num_threads": 1, "precision": "fp32",
-              "channels_last": "false", "seed": 0,
-              "equivariance": [{"group": "rotation", "weight": 0.4, "view": "crop_only_small", "head": "small"}]
-              if equivariant else []}
+    values = {
+        "dataset": "folder",
+        "data_root": str(data_root),
+        "image_size": 16,
+        "backbone": "small_cnn",
+        "projector": "small",
+        "method": "simclr",
+        "views": ["crop_only", "crop_only"],
+        "batch_size": 16,
+        "epochs": 2,
+        "lr": 0.05,
+        "knn_every": 1,
+        "knn_k": 10,
+        "num_threads": 1,
+        "precision": "fp32",
+        "channels_last": "false",
+        "seed": 0,
+        "equivariance": [{"group": "rotation", "weight": 0.4, "view": "crop_only_small", "head": "small"}]
+        if equivariant
+        else [],
+    }
     return pretrain(config_from_dict(values), run_dir, progress=False)
 
 

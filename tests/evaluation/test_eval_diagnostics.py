@@ -10,8 +10,7 @@ from torch import nn
 
 from essl.augmentation import Normalize
 from essl.data import ImageData
-from essl.evaluation.diagnostics import (OrbitAveraged, diagnose, equivariance_scores, invariance_scores,
-                                         orbit_features)
+from essl.evaluation.diagnostics import OrbitAveraged, diagnose, equivariance_scores, invariance_scores, orbit_features
 from essl.evaluation.evaluate import evaluate_diagnostics
 from essl.evaluation.loading import EvalTarget
 from essl.groups import make_group
@@ -26,7 +25,7 @@ def corner_images(n, seed, size=12):
     x = torch.randint(0, 50, (n, 3, size, size), generator=g, dtype=torch.uint8)
     for i in range(n):
         r, c = torch.randint(0, size // 2 - 2, (2,), generator=g).tolist()
-        x[i, :, r:r + 3, c:c + 3] = 250
+        x[i, :, r : r + 3, c : c + 3] = 250
     return x
 
 
@@ -37,8 +36,15 @@ class QuadrantMeans(nn.Module):
 
     def forward(self, x):
         h, w = x.shape[-2] // 2, x.shape[-1] // 2
-        return torch.stack([x[..., :h, :w].mean((1, 2, 3)), x[..., :h, w:].mean((1, 2, 3)),
-                            x[..., h:, :w].mean((1, 2, 3)), x[..., h:, w:].mean((1, 2, 3))], 1)
+        return torch.stack(
+            [
+                x[..., :h, :w].mean((1, 2, 3)),
+                x[..., :h, w:].mean((1, 2, 3)),
+                x[..., h:, :w].mean((1, 2, 3)),
+                x[..., h:, w:].mean((1, 2, 3)),
+            ],
+            1,
+        )
 
 
 def small_cnn():
@@ -94,8 +100,14 @@ def test_scores_against_hand_computation():
 def test_evaluate_diagnostics_writes_result(tmp_path):
     train = ImageData(corner_images(40, 1), torch.zeros(40, dtype=torch.long), 1, MEAN, STD, "corners-train")
     test = ImageData(corner_images(20, 2), torch.zeros(20, dtype=torch.long), 1, MEAN, STD, "corners-test")
-    target = EvalTarget(QuadrantMeans(), train, test, tmp_path, {"path": "x", "epoch": 2, "sha256": "0"},
-                        {"kind": "run", "dataset": "corners", "equivariance": [{"group": "rotation", "weight": 0.4}]})
+    target = EvalTarget(
+        QuadrantMeans(),
+        train,
+        test,
+        tmp_path,
+        {"path": "x", "epoch": 2, "sha256": "0"},
+        {"kind": "run", "dataset": "corners", "equivariance": [{"group": "rotation", "weight": 0.4}]},
+    )
     evaluate_diagnostics(target, "rotation", max_train=30, precision="fp32", device="cpu")
     saved = json.loads((tmp_path / "eval" / "diagnostics-rotation-maxtrain30.json").read_text())  # not the default
     assert saved["evaluation"] == "diagnostics" and saved["protocol"]["predicted_in_pretraining"]

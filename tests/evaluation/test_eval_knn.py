@@ -15,7 +15,7 @@ def brute_force_knn(bank, bank_labels, queries, num_classes, k, t):
         for j, b in enumerate(bank.double()):
             sims.append((float(q @ b) / (q.norm().item() * b.norm().item()), j))
         sims.sort(key=lambda s: -s[0])
-        for sim, j in sims[:min(k, len(sims))]:
+        for sim, j in sims[: min(k, len(sims))]:
             scores[i, bank_labels[j]] += math.exp(sim / t)
     return scores
 
@@ -42,5 +42,6 @@ def test_knn_separates_clusters_and_is_scale_invariant():
     pred = knn_predict(bank, labels, queries, 3, k=10).argmax(1)
     assert torch.equal(pred, labels[:30:3])
     # cosine similarity: rescaling the features changes nothing
-    torch.testing.assert_close(knn_predict(bank * 7, labels, queries * 0.3, 3, k=10),
-                               knn_predict(bank, labels, queries, 3, k=10))
+    torch.testing.assert_close(
+        knn_predict(bank * 7, labels, queries * 0.3, 3, k=10), knn_predict(bank, labels, queries, 3, k=10)
+    )

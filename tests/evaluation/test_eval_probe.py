@@ -14,8 +14,14 @@ from essl.evaluation.classifier import center_view, train_classifier
 from essl.evaluation.evaluate import evaluate_linear_lbfgs, evaluate_protocol
 from essl.evaluation.linear import linear_probe_accuracy
 from essl.evaluation.loading import EvalTarget
-from essl.evaluation.protocols import (PROTOCOLS, adapt_protocol, get_protocol, lr_schedule, result_name,
-                                       stratified_subset)
+from essl.evaluation.protocols import (
+    PROTOCOLS,
+    adapt_protocol,
+    get_protocol,
+    lr_schedule,
+    result_name,
+    stratified_subset,
+)
 from essl.models import SmallCNN
 
 MEAN, STD = (0.5,), (0.25,)
@@ -42,7 +48,7 @@ class LevelRBF(nn.Module):
 
     def forward(self, x):
         m = x.float().mean((1, 2, 3))
-        return torch.exp(-(m[:, None] - self.centres) ** 2 / (2 * 0.15 ** 2))
+        return torch.exp(-((m[:, None] - self.centres) ** 2) / (2 * 0.15**2))
 
 
 class Noise(nn.Module):
@@ -136,15 +142,22 @@ def quadrant_images(n_per_class, seed, size=8):
     h = size // 2
     for i, c in enumerate(labels.tolist()):
         r, q = divmod(c, 2)
-        images[i, :, r * h:(r + 1) * h, q * h:(q + 1) * h] += 150
+        images[i, :, r * h : (r + 1) * h, q * h : (q + 1) * h] += 150
     return ImageData(images, labels, 4, MEAN, STD, f"quadrants-{seed}")
 
 
 def test_finetuning_trains_a_copy_of_the_backbone():
     train, test = quadrant_images(40, 0), quadrant_images(20, 1)
     backbone = ZeroLinear()
-    ft = dataclasses.replace(get_protocol("bt_finetune"), lr=0.5, backbone_lr=0.5, epochs=10, batch_size=32,
-                             crop_scale=(0.6, 1.0), hflip=False)
+    ft = dataclasses.replace(
+        get_protocol("bt_finetune"),
+        lr=0.5,
+        backbone_lr=0.5,
+        epochs=10,
+        batch_size=32,
+        crop_scale=(0.6, 1.0),
+        hflip=False,
+    )
     probe = dataclasses.replace(ft, backbone_lr=None)
     frozen = train_classifier(backbone, train, test, probe)
     tuned = train_classifier(backbone, train, test, ft)
@@ -214,14 +227,28 @@ def test_center_view_is_centred_and_keeps_constants():
 
 
 def _target(tmp_path, backbone):
-    return EvalTarget(backbone, level_images(20, 0), level_images(10, 1), tmp_path / "out",
-                      {"path": "none", "epoch": 1, "sha256": "0"}, {"kind": "run", "dataset": "synthetic"},
-                      {"pretrain": 0})
+    return EvalTarget(
+        backbone,
+        level_images(20, 0),
+        level_images(10, 1),
+        tmp_path / "out",
+        {"path": "none", "epoch": 1, "sha256": "0"},
+        {"kind": "run", "dataset": "synthetic"},
+        {"pretrain": 0},
+    )
 
 
 def test_tiny_paper_protocol_writes_its_result(tmp_path):
-    r = evaluate_protocol(_target(tmp_path, LevelRBF()), "cifar", epochs=2, repeats=2, batch_size=32,
-                          label_fraction=0.5, device="cpu", precision="fp32")
+    r = evaluate_protocol(
+        _target(tmp_path, LevelRBF()),
+        "cifar",
+        epochs=2,
+        repeats=2,
+        batch_size=32,
+        label_fraction=0.5,
+        device="cpu",
+        precision="fp32",
+    )
     path = tmp_path / "out" / "eval" / "probe-cifar-batchsize32-epochs2-repeats2-labels50pct.json"
     saved = json.loads(path.read_text())
     assert saved["top1"] == r["top1"] and len(saved["runs"]) == 2 and saved["top1"] > 90

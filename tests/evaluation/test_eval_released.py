@@ -48,8 +48,20 @@ def test_released_backbone_loads_exactly(released_resnet50):
 
 def test_released_backbone_cli_knn_probe_diagnose_report(released_resnet50, tiny_folder, capsys):
     path, _ = released_resnet50
-    common = ["--backbone-file", str(path), "--dataset", "folder", "--data-root", str(tiny_folder),
-              "--image-size", "32", "--threads", "1", "--device", "cpu"]
+    common = [
+        "--backbone-file",
+        str(path),
+        "--dataset",
+        "folder",
+        "--data-root",
+        str(tiny_folder),
+        "--image-size",
+        "32",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+    ]
     assert main(["knn", *common, "--k", "5"]) == 0
     assert main(["diagnose", *common, "--group", "hflip", "--max-train", "12"]) == 0
     out_dir = path.with_name(f"{path.stem}-eval")
@@ -76,8 +88,13 @@ def test_simsiam_layout_and_bare_state_dict(tmp_path):
     torch.manual_seed(1)
     model = resnet18()
     state = torchvision_state(model)
-    wrapped = {"state_dict": {**{f"module.backbone.{k}": v for k, v in state.items()},
-                              "module.projector.0.weight": torch.zeros(3, 3)}, "epoch": 100}
+    wrapped = {
+        "state_dict": {
+            **{f"module.backbone.{k}": v for k, v in state.items()},
+            "module.projector.0.weight": torch.zeros(3, 3),
+        },
+        "epoch": 100,
+    }
     torch.save(wrapped, tmp_path / "simsiam.pth")
     torch.save(state, tmp_path / "bare.pth")
     for name, layout in (("simsiam.pth", "official-simsiam"), ("bare.pth", "bare")):

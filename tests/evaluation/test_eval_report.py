@@ -42,10 +42,13 @@ def test_report_table_and_plots(evaluated_runs, tmp_path, capsys):
     assert rows["backbone passes / image / step (pixel-weighted; cost of the objective)"].endswith("| 3.00 | 2.00 |")
     assert rows["pretraining time (measured training steps)"].count(" s |") == 2
     assert rows["kNN monitor during training, last (training precision)"].count("(epoch 2, k=10, t=0.1)") == 2
-    for name in ("kNN top-1 · knn · k 10 (protocol 200)", "linear probe top-1 · linear_lbfgs",
-                 "linear probe top-1 · cifar · epochs 1 (protocol 100) · repeats 2 (protocol 5)",
-                 "fine-tuning top-1 · bt_finetune · epochs 1 (protocol 20) · 50% labels",
-                 "equivariance: g predicted from f(g·x), test acc. · rotation (chance 25%)"):
+    for name in (
+        "kNN top-1 · knn · k 10 (protocol 200)",
+        "linear probe top-1 · linear_lbfgs",
+        "linear probe top-1 · cifar · epochs 1 (protocol 100) · repeats 2 (protocol 5)",
+        "fine-tuning top-1 · bt_finetune · epochs 1 (protocol 20) · 50% labels",
+        "equivariance: g predicted from f(g·x), test acc. · rotation (chance 25%)",
+    ):
         assert name in rows and "–" not in rows[name], name
     assert "± " in rows["linear probe top-1 · cifar · epochs 1 (protocol 100) · repeats 2 (protocol 5)"]
     # the rotation-prediction training accuracy exists only for the E-SimCLR run
@@ -119,8 +122,11 @@ def test_other_data_gets_its_own_result_and_row(tiny_runs, tmp_path):
     assert main(["probe", *common, "--dataset", "folder", "--data-root", str(other)]) == 0
     assert main(["diagnose", *common, "--data-root", str(other), "--group", "hflip"]) == 0
     names = sorted(p.name for p in (run / "eval").iterdir())
-    assert names == ["diagnostics-hflip-on-folder-digits.json", "linear_lbfgs-on-folder-digits.json",
-                     "linear_lbfgs.json"]
+    assert names == [
+        "diagnostics-hflip-on-folder-digits.json",
+        "linear_lbfgs-on-folder-digits.json",
+        "linear_lbfgs.json",
+    ]
     other_result = json.loads((run / "eval" / "linear_lbfgs-on-folder-digits.json").read_text())
     assert other_result["data"]["test_images"] == 16
     report = write_report([run], tmp_path / "rep")
@@ -134,12 +140,25 @@ def test_results_of_other_kinds_and_stale_checkpoints_are_shown(tiny_runs, tmp_p
     shutil.copytree(tiny_runs[0], run, ignore=shutil.ignore_patterns("report", "eval"))
     (run / "eval").mkdir()
     # a photonics-style result (no top1: a summary over seeds) and a kNN result of an older checkpoint
-    (run / "eval" / "phc-finetune-n3000-e100.json").write_text(json.dumps(
-        {"protocol": {"name": "phc-dos-finetune", "description": "DOS regression"}, "checkpoint": {"epoch": 2},
-         "summary": {"mean": 0.1234, "std": 0.005, "n_seeds": 3}}))
-    (run / "eval" / "knn.json").write_text(json.dumps(
-        {"evaluation": "knn", "protocol": {"name": "knn", "k": 200, "t": 0.1, "source": "monitor"}, "top1": 50.0,
-         "checkpoint_info": {"epoch": 1}}))
+    (run / "eval" / "phc-finetune-n3000-e100.json").write_text(
+        json.dumps(
+            {
+                "protocol": {"name": "phc-dos-finetune", "description": "DOS regression"},
+                "checkpoint": {"epoch": 2},
+                "summary": {"mean": 0.1234, "std": 0.005, "n_seeds": 3},
+            }
+        )
+    )
+    (run / "eval" / "knn.json").write_text(
+        json.dumps(
+            {
+                "evaluation": "knn",
+                "protocol": {"name": "knn", "k": 200, "t": 0.1, "source": "monitor"},
+                "top1": 50.0,
+                "checkpoint_info": {"epoch": 1},
+            }
+        )
+    )
     text = write_report([run], tmp_path / "rep")["markdown"]
     assert "| phc-dos-finetune · phc-finetune-n3000-e100 | 0.1234 ± 0.005 (3 seeds) |" in text
     assert "| kNN top-1 · knn (k=200, t=0.1) | 50.00 [epoch-1 checkpoint] |" in text

@@ -58,8 +58,16 @@ def backbone_file(tmp_path_factory) -> Path:
 
 
 def target(backbone_file, data, tmp_path, dataset="imagenet", **kw):
-    return load_target(backbone_file=backbone_file, dataset=dataset, data_root=str(data), arch="resnet18",
-                       image_size=40, out=tmp_path / "out", workers=kw.pop("workers", 0), **kw)
+    return load_target(
+        backbone_file=backbone_file,
+        dataset=dataset,
+        data_root=str(data),
+        arch="resnet18",
+        image_size=40,
+        out=tmp_path / "out",
+        workers=kw.pop("workers", 0),
+        **kw,
+    )
 
 
 def test_imagenet_is_streamed_and_knn_matches_a_direct_computation(imagenet, backbone_file, tmp_path, monkeypatch):
@@ -79,8 +87,10 @@ def test_imagenet_is_streamed_and_knn_matches_a_direct_computation(imagenet, bac
     feats = np.memmap(cache[0], dtype=np.float16, mode="r").reshape(-1, 512)
     assert feats.shape[0] in (9, 18)
     # a second evaluation of the same checkpoint reads the cache: no extraction at all
-    monkeypatch.setattr("essl.evaluation.streamed.extract_dataset_features",
-                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("extracted again")))
+    monkeypatch.setattr(
+        "essl.evaluation.streamed.extract_dataset_features",
+        lambda *a, **k: (_ for _ in ()).throw(AssertionError("extracted again")),
+    )
     again = ev.evaluate_linear_lbfgs(target(backbone_file, imagenet, tmp_path), device="cpu")
     assert 0 <= again["top1"] <= 100
 
@@ -99,8 +109,10 @@ def test_a_folder_larger_than_memory_is_streamed(tmp_path, backbone_file, monkey
     loads a split into memory."""
     data = make_imagenet(tmp_path / "big", test_dir="test")
     monkeypatch.setattr(datasets, "IN_MEMORY_LIMIT_BYTES", 10_000)  # the folder needs 27 × 3 × 40² = 130 kB
-    monkeypatch.setattr("essl.evaluation.loading.load_dataset",
-                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded into memory")))
+    monkeypatch.setattr(
+        "essl.evaluation.loading.load_dataset",
+        lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded into memory")),
+    )
     t = target(backbone_file, data, tmp_path, dataset="folder")
     assert t.streamed
     r = ev.evaluate_protocol(t, "imagenet_bt", epochs=1, batch_size=8, device="cpu", precision="fp32")
@@ -129,8 +141,15 @@ def test_label_list(imagenet, backbone_file, tmp_path):
     t = target(backbone_file, imagenet, tmp_path)
     names = [f.name for f in t.train.files[::3]]
     (tmp_path / "1percent.txt").write_text("\n".join(names) + "\n\n")
-    r = ev.evaluate_protocol(t, "imagenet_simclr", epochs=1, batch_size=4, label_list=tmp_path / "1percent.txt",
-                             device="cpu", precision="fp32")
+    r = ev.evaluate_protocol(
+        t,
+        "imagenet_simclr",
+        epochs=1,
+        batch_size=4,
+        label_list=tmp_path / "1percent.txt",
+        device="cpu",
+        precision="fp32",
+    )
     assert r["data"]["train_images_used"] == len(names) == 6
     assert Path(r["result_file"]).name == "probe-imagenet_simclr-batchsize4-epochs1-labels-1percent.json"
     (tmp_path / "bad.txt").write_text("n00_train_0.JPEG\nnot_there.JPEG\n")
@@ -147,20 +166,50 @@ def test_torchrun_two_processes_give_the_result_of_one(imagenet, backbone_file, 
     18 images: the last global batch has one image, so one process has an empty slice and still steps."""
     if not (torch.distributed.is_available() and torch.distributed.is_gloo_available()):
         pytest.skip("torch.distributed with the gloo backend is not available")
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    }
     env["OMP_NUM_THREADS"] = "1"
-    common = ["--backbone-file", str(backbone_file), "--arch", "resnet18", "--dataset", "imagenet", "--data-root",
-              str(imagenet), "--image-size", "40", "--workers", "1", "--device", "cpu", "--precision", "fp32"]
+    common = [
+        "--backbone-file",
+        str(backbone_file),
+        "--arch",
+        "resnet18",
+        "--dataset",
+        "imagenet",
+        "--data-root",
+        str(imagenet),
+        "--image-size",
+        "40",
+        "--workers",
+        "1",
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+    ]
     results = {}
     for procs in (1, 2):
         out = tmp_path / f"p{procs}"
-        launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"]
-                  if procs > 1 else [sys.executable])
-        for cmd in (["knn", "--k", "5"], ["probe", "--protocol", "imagenet_bt", "--epochs", "2", "--batch-size", "17",
-                                          "--quiet"]):
-            res = subprocess.run([*launch, "-m", "essl", *cmd, *common, "--out", str(out)], env=env, cwd=tmp_path,
-                                 capture_output=True, text=True, timeout=600)
+        launch = (
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"]
+            if procs > 1
+            else [sys.executable]
+        )
+        for cmd in (
+            ["knn", "--k", "5"],
+            ["probe", "--protocol", "imagenet_bt", "--epochs", "2", "--batch-size", "17", "--quiet"],
+        ):
+            res = subprocess.run(
+                [*launch, "-m", "essl", *cmd, *common, "--out", str(out)],
+                env=env,
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
             assert res.returncode == 0, res.stderr[-4000:]
             assert res.stdout.count("top-1") == 1  # printed once, by the first process
         results[procs] = {p.stem: json.loads(p.read_text()) for p in (out / "eval").glob("*.json")}

@@ -43,8 +43,18 @@ def test_elements_are_distinct(name):
 
 def test_known_orders():
     assert set(SINGLE) <= set(GROUPS)
-    expected = {"rotation": 4, "hflip": 2, "vflip": 2, "grayscale": 2, "inversion": 2, "jigsaw": 24, "blur": 4,
-                "translation": 4, "rotation*hflip": 8, "rotation*hflip*vflip": 16}
+    expected = {
+        "rotation": 4,
+        "hflip": 2,
+        "vflip": 2,
+        "grayscale": 2,
+        "inversion": 2,
+        "jigsaw": 24,
+        "blur": 4,
+        "translation": 4,
+        "rotation*hflip": 8,
+        "rotation*hflip*vflip": 16,
+    }
     for name, order in expected.items():
         assert make_group(name).order == order, name
 
@@ -58,7 +68,7 @@ def test_orbit_blocks_match_apply_and_labels(name):
     assert out.shape == (3 * g.order, 3, 32, 32)
     assert labels.tolist() == [k for k in range(g.order) for _ in range(3)]
     for k in range(g.order):
-        assert torch.equal(out[3 * k:3 * (k + 1)], g.apply(x, k))
+        assert torch.equal(out[3 * k : 3 * (k + 1)], g.apply(x, k))
 
 
 def test_rotation_labels_are_torch_rot90_and_the_official_flip_transpose():
@@ -94,7 +104,7 @@ def test_jigsaw_matches_a_plain_quadrant_reference():
         ref = np.empty_like(x)
         for i, src in enumerate(p):
             (r, c), (sr, sc) = corners[i], corners[src]
-            ref[..., r:r + 3, c:c + 3] = x[..., sr:sr + 3, sc:sc + 3]
+            ref[..., r : r + 3, c : c + 3] = x[..., sr : sr + 3, sc : sc + 3]
         assert np.array_equal(g.apply(torch.from_numpy(x), k).numpy(), ref), k
 
 
@@ -166,12 +176,12 @@ def test_composition_is_closed_and_a_group(name):
     n = g.order
     table = [[g.compose(a, b) for b in range(n)] for a in range(n)]
     for a in range(n):
-        assert sorted(table[a]) == list(range(n))               # each row is a permutation (Latin square)
-        assert table[a][0] == a and table[0][a] == a            # 0 is the identity
+        assert sorted(table[a]) == list(range(n))  # each row is a permutation (Latin square)
+        assert table[a][0] == a and table[0][a] == a  # 0 is the identity
         assert table[a][g.inverse(a)] == 0
         for b in range(n):
             assert torch.equal(g.apply(g.apply(x, b), a), g.apply(x, table[a][b])), (name, a, b)
-    for a, b, c in itertools.product(range(n), repeat=3):       # associativity
+    for a, b, c in itertools.product(range(n), repeat=3):  # associativity
         assert table[table[a][b]][c] == table[a][table[b][c]]
 
 
@@ -246,14 +256,15 @@ def chi_square_uniform_pvalue(counts: np.ndarray) -> float:
 
 def identify_elements(g, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
     """For every image, the element k with apply(x[i], k) == y[i], found by comparing with the whole orbit."""
-    orbit = torch.stack([g.apply(x, k) for k in range(g.order)], 1)      # (N, order, C, H, W)
-    match = (orbit == y[:, None]).flatten(2).all(-1)                    # (N, order)
+    orbit = torch.stack([g.apply(x, k) for k in range(g.order)], 1)  # (N, order, C, H, W)
+    match = (orbit == y[:, None]).flatten(2).all(-1)  # (N, order)
     assert (match.sum(1) == 1).all(), "every sampled image must be exactly one element of its orbit"
     return match.int().argmax(1).numpy()
 
 
-@pytest.mark.parametrize("name", ["rotation", "hflip", "inversion", "jigsaw", "blur", "translation",
-                                  "grayscale", "rotation*hflip"])
+@pytest.mark.parametrize(
+    "name", ["rotation", "hflip", "inversion", "jigsaw", "blur", "translation", "grayscale", "rotation*hflip"]
+)
 def test_sample_draws_elements_uniformly(name):
     g = make_group(name)
     x = generic(n=24 * 150, size=8, seed=1)

@@ -15,14 +15,26 @@ from image_folders import make_image_folder
 torch.set_num_threads(1)
 
 
-TASKS = "[{group: rotation, weight: 0.4, view: crop_only_small, head: small}, " \
-        "{group: hflip, weight: 0.2, view: crop_only_small, head: small}]"
+TASKS = (
+    "[{group: rotation, weight: 0.4, view: crop_only_small, head: small}, "
+    "{group: hflip, weight: 0.2, view: crop_only_small, head: small}]"
+)
 
 
 def overrides(root) -> list[str]:
-    return [f"data_root={root}", "dataset=folder", "image_size=16", "views=[crop_only_small,crop_only_small]",
-            "epochs=1", "batch_size=16", "knn_every=0", "num_threads=1", "precision=fp32", "warmup_epochs=0",
-            f"equivariance={TASKS}"]
+    return [
+        f"data_root={root}",
+        "dataset=folder",
+        "image_size=16",
+        "views=[crop_only_small,crop_only_small]",
+        "epochs=1",
+        "batch_size=16",
+        "knn_every=0",
+        "num_threads=1",
+        "precision=fp32",
+        "warmup_epochs=0",
+        f"equivariance={TASKS}",
+    ]
 
 
 def test_two_predicted_groups_train_together_and_both_losses_are_logged(tmp_path):
@@ -61,8 +73,10 @@ def test_both_heads_get_gradients_with_their_own_class_counts(tmp_path):
 def test_sampled_prediction_draws_r_elements_per_crop(tmp_path):
     """samples: r predicts r drawn elements per crop instead of the whole orbit (24 for the jigsaw)."""
     make_image_folder(tmp_path / "data", {"train": 16, "test": 16})
-    tasks = "[{group: jigsaw, weight: 0.4, view: crop_only_small, head: small, samples: 2}, " \
-            "{group: rotation, weight: 0.4, view: crop_only_small, head: small}]"
+    tasks = (
+        "[{group: jigsaw, weight: 0.4, view: crop_only_small, head: small, samples: 2}, "
+        "{group: rotation, weight: 0.4, view: crop_only_small, head: small}]"
+    )
     cfg = load_config("mnist5k-simclr", overrides(tmp_path / "data") + [f"equivariance={tasks}"])
     assert [t.samples for t in cfg.equivariance] == [2, 0]
     trainer = Pretrainer(cfg, tmp_path / "unused", progress=False)

@@ -17,8 +17,7 @@ def _one_blas_thread():
         yield
 
 
-def disc_image(radius: float, eps_in: float, eps_out: float = 1.0, res: int = 32,
-               supersample: int = 8) -> np.ndarray:
+def disc_image(radius: float, eps_in: float, eps_out: float = 1.0, res: int = 32, supersample: int = 8) -> np.ndarray:
     """Anti-aliased image of a rod centred in the cell (pixel = mean of sub-pixel samples)."""
     n = res * supersample
     x = (np.arange(n) + 0.5) / n - 0.5
@@ -57,7 +56,9 @@ def write_h5(path, indices, labelled: bool, seed: int, size: int = 32, skip_key:
             if size != 32:
                 img = img[:size, :size]
             eps = float(img.mean())
-            dos = (2 * np.pi * W_LABEL * np.sqrt(eps) * rng.uniform(0.5, 1.5) + rng.uniform(0, 1, 500)).astype(np.float32)
+            dos = (2 * np.pi * W_LABEL * np.sqrt(eps) * rng.uniform(0.5, 1.5) + rng.uniform(0, 1, 500)).astype(
+                np.float32
+            )
             entries = {"unitcell/mpbepsimage": img, "unitcell/epsavg": np.float32(eps)}
             if labelled:
                 entries["mpbcal/DOS"] = dos

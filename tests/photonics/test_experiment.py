@@ -19,8 +19,14 @@ from essl.data import load_dataset
 from essl.errors import EsslError
 from essl.groups import make_group
 from essl.models import make_backbone, prediction_head, projector
-from essl.evaluation.photonics import (DOSRegressor, FinetuneSettings, dos_error, encoder_from_run,
-                                     encoder_from_scratch, finetune)
+from essl.evaluation.photonics import (
+    DOSRegressor,
+    FinetuneSettings,
+    dos_error,
+    encoder_from_run,
+    encoder_from_scratch,
+    finetune,
+)
 from essl.data.photonics import load_labelled_splits
 from essl.training.config import load_config
 from essl.runs import read_metrics
@@ -42,8 +48,11 @@ def test_encoder_reaches_one_pixel_and_gives_1024_features():
         assert enc.features(x).shape == (3, width, 1, 1), name
         assert enc(x).shape == (3, 1024) and enc.feature_dim == 1024
     convs = [m for m in make_backbone("phc_cnn", 1).modules() if isinstance(m, nn.Conv2d)]
-    assert [(c.in_channels, c.out_channels, c.kernel_size, c.padding) for c in convs] == \
-        [(1, 64, (7, 7), (3, 3)), (64, 256, (7, 7), (3, 3)), (256, 256, (7, 7), (3, 3))]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.padding) for c in convs] == [
+        (1, 64, (7, 7), (3, 3)),
+        (64, 256, (7, 7), (3, 3)),
+        (256, 256, (7, 7), (3, 3)),
+    ]
     with pytest.raises(EsslError, match="32×32"):
         make_backbone("phc_cnn", 1)(torch.rand(2, 1, 28, 28))
 
@@ -175,8 +184,7 @@ def test_dos_error_matches_a_plain_computation(root):
     model = Fixed(test.x, torch.from_numpy(pred))
     got = dos_error(model, test.x, test.y, test.el, batch=3)
     y_hat = pred + EL
-    ref = np.mean([np.abs(y_hat[n, 100:] - y_ref[n, 100:]).sum() / np.abs(y_ref[n, 100:]).sum()
-                   for n in range(N_TEST)])
+    ref = np.mean([np.abs(y_hat[n, 100:] - y_ref[n, 100:]).sum() / np.abs(y_ref[n, 100:]).sum() for n in range(N_TEST)])
     assert got == pytest.approx(ref, rel=1e-5)
     # a perfect prediction of y − EL scores 0
     assert dos_error(Fixed(test.x, test.y - test.el), test.x, test.y, test.el) == pytest.approx(0, abs=1e-6)
@@ -216,14 +224,36 @@ def test_finetune_runs_end_to_end_and_writes_its_result(root, tmp_path):
 
     model = DOSRegressor(src.encoder, dos_head(1024))
     splits = load_labelled_splits("blob", d, 12)
-    assert res["per_seed"][0]["curve"][0] == pytest.approx(dos_error(model, splits.test.x, splits.test.y,
-                                                                     splits.test.el), rel=1e-5)
+    assert res["per_seed"][0]["curve"][0] == pytest.approx(
+        dos_error(model, splits.test.x, splits.test.y, splits.test.el), rel=1e-5
+    )
     before = path.read_text()
     assert essl_main(argv) == 2 and path.read_text() == before  # no silent overwrite
     # the supervised-from-scratch baseline
-    assert essl_main(["phc", "finetune", "--scratch", "--family", "gpm", "--data-root", str(d), "--out",
-                      str(tmp_path / "scratch"), "--backbone", "phc_cnn_small", "--epochs", "1", "--n-train", "8",
-                      "--seeds", "3"]) == 0
+    assert (
+        essl_main(
+            [
+                "phc",
+                "finetune",
+                "--scratch",
+                "--family",
+                "gpm",
+                "--data-root",
+                str(d),
+                "--out",
+                str(tmp_path / "scratch"),
+                "--backbone",
+                "phc_cnn_small",
+                "--epochs",
+                "1",
+                "--n-train",
+                "8",
+                "--seeds",
+                "3",
+            ]
+        )
+        == 0
+    )
     res = json.loads((tmp_path / "scratch" / "eval" / "phc-finetune-n8-e1.json").read_text())
     assert res["source"]["kind"] == "scratch" and res["checkpoint"] is None and res["summary"]["std"] == 0
 
@@ -233,8 +263,12 @@ def test_experiment_writes_the_table_and_resumes(root, tmp_path):
     from essl.experiments.photonics import run_experiment
 
     d, _ = root
-    kw = dict(pretrain_epochs=1, extra_overrides=["batch_size=8", "precision=fp32", "subset=0"],  # 16 cells here
-              finetune_overrides={"epochs": 1, "n_train": 8, "seeds": [1]}, progress=False)
+    kw = dict(
+        pretrain_epochs=1,
+        extra_overrides=["batch_size=8", "precision=fp32", "subset=0"],  # 16 cells here
+        finetune_overrides={"epochs": 1, "n_train": 8, "seeds": [1]},
+        progress=False,
+    )
     rec = run_experiment("gpm", d, tmp_path / "exp", "small", **kw)
     assert [r["label"] for r in rec["rows"]] == ["SimCLR", "SimCLR + Transform", "E-SimCLR"]
     table = (tmp_path / "exp" / "phc-gpm-results.md").read_text()
@@ -285,6 +319,22 @@ def test_bad_inputs_raise_essl_errors(root, tmp_path, h5_writer):
     with pytest.raises(EsslError, match="at least one fine-tuning seed"):
         finetune(encoder_from_scratch("gpm", tmp_path / "s", "phc_cnn_small"), d, FinetuneSettings(seeds=[]))
     assert not (tmp_path / "s").exists()  # nothing written on a refused run
-    assert essl_main(["phc", "finetune", "--scratch", "--family", "gpm", "--data-root", str(tmp_path / "none"),
-                      "--out", str(tmp_path / "s2"), "--epochs", "1"]) == 2  # labelled files missing
+    assert (
+        essl_main(
+            [
+                "phc",
+                "finetune",
+                "--scratch",
+                "--family",
+                "gpm",
+                "--data-root",
+                str(tmp_path / "none"),
+                "--out",
+                str(tmp_path / "s2"),
+                "--epochs",
+                "1",
+            ]
+        )
+        == 2
+    )  # labelled files missing
     assert not (tmp_path / "s2").exists()

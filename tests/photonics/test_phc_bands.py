@@ -56,16 +56,18 @@ def test_empty_lattice_matches_a_homogeneous_crystal_and_a_plain_sum():
 
 
 def test_store_bands_writes_the_official_keys(tmp_path):
-    spec = GenerationSpec(family="gpm", seed=4, store_bands=True,
-                          label=LabelConfig(cutoff=CUT, nk=NK, nbands=6, method="dense"))
+    spec = GenerationSpec(
+        family="gpm", seed=4, store_bands=True, label=LabelConfig(cutoff=CUT, nk=NK, nbands=6, method="dense")
+    )
     path = generate(spec, 1, 2, tmp_path, file_name="b.h5", progress=False)
     with h5py.File(path, "r") as f:
         for i in (1, 2):
             img, eps = f[f"unitcell/mpbepsimage/{i}"][()], float(f[f"unitcell/epsavg/{i}"][()])
             efreq, empty, diff = (f[f"mpbcal/{k}/{i}"][()] for k in ("efreq", "emptylattice", "eldiff"))
             assert efreq.shape == empty.shape == diff.shape == (NK * NK, 6) and efreq.dtype == np.float32
-            direct = solve_kpoints(crystal_operator(img.astype(np.float64), CUT), official_kgrid(NK), 6,
-                                   method="dense").freqs
+            direct = solve_kpoints(
+                crystal_operator(img.astype(np.float64), CUT), official_kgrid(NK), 6, method="dense"
+            ).freqs
             assert np.allclose(efreq, direct, rtol=1e-5, atol=1e-6)
             assert np.allclose(empty, empty_lattice(official_kgrid(NK), eps, 6), rtol=1e-6)
             assert np.allclose(diff, efreq - empty, atol=1e-6)
@@ -94,17 +96,42 @@ def _band_files(root, rng):
             efreq = np.sort(rng.uniform(0.05, 1.0, (NK * NK, 6)), 1).astype(np.float32)
             efreq[12, 0] = 0.0  # Γ: a zero frequency, counted as 0 by the metric
             empty = empty_lattice(official_kgrid(NK), eps, 6).astype(np.float32)
-            entries = {"unitcell/mpbepsimage": img, "unitcell/epsavg": np.float32(eps), "mpbcal/efreq": efreq,
-                       "mpbcal/emptylattice": empty, "mpbcal/eldiff": efreq - empty}
+            entries = {
+                "unitcell/mpbepsimage": img,
+                "unitcell/epsavg": np.float32(eps),
+                "mpbcal/efreq": efreq,
+                "mpbcal/emptylattice": empty,
+                "mpbcal/eldiff": efreq - empty,
+            }
             for key, value in entries.items():
                 f[f"{key}/{i}"] = value
 
 
 def test_finetune_predicts_band_structures(tmp_path, root):
     _band_files(tmp_path, np.random.default_rng(0))
-    argv = ["phc", "finetune", "--scratch", "--family", "gpm", "--backbone", "phc_cnn_small", "--data-root",
-            str(tmp_path), "--out", str(tmp_path / "out"), "--epochs", "2", "--n-train", "8", "--seeds", "1",
-            "--target", "bands", "--nbands", "4"]
+    argv = [
+        "phc",
+        "finetune",
+        "--scratch",
+        "--family",
+        "gpm",
+        "--backbone",
+        "phc_cnn_small",
+        "--data-root",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "out"),
+        "--epochs",
+        "2",
+        "--n-train",
+        "8",
+        "--seeds",
+        "1",
+        "--target",
+        "bands",
+        "--nbands",
+        "4",
+    ]
     assert essl_main(argv) == 0
     res = json.loads((tmp_path / "out" / "eval" / "phc-finetune-n8-e2-bands4.json").read_text())
     assert res["protocol"]["target"] == "bands" and "calpercloss" in res["protocol"]["metric"]

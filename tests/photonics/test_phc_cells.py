@@ -84,6 +84,5 @@ def test_detects_translated_and_rejects_broken_symmetry():
     assert detect_point_group(broken).name == "p1"
     # The inversion centre found is exact: inverting about it maps the image onto itself.
     c = np.asarray(group.inversion_centre) * 32  # pixels from the origin corner
-    inverted = np.roll(apply_op(moved, D4[1]), (int(round(2 * c[0])), int(round(2 * c[1]))),
-                       axis=(0, 1))
+    inverted = np.roll(apply_op(moved, D4[1]), (int(round(2 * c[0])), int(round(2 * c[1]))), axis=(0, 1))
     assert np.array_equal(inverted, moved)

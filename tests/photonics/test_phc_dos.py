@@ -97,12 +97,10 @@ def test_target_and_metric_helpers():
     np.testing.assert_allclose(y[1], dos[1, :400] / 2)
     yt = dos_target(torch.from_numpy(dos), torch.from_numpy(eps).float())
     np.testing.assert_allclose(yt.numpy(), y, rtol=1e-6)
-    np.testing.assert_allclose(empty_lattice(), 2 * np.pi * np.linspace(0, 1.2, 500)[:400],
-                               rtol=1e-6)
+    np.testing.assert_allclose(empty_lattice(), 2 * np.pi * np.linspace(0, 1.2, 500)[:400], rtol=1e-6)
     pred = y * 1.1
     assert relative_l1(pred, y) == pytest.approx(0.1, rel=1e-5)
-    assert float(relative_l1(torch.from_numpy(pred), torch.from_numpy(y))) == pytest.approx(
-        0.1, rel=1e-5)
+    assert float(relative_l1(torch.from_numpy(pred), torch.from_numpy(y))) == pytest.approx(0.1, rel=1e-5)
     # Only points 100..399 count.
     pred[:, :100] = 0
     assert relative_l1(pred, y) == pytest.approx(0.1, rel=1e-5)

@@ -30,16 +30,14 @@ def _digest(path):
 def _read_all(path):
     with h5py.File(path, "r") as h5:
         out = {}
-        h5.visititems(lambda name, obj: out.__setitem__(name, obj[()])
-                      if isinstance(obj, h5py.Dataset) else None)
+        h5.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
     return out
 
 
 def test_result_independent_of_sharding_and_workers(tmp_path):
     a = generate(SPEC, 2, 5, tmp_path / "a", file_name="x.h5", shard_size=2, progress=False)
     b = generate(SPEC, 2, 5, tmp_path / "b", file_name="x.h5", shard_size=0, progress=False)
-    c = generate(SPEC, 2, 5, tmp_path / "c", file_name="x.h5", shard_size=3, workers=2,
-                 progress=False)
+    c = generate(SPEC, 2, 5, tmp_path / "c", file_name="x.h5", shard_size=3, workers=2, progress=False)
     da, db, dc = _read_all(a), _read_all(b), _read_all(c)
     assert set(da) == set(db) == set(dc)
     assert "unitcell/mpbepsimage/2" in da and "unitcell/mpbepsimage/6" in da
@@ -127,8 +125,7 @@ def test_merge_checks(tmp_path):
     with pytest.raises(EsslError, match="2 missing"):
         merge_shards([plans[0].path], tmp_path / "part.h5", expect=range(1, 5))
     other = plan_shards(tmp_path / "o", 3, 2, 0)
-    generate_shards(GenerationSpec(family="blob", seed=4, label=SPEC.label), other,
-                    progress=False)
+    generate_shards(GenerationSpec(family="blob", seed=4, label=SPEC.label), other, progress=False)
     with pytest.raises(EsslError, match="different settings"):
         merge_shards([plans[0].path, other[0].path], tmp_path / "mixed.h5")
     for name in ("dup.h5", "part.h5", "mixed.h5"):
@@ -141,10 +138,8 @@ def test_merge_checks(tmp_path):
 
 def test_default_file_names():
     assert default_file_name(GenerationSpec("gpm", seed=1), 1, 9800) == "mf1-sg3-tm.h5"
-    assert default_file_name(GenerationSpec("gpm", seed=99, labels=False), 1, 20480) == \
-        "mf1-sg3-25k-ul-s99-tm.h5"
+    assert default_file_name(GenerationSpec("gpm", seed=99, labels=False), 1, 20480) == "mf1-sg3-25k-ul-s99-tm.h5"
     assert default_file_name(GenerationSpec("blob", seed=2), 1, 1999) == "sq-blob-test2k-tm.h5"
     assert default_file_name(GenerationSpec("blob", seed=1), 1, 5099) == "sq-blob-v3-tm.h5"
-    assert default_file_name(GenerationSpec("blob", seed=99, labels=False), 1, 15000) == \
-        "sq-blob-ul-15k-tm.h5"
+    assert default_file_name(GenerationSpec("blob", seed=99, labels=False), 1, 15000) == "sq-blob-ul-15k-tm.h5"
     assert default_file_name(GenerationSpec("p1", seed=0), 5, 10) == "p1-s0-5-14-tm.h5"

@@ -38,16 +38,21 @@ def test_layout_matches_original(labelled_file):
             assert img.shape == (32, 32) and img.dtype == np.float32
             eps = h5[f"unitcell/epsavg/{i}"]
             assert eps.shape == () and eps.dtype == np.float32
-            assert float(eps[()]) == pytest.approx(float(np.mean(img[()], dtype=np.float64)),
-                                                   rel=1e-6)
+            assert float(eps[()]) == pytest.approx(float(np.mean(img[()], dtype=np.float64)), rel=1e-6)
             dos = h5[f"mpbcal/DOS/{i}"]
             assert dos.shape == (500,) and dos.dtype == np.float32
-            for extra in ("mpbcal/DOSn", "mpbcal/DOSeldiff", "mpbcal/DOSeldiffn",
-                          "unitcell/epsin", "unitcell/epsout", "unitcell/filling",
-                          "unitcell/uclevel", "unitcell/uccoefs"):
+            for extra in (
+                "mpbcal/DOSn",
+                "mpbcal/DOSeldiff",
+                "mpbcal/DOSeldiffn",
+                "unitcell/epsin",
+                "unitcell/epsout",
+                "unitcell/filling",
+                "unitcell/uclevel",
+                "unitcell/uccoefs",
+            ):
                 assert f"{extra}/{i}" in h5
-            np.testing.assert_allclose(h5[f"mpbcal/DOSn/{i}"][()],
-                                       dos[()] / np.sqrt(eps[()]), rtol=1e-6)
+            np.testing.assert_allclose(h5[f"mpbcal/DOSn/{i}"][()], dos[()] / np.sqrt(eps[()]), rtol=1e-6)
         assert present_indices(h5, labels=True) == {1, 2, 3, 4}
     attrs = read_file_attrs(labelled_file)
     assert attrs["complete"] and attrs["family"] == "blob" and attrs["seed"] == 3
@@ -69,8 +74,7 @@ def test_loader_follows_phc2d(labelled_file):
             el = np.linspace(0, 1.2, 500)[0:400] * 2 * np.pi
             np.testing.assert_allclose(data.x[row, 0].numpy(), (eps.astype("float32") - 1) / 19)
             np.testing.assert_allclose(data.y[row].numpy(), y.astype("float32"), rtol=1e-6)
-            np.testing.assert_allclose(data.eldiff[row].numpy(), (y - el).astype("float32"),
-                                       rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(data.eldiff[row].numpy(), (y - el).astype("float32"), rtol=1e-5, atol=1e-5)
     assert list(data.indices) == [3, 1] and len(data) == 2
     assert len(load_phc(labelled_file)) == 4  # default: every complete index
 
@@ -108,8 +112,7 @@ def test_essl_indices():
     assert len(train) == 3000 and len(set(train)) == 3000
     assert train.min() >= 1 and train.max() <= 7799
     np.random.seed(1)
-    np.testing.assert_array_equal(train, np.random.choice(np.arange(1, 7800), 3000,
-                                                          replace=False))
+    np.testing.assert_array_equal(train, np.random.choice(np.arange(1, 7800), 3000, replace=False))
     assert essl_indices("blob", "train").max() <= 5099
     np.testing.assert_array_equal(essl_indices("gpm", "test"), np.arange(7801, 9801))
     np.testing.assert_array_equal(essl_indices("blob", "test"), np.arange(1, 2000))

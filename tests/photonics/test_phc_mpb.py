@@ -22,8 +22,7 @@ from essl.photonics.label import label_image
 from essl.photonics.symmetry import detect_point_group, reduce_kgrid
 
 MPB = shutil.which("mpb")
-pytestmark = pytest.mark.skipif(MPB is None, reason="mpb binary not on PATH "
-                                "(optional: apt-get install mpb)")
+pytestmark = pytest.mark.skipif(MPB is None, reason="mpb binary not on PATH (optional: apt-get install mpb)")
 
 CTL = """
 (set! geometry-lattice (make lattice (size 1 1 no-size)))
@@ -50,13 +49,16 @@ def mpb_bands(image, kpoints, workdir, nbands=10, extra=2, resolution=64, upsamp
     with h5py.File(workdir / "eps.h5", "w") as h5:
         h5["data"] = fine
     kp = " ".join(f"(vector3 {float(k[0])!r} {float(k[1])!r} 0)" for k in kpoints)
-    (workdir / "run.ctl").write_text(CTL.format(resolution=resolution, nbands=nbands + extra,
-                                                kpoints=kp))
+    (workdir / "run.ctl").write_text(CTL.format(resolution=resolution, nbands=nbands + extra, kpoints=kp))
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    out = subprocess.run([MPB, "run.ctl"], cwd=workdir, capture_output=True, text=True,
-                         env=env, timeout=600, check=True).stdout
-    rows = [np.array(line.split()[1:], dtype=float).reshape(-1, 3)
-            for line in out.splitlines() if line.startswith("essl-kpoint:")]
+    out = subprocess.run(
+        [MPB, "run.ctl"], cwd=workdir, capture_output=True, text=True, env=env, timeout=600, check=True
+    ).stdout
+    rows = [
+        np.array(line.split()[1:], dtype=float).reshape(-1, 3)
+        for line in out.splitlines()
+        if line.startswith("essl-kpoint:")
+    ]
     assert len(rows) == len(kpoints)
     freqs = np.empty((len(rows), nbands))
     vels = np.empty((len(rows), nbands, 2))
@@ -74,7 +76,6 @@ def test_dos_agrees_with_mpb(tmp_path):
     freqs, vels = mpb_bands(cell.image, kpts, tmp_path)
     ours = label_image(cell.image)
     theirs = dos_label(freqs, vels, weights, cell.epsavg)
-    err = relative_l1(dos_target(theirs, cell.epsavg)[None],
-                      dos_target(ours.dos, cell.epsavg)[None])
+    err = relative_l1(dos_target(theirs, cell.epsavg)[None], dos_target(ours.dos, cell.epsavg)[None])
     print(f"PWE vs MPB DOS: {100 * err:.3f} %")
     assert err < 0.01, f"PWE vs MPB DOS differ by {100 * err:.2f} %"

@@ -93,8 +93,10 @@ def test_unshuffled_batches_keep_the_file_order_every_epoch():
     assert [b.flatten().tolist() for b in shuffled.epoch(0)] != [[0, 1, 2, 3], [4, 5, 6, 7]]
     # two processes share the same global batches
     ranks = [TensorBatches(images, 4, 3, r, 2, shuffle=False) for r in (0, 1)]
-    assert [torch.cat([a, b]).flatten().tolist() for a, b in zip(*(r.epoch(1) for r in ranks))] == \
-        [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert [torch.cat([a, b]).flatten().tolist() for a, b in zip(*(r.epoch(1) for r in ranks))] == [
+        [0, 1, 2, 3],
+        [4, 5, 6, 7],
+    ]
     for family in ("gpm", "blob"):  # the photonics presets follow the official loader
         for method in ("simclr", "simclr-transform", "esimclr"):
             assert load_config(f"phc-{family}-{method}").shuffle is False
@@ -109,7 +111,7 @@ def test_regressed_index_losses_match_plain_formulas():
     mse, _ = prediction_loss(out, g, "mse", order=4)
     diff = out.flatten() - g.float()
     assert l1.item() == pytest.approx(diff.abs().mean().item())
-    assert mse.item() == pytest.approx((diff ** 2).mean().item())
+    assert mse.item() == pytest.approx((diff**2).mean().item())
     assert acc.item() == pytest.approx(3 / 4)  # rounded: 0, 2 (wrong), 1, 4 clamped to 3
     logits = torch.randn(6, 4)
     labels = torch.tensor([0, 1, 2, 3, 0, 1])
@@ -130,8 +132,14 @@ def test_relative_features_pair_each_copy_with_its_reference():
 
 def test_relative_prediction_inputs_are_reference_then_its_orbit(root):
     d, _ = root
-    cfg = load_config("phc-gpm-esimclr", FAST + [f"data_root={d}", "equivariance=[{group: rotation, weight: 5.0, "
-                                                  "view: none, head: photonics, relative: true}]"])
+    cfg = load_config(
+        "phc-gpm-esimclr",
+        FAST
+        + [
+            f"data_root={d}",
+            "equivariance=[{group: rotation, weight: 5.0, view: none, head: photonics, relative: true}]",
+        ],
+    )
     trainer = Pretrainer(cfg, d / "unused", progress=False)
     x = next(iter(trainer.batches.epoch(0)))
     _, _, [(xg, g)] = trainer.make_inputs(x)
@@ -139,7 +147,7 @@ def test_relative_prediction_inputs_are_reference_then_its_orbit(root):
     ref, orbit = xg[:n], xg[n:]
     assert g.tolist() == [k for k in range(4) for _ in range(n)]
     for k in range(4):
-        assert torch.equal(orbit[k * n:(k + 1) * n], torch.rot90(ref, k, dims=(2, 3)))
+        assert torch.equal(orbit[k * n : (k + 1) * n], torch.rot90(ref, k, dims=(2, 3)))
     # the reference is a rotated copy of the cell (a uniformly drawn element), not always the cell itself
     assert any(not torch.equal(ref[i], x[i]) for i in range(n))
     head = trainer.model.heads["rotation"]
@@ -202,9 +210,19 @@ class OfficialEncoder(nn.Module):
         super().__init__()
         pad = math.ceil((ks - 1) / 2)
         self.enc_block2d = nn.Sequential(
-            nn.Conv2d(1, lv[0], ks, 1, pad), nn.BatchNorm2d(lv[0]), nn.ReLU(), nn.MaxPool2d(2, 2),
-            nn.Conv2d(lv[0], lv[1], ks, 1, pad), nn.BatchNorm2d(lv[1]), nn.ReLU(), nn.MaxPool2d(4, 4),
-            nn.Conv2d(lv[1], lv[2], ks, 1, pad), nn.BatchNorm2d(lv[2]), nn.ReLU(), nn.MaxPool2d(4, 4))
+            nn.Conv2d(1, lv[0], ks, 1, pad),
+            nn.BatchNorm2d(lv[0]),
+            nn.ReLU(),
+            nn.MaxPool2d(2, 2),
+            nn.Conv2d(lv[0], lv[1], ks, 1, pad),
+            nn.BatchNorm2d(lv[1]),
+            nn.ReLU(),
+            nn.MaxPool2d(4, 4),
+            nn.Conv2d(lv[1], lv[2], ks, 1, pad),
+            nn.BatchNorm2d(lv[2]),
+            nn.ReLU(),
+            nn.MaxPool2d(4, 4),
+        )
         self.fcpart = nn.Sequential(nn.Linear(lv[2], lv[3]), nn.ReLU(), nn.Linear(lv[3], lv[4]))
         self.lv = lv
 
@@ -247,17 +265,36 @@ def test_official_encoder_files_load_with_the_same_outputs(tmp_path, lv):
         with torch.no_grad():
             assert torch.allclose(src.encoder.eval()(x), expected, atol=1e-5), name
         assert "official" in src.source["layout"] and src.invariances == ["roll", "flip"]
-    assert src.checkpoint["epoch"] is None and encoder_from_file(tmp_path / "pretrain.pt", "blob", tmp_path).checkpoint[
-        "epoch"] == 100
+    assert (
+        src.checkpoint["epoch"] is None
+        and encoder_from_file(tmp_path / "pretrain.pt", "blob", tmp_path).checkpoint["epoch"] == 100
+    )
 
 
 def test_official_encoder_file_fine_tunes_from_the_command_line(root, tmp_path):
     d, _ = root
     path = tmp_path / "EP200bscl256_temp0.1_ptlr0.001"
-    torch.save({"model_state_dict": _randomised(OfficialEnc((16, 64, 64, 1024, 1024))).state_dict(), "ptepoch": 200},
-               path)
-    argv = ["phc", "finetune", "--backbone-file", str(path), "--family", "blob", "--data-root", str(d), "--out",
-            str(tmp_path / "out"), "--epochs", "1", "--n-train", "8", "--seeds", "1"]
+    torch.save(
+        {"model_state_dict": _randomised(OfficialEnc((16, 64, 64, 1024, 1024))).state_dict(), "ptepoch": 200}, path
+    )
+    argv = [
+        "phc",
+        "finetune",
+        "--backbone-file",
+        str(path),
+        "--family",
+        "blob",
+        "--data-root",
+        str(d),
+        "--out",
+        str(tmp_path / "out"),
+        "--epochs",
+        "1",
+        "--n-train",
+        "8",
+        "--seeds",
+        "1",
+    ]
     assert essl_main(argv) == 0
     res = json.loads((tmp_path / "out" / "eval" / "phc-finetune-n8-e1.json").read_text())
     assert res["source"]["kind"] == "file" and res["checkpoint"]["epoch"] == 200

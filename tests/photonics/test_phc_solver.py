@@ -31,13 +31,18 @@ def test_pixel_fourier_coefficients_exact():
         direct = 0j
         for i in range(8):
             for j in range(8):
-                ix = (np.exp(-2j * np.pi * m * (i + 1) / 8) - np.exp(-2j * np.pi * m * i / 8)) / (
-                    -2j * np.pi * m) if m else 1 / 8
-                iy = (np.exp(-2j * np.pi * n * (j + 1) / 8) - np.exp(-2j * np.pi * n * j / 8)) / (
-                    -2j * np.pi * n) if n else 1 / 8
+                ix = (
+                    (np.exp(-2j * np.pi * m * (i + 1) / 8) - np.exp(-2j * np.pi * m * i / 8)) / (-2j * np.pi * m)
+                    if m
+                    else 1 / 8
+                )
+                iy = (
+                    (np.exp(-2j * np.pi * n * (j + 1) / 8) - np.exp(-2j * np.pi * n * j / 8)) / (-2j * np.pi * n)
+                    if n
+                    else 1 / 8
+                )
                 direct += img[i, j] * ix * iy
-        assert pixel_fourier_coefficients(img, np.array(m), np.array(n)) == pytest.approx(
-            direct, abs=1e-12)
+        assert pixel_fourier_coefficients(img, np.array(m), np.array(n)) == pytest.approx(direct, abs=1e-12)
 
 
 def test_rods_known_frequencies(rod_image):
