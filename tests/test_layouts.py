@@ -218,3 +218,63 @@ def test_init_from_an_essl_run_and_an_exported_backbone(tmp_path, capsys):
             progress=False,
         )
     assert not (tmp_path / "third").exists()
+
+
+class OfficialPhotonicsEncoder(nn.Module):  # photonics/phc_models.py Encoder(Lv, ks=7): enc_block2d, fcpart
+    def __init__(self, lv=(16, 64, 64, 1024, 1024)):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 1
+        for width, pool in zip(lv[:3], (2, 4, 4)):
+            layers += [nn.Conv2d(cin, width, 7, 1, 3), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(pool, pool)]
+            cin = width
+        self.enc_block2d = nn.Sequential(*layers)
+        self.fcpart = nn.Sequential(nn.Linear(lv[2], lv[3]), nn.ReLU(), nn.Linear(lv[3], lv[4]))
+
+
+def _official_shared_bn_mlp(in_dim: int, out_dim: int) -> nn.Sequential:  # Projector/Classifier, bnorm, depth 3
+    norm = [nn.BatchNorm1d(512)]  # one list, appended to both hidden layers: one BN instance
+    return nn.Sequential(nn.Linear(in_dim, 512), *norm, nn.ReLU(), nn.Linear(512, 512), *norm, nn.ReLU(),
+                         nn.Linear(512, out_dim))  # fmt: skip
+
+
+class OfficialSimCLRwEE(nn.Module):  # photonics/ssl_mode.py: encoder = Enc, projector = Proj, classifier = Clas
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Module()
+        self.encoder.enc = OfficialPhotonicsEncoder()
+        self.projector = nn.Module()
+        self.projector.projector = nn.Module()
+        self.projector.projector.proj_block = _official_shared_bn_mlp(1024, 256)
+        self.classifier = nn.Module()
+        self.classifier.classifier = nn.Module()
+        self.classifier.classifier.clas_block = _official_shared_bn_mlp(1024, 4)
+
+
+def test_official_photonics_files(tmp_path):
+    torch.manual_seed(3)
+    official = _randomise(OfficialSimCLRwEE()).state_dict()
+    assert {"encoder.enc.enc_block2d.0.weight", "encoder.enc.fcpart.2.bias", "projector.projector.proj_block.4.running_var"} <= set(official)  # fmt: skip
+    encoder = {k.removeprefix("encoder."): v for k, v in official.items() if k.startswith("encoder.")}
+    expected = {k.replace("enc.enc_block2d.", "features.").replace("enc.fcpart.", "fc."): v for k, v in encoder.items()}
+    files = {  # pretrain_model's EP100 file (Encmodel.encoder.state_dict()), a DataParallel SimCLRwEE, the Net
+        "EP100": ({"model_state_dict": encoder, "ptepoch": 100}, ["backbone"]),
+        "simclr_ee": ({f"module.{k}": v for k, v in official.items()}, ["backbone", "projector"]),
+        "net": (encoder | {"predictor.DOSband.0.weight": torch.zeros(2, 2)}, ["backbone"]),
+    }
+    for name, (obj, loaded) in files.items():
+        torch.save(obj, tmp_path / name)
+        weights = split_layout(load_checkpoint(tmp_path / name))
+        assert weights.layout == "official-photonics", name
+        model = ESSLModel(load_config("phc-gpm-esimclr", ["backbone=phc_cnn_small"]), 1)
+        report = init_from_weights(model, weights)
+        assert report["loaded"] == loaded, name
+        _assert_equal(model.backbone, expected)
+        if name == "simclr_ee":  # the rotation classifier's group is not in the file: left out, and said so
+            _assert_equal(model.projector, _prefixed(official, "projector.projector.proj_block."))
+            assert "classifier (no essl counterpart)" in report["skipped"]
+    # an essl-keyed photonics encoder keeps its fc.* layers (they are part of the encoder, not a classifier)
+    torch.save(expected, tmp_path / "essl.pt")
+    assert split_layout(load_checkpoint(tmp_path / "essl.pt")).backbone.keys() == expected.keys()
+    with pytest.raises(EsslError, match="does not fit"):  # the paper's widths are not phc_cnn_small's
+        init_from_weights(ESSLModel(load_config("phc-gpm-esimclr"), 1), weights)

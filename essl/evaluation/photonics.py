@@ -285,10 +285,12 @@ def encoder_from_file(
     path: Path | str, family: str, out_dir: Path | str, invariances: list[str] | None = None
 ) -> EncoderSource:
     """A photonics encoder saved by the official code (``EP100``/``EP200`` files of ``pretrain_model``, keys
-    ``enc.enc_block2d.*``, ``enc.fcpart.*``; :func:`essl.models.photonics.official_encoder_state`) or an essl
-    encoder state dict (``features.*``, ``fc.*``); the family's default invariances unless given."""
+    ``enc.enc_block2d.*``, ``enc.fcpart.*``; a whole ``SimCLR``/``SimCLRwEE`` or fine-tuning ``Net`` state) or an
+    essl encoder state dict (``features.*``, ``fc.*``), recognised by the one layout detector
+    :func:`essl.models.layouts.split_layout`; the family's default invariances unless given."""
     from essl.evaluation.loading import file_digest
-    from essl.models.photonics import encoder_for_state, official_encoder_state
+    from essl.models.layouts import split_layout
+    from essl.models.photonics import encoder_for_state
 
     if family not in FAMILIES:
         raise EsslError(f"--backbone-file needs --family gpm or --family blob, got {family!r}.")
@@ -296,22 +298,18 @@ def encoder_from_file(
     ckpt = load_checkpoint(path)
     if isinstance(ckpt, dict) and "config" in ckpt and "model" in ckpt:
         raise EsslError(f"{path} is an essl run checkpoint; fine-tune its run folder (essl phc finetune RUN_DIR).")
-    inner = ckpt.get("model_state_dict", ckpt.get("state_dict", ckpt)) if isinstance(ckpt, dict) else None
-    if not isinstance(inner, dict):
-        raise EsslError(f"{path} holds a {type(ckpt).__name__}, not a state dict of a photonics encoder.")
-    state, layout = official_encoder_state(inner), "official (enc.enc_block2d.*, enc.fcpart.*)"
-    if state is None:
-        state = {
-            k.removeprefix("module."): v
-            for k, v in inner.items()
-            if k.removeprefix("module.").startswith(("features.", "fc."))
-        }
-        layout = "essl (features.*, fc.*)"
-    if not state:
+    weights = split_layout(ckpt, str(path))
+    state = weights.backbone
+    layout = (
+        "official (enc.enc_block2d.*, enc.fcpart.*)"
+        if weights.layout == "official-photonics"
+        else "essl (features.*, fc.*)"
+    )
+    if not any(k.startswith("features.") for k in state):
         raise EsslError(
             f"{path} holds no photonics encoder weights: expected the official keys "
             f"enc.enc_block2d.* / enc.fcpart.* (photonics/phc_models.py) or essl's features.* / fc.* "
-            f"(top-level keys: {', '.join(list(inner)[:6])})."
+            f"(keys found: {', '.join(list(state)[:6])})."
         )
     encoder = encoder_for_state(state)
     try:

@@ -18,6 +18,12 @@ Layouts of the official code (rdangovs/essl):
 - ``cifar10/main.py`` checkpoints: ``{epoch, state_dict}`` of its ``Branch``: ``encoder.*`` (the 3×3-stem
   ResNet-18), ``projector.net.*``, ``predictor2.*`` (the rotation head) and ``net.0.*``/``net.1.*`` (the same
   modules again, through the ``net`` Sequential);
+- ``photonics/main.py`` pretraining files ``EP100…``/``EP200…``: ``{model_state_dict: {enc.enc_block2d.*,
+  enc.fcpart.*}, ptepoch}`` (the ``Enc`` of ``phc_models.py``), and the state of a whole ``SimCLR``/``SimCLRwEE``
+  model of ``ssl_mode.py`` (``encoder.enc.*``, ``projector.projector.proj_block.*``, ``classifier.*``) or of the
+  fine-tuning ``Net`` (``enc.*``, ``predictor.*``, the DOS head): the encoder becomes the ``phc_cnn`` backbone
+  (:func:`essl.models.photonics.official_encoder_state`), the projector's Sequential indices equal those of
+  :func:`essl.models.photonics.shared_norm_mlp`;
 
 and essl's own: a run checkpoint ``{model, config, ...}`` and a bare backbone state dict (an export, or a
 torchvision ResNet). The Sequential indices of the official projectors and heads equal those of
@@ -33,12 +39,14 @@ import torch
 from torch import nn
 
 from essl.errors import EsslError
+from essl.models.photonics import official_encoder_state
 
 
 @dataclass
 class Weights:
     """The parts found in a file (``{part: essl-keyed state dict}``) and its layout: ``essl-run``,
-    ``official-resnet50``, ``official-checkpoint``, ``official-simsiam``, ``official-cifar10`` or ``bare``."""
+    ``official-resnet50``, ``official-checkpoint``, ``official-simsiam``, ``official-cifar10``,
+    ``official-photonics`` or ``bare``."""
 
     layout: str
     parts: dict[str, dict[str, torch.Tensor]]
@@ -81,6 +89,20 @@ def _official_model(state: dict[str, torch.Tensor], layout: str) -> Weights:
     return Weights(layout, parts, ignored)
 
 
+def _official_photonics(obj: dict[str, Any]) -> Weights | None:
+    """The official photonics layouts (module docstring), or None when the file has no ``enc.enc_block2d.*``."""
+    inner = next((obj[k] for k in ("model_state_dict", "state_dict") if _tensors(obj.get(k))), obj)
+    backbone = official_encoder_state(inner) if _tensors(inner) else None
+    if backbone is None:
+        return None
+    state = _strip_module(inner)
+    parts = {"backbone": backbone}
+    if _under(state, "projector.projector.proj_block."):
+        parts["projector"] = _under(state, "projector.projector.proj_block.")
+    ignored = sorted({k.split(".")[0] for k in state} - {"encoder", "enc", "projector"})
+    return Weights("official-photonics", parts, ignored)
+
+
 def split_layout(obj: Any, name: str = "the file") -> Weights:
     """Recognise the layout of a loaded checkpoint and return its parts in essl's keys; an :class:`EsslError`
     naming the top-level keys when no layout fits."""
@@ -98,6 +120,9 @@ def split_layout(obj: Any, name: str = "the file") -> Weights:
             }
         )
         return Weights("essl-run", {k: v for k, v in parts.items() if v})
+    photonics = _official_photonics(obj)
+    if photonics is not None:
+        return photonics
     if isinstance(obj.get("backbone"), dict):  # resnet50.pth
         parts = {"backbone": {k: v for k, v in _strip_module(obj["backbone"]).items() if not k.startswith("fc.")}}
         if isinstance(obj.get("projector"), dict):
@@ -124,17 +149,21 @@ def split_layout(obj: Any, name: str = "the file") -> Weights:
         if any(k.startswith(("backbone.", "encoder.")) for k in stripped):
             return _official_model(state, "official-simsiam")
         return _bare(state, "bare")
+    if _tensors(obj.get("model_state_dict")):  # the torch tutorials' wrapper (also the official photonics files')
+        return _bare(obj["model_state_dict"], "bare")
     if _tensors(obj):
         return _bare(obj, "bare")
     raise EsslError(
         f"{name} has none of the known weight layouts (an essl run checkpoint; the official "
-        f"resnet50.pth, checkpoint.pth, SimSiam or CIFAR-10 checkpoints; a bare backbone state dict). "
+        f"resnet50.pth, checkpoint.pth, SimSiam, CIFAR-10 or photonics checkpoints; a bare backbone state dict). "
         f"Its top-level keys: {', '.join(map(str, list(obj)[:8]))}."
     )
 
 
 def _bare(state: dict[str, torch.Tensor], layout: str) -> Weights:
     state = _strip_module(state)
+    if any(k.startswith("features.") for k in state):  # the photonics encoder: its fc.* layers belong to it
+        return Weights(layout, {"backbone": {k: v for k, v in state.items() if k.startswith(("features.", "fc."))}})
     return Weights(layout, {"backbone": {k: v for k, v in state.items() if not k.startswith("fc.")}})
 
 

@@ -305,3 +305,26 @@ def test_official_encoder_file_fine_tunes_from_the_command_line(root, tmp_path):
         encoder_from_file(tmp_path / "other.pt", "gpm", tmp_path)
     assert essl_main(argv[:2] + ["--scratch"] + argv[2:]) == 2  # two encoders named
     assert essl_main(argv[:-6]) == 2  # no --out ... : refused before any work
+
+
+def test_official_encoder_file_warm_starts_pretraining(root, tmp_path, capsys):
+    """init_from= takes an official EP file (photonics/main.py pretrain_model) through essl.models.layouts."""
+    d, _ = root
+    official = _randomised(OfficialEnc((16, 64, 64, 1024, 1024)))
+    path = tmp_path / "EP100bscl256_temp0.1_ptlr0.001"
+    torch.save({"model_state_dict": official.state_dict(), "ptepoch": 100}, path)
+    cfg = load_config("phc-gpm-esimclr", FAST + [f"data_root={d}", f"init_from={path}"])
+    trainer = Pretrainer(cfg, tmp_path / "unused", progress=False)
+    assert trainer.warm_start(str(path))["loaded"] == ["backbone"]
+    x = torch.rand(4, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(trainer.model.backbone.eval()(x), official.enc(x), atol=1e-5)
+    run = pretrain(cfg, tmp_path / "run", progress=False)  # end to end
+    assert "init_from" in capsys.readouterr().err and (run / "checkpoint.pt").is_file()
+    with pytest.raises(EsslError, match="does not fit"):  # the paper's widths, not phc_cnn_small's
+        pretrain(
+            load_config("phc-gpm-esimclr", [f"data_root={d}", f"init_from={path}", "batch_size=8"]),
+            tmp_path / "x",
+            False,
+        )
+    assert not (tmp_path / "x").exists()
