@@ -1,21 +1,29 @@
-"""Throughput of one E-SimCLR training step of the CIFAR-10 preset, essl versus an official-style baseline.
+"""Throughput of essl's real E-SimCLR training step (CIFAR-10 preset) against an official-style baseline.
 
 Both sides run the same model (CIFAR ResNet-18, projector 512-2048-2048, rotation head 512-2048-2048-4), the
 same batch (256 images: two 32-px views plus the four rotations of a 16-px crop, i.e. 512 + 1024 images through
 the backbone), the same loss (cross-view InfoNCE τ=0.5 + 0.4·CE) and the same SGD step; both start from uint8
-CIFAR-sized images in memory and end after ``optimizer.step()``.
+CIFAR-sized images in memory and end after the optimiser step.
 
-- **essl**: the batch is sliced from a uint8 tensor; augmentation runs batched and per-sample random with kornia
-  on the training device; bf16 autocast and channels_last where the CPU supports them (essl's defaults).
+- **essl**: :meth:`essl.training.pretrain.Pretrainer.train_step` itself, the code ``essl pretrain`` runs, on a
+  Pretrainer built from the ``cifar10-esimclr`` preset over a ``dataset=npy`` folder of random images written to a
+  temporary folder (batches come from the Pretrainer's own batch source). Augmentation is batched and per-sample
+  random with kornia on the device; precision and channels_last are the preset's (``auto``: bf16 autocast and
+  channels_last where the CPU supports them).
 - **baseline**: built the way the official code (rdangovs/essl cifar10/main.py) does it: per-image PIL
   augmentation (RandomResizedCrop, flip, ColorJitter, grayscale, ToTensor, Normalize; written here with Pillow
   because torchvision is not a dependency) in DataLoader workers, fp32, NCHW, rotations by ``torch.rot90``.
+- **prediction branch**: essl's SimCLR step (the same preset without the rotation task) is timed in the same
+  interleaved rounds; the branch's share of the E-SimCLR step is ``1 − t(SimCLR) / t(E-SimCLR)``.
 
-Images are random uint8 (no dataset is needed: the work per image is the same). Run:
+Besides images/s and the ratio, it prints the FLOPs of one essl step (``torch.utils.flop_counter``: convolutions
+and matrix products, forward and backward) and the fraction of a bf16 (or the step's precision) matmul peak
+measured in the same run. ``--profile N`` adds a torch.profiler table of N essl steps, by operator and by operator
+and input shape (which separates the layers and the two branches). Images are random uint8: the work per image is
+the same as on CIFAR-10. Run:
 
-    python benchmarks/bench_train_step.py [--steps 6] [--warmup 2] [--batch 256] [--workers 2]
-
-It prints images/s (median over timed steps) for each side and the ratio.
+    python benchmarks/bench_train_step.py [--steps 6] [--warmup 2] [--batch 256] [--workers 2] [--profile 0]
+    python benchmarks/bench_train_step.py --set compile=true   # any preset override for the essl side
 """
 
 from __future__ import annotations
@@ -25,17 +33,18 @@ import math
 import platform
 import random
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageEnhance
 
-from essl.augmentation import Normalize, build_view, get_recipe
 from essl.data.cifar import CIFAR10_MEAN, CIFAR10_STD
-from essl.runtime import autocast_context, resolve_precision
-from essl.training.config import load_config
+from essl.training.config import PretrainConfig, load_config
 from essl.training.model import ESSLModel
+from essl.training.pretrain import Pretrainer
 
 
 # ------------------------------------------------------------------------------------- baseline: PIL per image
@@ -99,55 +108,74 @@ class PilTripletDataset(torch.utils.data.Dataset):
         return pil_view(img, 32), pil_view(img, 32), pil_view(img, 16)
 
 
+# ------------------------------------------------------------------------------------------------ essl side
+def write_npy_dataset(folder: Path, images: torch.Tensor) -> Path:
+    """A ``dataset=npy`` folder (``train/images.npy``, uint8 N×C×H×W) holding ``images``."""
+    (folder / "train").mkdir(parents=True, exist_ok=True)
+    np.save(folder / "train" / "images.npy", images.numpy())
+    return folder
+
+
+def essl_config(data_root: Path, batch: int, overrides: list[str], with_prediction: bool = True) -> PretrainConfig:
+    """The ``cifar10-esimclr`` preset on the npy folder, without the kNN monitor and the online probe (no labels)."""
+    settings = ["dataset=npy", f"data_root={data_root}", f"batch_size={batch}", "knn_every=0", "online_probe=false"]
+    without = [] if with_prediction else ["equivariance=[]"]
+    return load_config("cifar10-esimclr", settings + without + list(overrides))
+
+
+class EsslStep:
+    """Runs :meth:`Pretrainer.train_step` on the Pretrainer's own batches, epoch after epoch."""
+
+    def __init__(self, cfg: PretrainConfig, run_dir: Path):
+        torch.manual_seed(0)
+        self.trainer = Pretrainer(cfg, run_dir, progress=False)
+        self.trainer.net.train()
+        self.it, self.epoch, self.batches = 0, 0, iter(self.trainer.batches.epoch(0, 0))
+
+    def next_batch(self) -> torch.Tensor:
+        for _ in range(2):
+            try:
+                return next(self.batches)
+            except StopIteration:
+                self.epoch += 1
+                self.batches = iter(self.trainer.batches.epoch(self.epoch, 0))
+        raise RuntimeError("the batch source yields no batches")
+
+    def __call__(self) -> None:
+        x = self.next_batch()
+        self.trainer.train_step(x, self.it % len(self.trainer.lrs))
+        self.it += 1
+
+
 # --------------------------------------------------------------------------------------------------- timing
-def time_steps(step, batches, warmup: int, steps: int) -> list[float]:
-    times = []
-    for i in range(warmup + steps):
-        t0 = time.perf_counter()
-        step(next(batches))
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return times
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
-def make_model(seed: int) -> ESSLModel:
-    torch.manual_seed(seed)
-    return ESSLModel(load_config("cifar10-esimclr"), in_channels=3)
+def matmul_peak(dtype: torch.dtype, n: int = 4096, reps: int = 4) -> float:
+    """FLOP/s of an n×n by n×n matrix product in ``dtype`` on this machine, best of ``reps``."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    torch.mm(a, b)
+    best = min(timed(lambda: torch.mm(a, b)) for _ in range(reps))
+    return 2 * n**3 / best
 
 
-def bench_essl(images_u8: torch.Tensor, batch: int, warmup: int, steps: int, precision: str, channels_last: bool):
-    device = torch.device("cpu")
-    dtype = resolve_precision(precision, device)
-    model = make_model(0)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.12, momentum=0.9, weight_decay=5e-4)
-    view, small = build_view(get_recipe("cifar"), 3), build_view(get_recipe("cifar_small"), 3)
-    norm = Normalize(CIFAR10_MEAN, CIFAR10_STD)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
+def step_flops(step: EsslStep) -> int:
+    """FLOPs of one essl step (convolutions and matrix products, forward and backward)."""
+    from torch.utils.flop_counter import FlopCounterMode
 
-    def batches():
-        while True:
-            idx = torch.randint(len(images_u8), (batch,))
-            yield images_u8[idx]
-
-    def step(x):
-        with torch.no_grad():
-            x1, x2 = norm(view(x)).contiguous(memory_format=fmt), norm(view(x)).contiguous(memory_format=fmt)
-            xs = norm(small(x))
-            xr = torch.cat([torch.rot90(xs, k, dims=(2, 3)) for k in range(4)]).contiguous(memory_format=fmt)
-            g = torch.arange(4).repeat_interleave(batch)
-        with autocast_context(device, dtype):
-            loss = model(x1, x2, [(xr, g)])["loss"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return time_steps(step, batches(), warmup, steps), dtype
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    return counter.get_total_flops()
 
 
-def bench_baseline(images_u8: torch.Tensor, batch: int, warmup: int, steps: int, workers: int):
-    model = make_model(0)
+def baseline_step(images_u8: torch.Tensor, batch: int, workers: int):
+    """The official-style step: per-image PIL views from DataLoader workers, fp32, NCHW."""
+    torch.manual_seed(0)
+    model = ESSLModel(load_config("cifar10-esimclr"), in_channels=3).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.12, momentum=0.9, weight_decay=5e-4)
     hwc = images_u8.permute(0, 2, 3, 1).contiguous().numpy()
     loader = torch.utils.data.DataLoader(
@@ -164,8 +192,10 @@ def bench_baseline(images_u8: torch.Tensor, batch: int, warmup: int, steps: int,
         while True:
             yield from loader
 
-    def step(b):
-        x1, x2, xs = b
+    source = batches()
+
+    def step() -> None:
+        x1, x2, xs = next(source)
         xr = torch.cat([torch.rot90(xs, k, dims=(2, 3)) for k in range(4)])
         g = torch.arange(4).repeat_interleave(xs.shape[0])
         loss = model(x1, x2, [(xr, g)])["loss"]
@@ -173,42 +203,93 @@ def bench_baseline(images_u8: torch.Tensor, batch: int, warmup: int, steps: int,
         loss.backward()
         opt.step()
 
-    return time_steps(step, batches(), warmup, steps)
+    return step
+
+
+def profile(step: EsslStep, steps: int, rows: int = 25) -> None:
+    """torch.profiler over ``steps`` essl steps: by operator, then by operator and input shapes."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(steps):
+            step()
+    averages = prof.key_averages()
+    print(f"\n## profile of {steps} essl steps, by operator (self CPU time)\n")
+    print(averages.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=40))
+    print("\n## by operator and input shapes (self CPU time)\n")
+    print(
+        prof.key_averages(group_by_input_shape=True).table(
+            sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=40, max_shapes_column_width=70
+        )
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per side (interleaved rounds)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="baseline DataLoader workers")
-    parser.add_argument("--precision", default="auto", help="essl side: auto | bf16 | fp32")
-    parser.add_argument("--no-channels-last", action="store_true")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="preset overrides (essl side)")
+    parser.add_argument("--no-baseline", action="store_true", help="time essl only")
+    parser.add_argument("--profile", type=int, default=0, metavar="N", help="profile N essl steps at the end")
     args = parser.parse_args()
     random.seed(0)
     torch.manual_seed(0)
     images = torch.randint(0, 256, (4 * args.batch, 3, 32, 32), dtype=torch.uint8)
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}, cpu capability {torch.backends.cpu.get_cpu_capability()}"
-    )
-    print(
-        f"E-SimCLR CIFAR-10 step, batch {args.batch} (+{4 * args.batch} rotated 16-px crops), "
-        f"{args.warmup} warm-up + {args.steps} timed steps per side"
-    )
-    base = bench_baseline(images, args.batch, args.warmup, args.steps, args.workers)
-    ours, dtype = bench_essl(images, args.batch, args.warmup, args.steps, args.precision, not args.no_channels_last)
-    b_ips, e_ips = args.batch / statistics.median(base), args.batch / statistics.median(ours)
-    print(
-        f"baseline (PIL per image, {args.workers} workers, fp32, NCHW): {b_ips:6.1f} img/s  "
-        f"(step {statistics.median(base):.2f} s; steps {', '.join(f'{t:.2f}' for t in base)})"
-    )
-    print(
-        f"essl (kornia batched, {str(dtype).replace('torch.', '')}, "
-        f"{'NCHW' if args.no_channels_last else 'channels_last'}): {e_ips:6.1f} img/s  "
-        f"(step {statistics.median(ours):.2f} s; steps {', '.join(f'{t:.2f}' for t in ours)})"
-    )
-    print(f"speed-up: {e_ips / b_ips:.2f}x")
+    with tempfile.TemporaryDirectory(prefix="essl-bench-") as tmp:
+        root = write_npy_dataset(Path(tmp) / "data", images)
+        e_cfg = essl_config(root, args.batch, args.set)
+        s_cfg = essl_config(root, args.batch, args.set, with_prediction=False)
+        sides = {
+            "essl E-SimCLR": EsslStep(e_cfg, Path(tmp) / "run-e"),
+            "essl SimCLR": EsslStep(s_cfg, Path(tmp) / "run-s"),
+        }
+        if not args.no_baseline:
+            sides = {"baseline": baseline_step(images, args.batch, args.workers), **sides}
+        trainer = sides["essl E-SimCLR"].trainer
+        dtype = trainer.dtype
+        print(
+            f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+            f"torch {torch.__version__}, cpu capability {torch.backends.cpu.get_cpu_capability()}"
+        )
+        print(
+            f"E-SimCLR CIFAR-10 step, batch {args.batch} (+{4 * args.batch} rotated 16-px crops); essl: "
+            f"{str(dtype).replace('torch.', '')}, {'channels_last' if trainer.channels_last else 'NCHW'}"
+            f"{', compiled' if e_cfg.compile else ''}; {args.warmup} warm-up + {args.steps} timed steps per side, "
+            f"interleaved"
+        )
+        times: dict[str, list[float]] = {name: [] for name in sides}
+        for r in range(args.warmup + args.steps):
+            for name, step in sides.items():
+                t = timed(step)
+                if r >= args.warmup:
+                    times[name].append(t)
+        flops = step_flops(sides["essl E-SimCLR"])
+        flops_s = step_flops(sides["essl SimCLR"])
+        peak_dtype = dtype if dtype in (torch.bfloat16, torch.float16) else torch.float32
+        peak = matmul_peak(peak_dtype)
+        med = {name: statistics.median(ts) for name, ts in times.items()}
+        for name, ts in times.items():
+            print(
+                f"{name:14s} {args.batch / med[name]:7.1f} img/s   step {med[name]:.2f} s "
+                f"(steps {', '.join(f'{t:.2f}' for t in ts)})"
+            )
+        if "baseline" in med:
+            print(f"speed-up essl E-SimCLR / baseline: {med['baseline'] / med['essl E-SimCLR']:.2f}x")
+        e, s = med["essl E-SimCLR"], med["essl SimCLR"]
+        print(
+            f"prediction branch: {100 * (1 - s / e):.0f}% of the E-SimCLR step's time, "
+            f"{100 * (1 - flops_s / flops):.0f}% of its FLOPs"
+        )
+        print(
+            f"FLOPs per essl step: {flops / 1e12:.2f} TFLOP; achieved {flops / e / 1e12:.2f} TFLOP/s = "
+            f"{100 * flops / e / peak:.0f}% of the {str(peak_dtype).replace('torch.', '')} 4096² matmul peak "
+            f"measured now ({peak / 1e12:.2f} TFLOP/s)"
+        )
+        if args.profile:
+            profile(sides["essl E-SimCLR"], args.profile)
 
 
 if __name__ == "__main__":

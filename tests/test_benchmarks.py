@@ -1,0 +1,32 @@
+"""The benchmark scripts run on essl's real training step (a tiny batch, one step; no timing is asserted)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _run(script: str, *args: str) -> str:
+    res = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res.stdout
+
+
+@pytest.mark.slow
+def test_train_step_benchmark_runs_the_pretrainer_and_reports_flops():
+    out = _run("bench_train_step.py", "--batch", "8", "--steps", "1", "--warmup", "0", "--workers", "0")
+    for needle in ("baseline", "essl E-SimCLR", "essl SimCLR", "speed-up", "prediction branch", "TFLOP", "matmul peak"):
+        assert needle in out, out
+    # 8 images: 16 32-px views + 32 16-px crops through a CIFAR ResNet-18 (0.56 GMAC per 32-px image, a quarter per
+    # 16-px crop), forward + backward ≈ 3 × 2 × 24 × 0.56 GFLOP ≈ 0.08 TFLOP
+    tflop = float(out.split("FLOPs per essl step: ")[1].split(" TFLOP")[0])
+    assert 0.01 < tflop < 1.0, out
+
+
+@pytest.mark.slow
+def test_cost_benchmark_runs_each_configuration():
+    out = _run("bench_essl_cost.py", "--methods", "simclr", "--batch", "8", "--rounds", "1", "--warmup", "0")
+    assert "| simclr | base |" in out and "| simclr | E- (all 4 rotations) |" in out, out
