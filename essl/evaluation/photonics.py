@@ -26,8 +26,17 @@ Official code: rdangovs/essl ``photonics/main.py`` (``finetune_model``, ``evalua
   fine-tuning seeds 1, 2, 3 reseed torch (head initialisation, batch order, augmentations); the summary is
   mean ± std over seeds with the population std (ddof 0, ``np.std`` as in the official script).
 
-The official scripts also take the minimum over the EP100 and EP200 pretraining checkpoints; here one checkpoint
-(the run's last) is fine-tuned.
+**Checkpoint selection** (``protocol``; :func:`finetune_official`). The official ``main.py`` pretrains with a
+per-step cosine over ``max(eplist) + 1 = 201`` epochs, saves the encoder after 100 and 200 epochs (``eplist =
+[100, 200]``), fine-tunes both and reports, per fine-tuning seed, the minimum test error over the epochs of
+*both* fine-tunings (``mintestloss`` carried from ``EP100`` into ``EP200``). ``official`` (the default of
+``essl phc finetune RUN`` and ``essl phc experiment``) does the same with the run's kept milestones: for a run of
+``E`` epochs (``E = 201`` for the paper) the checkpoints after ``(E − 1) // 2`` and ``E − 1`` epochs
+(:func:`official_milestones`), each fine-tuned with every seed; the reported number per seed is the minimum over
+epochs and over both checkpoints, the result names the winning checkpoint per seed. This **selects on the test
+set twice** (epoch and checkpoint), as the official code does. ``last`` fine-tunes one checkpoint (the run's last,
+or the one ``--checkpoint`` names). Random streams: each (checkpoint, seed) fine-tuning starts from ``seed``;
+the official loop reseeds once per seed and runs ``EP100`` then ``EP200`` in one stream.
 
 **Band-structure target** (``target='bands'``, the official loader's ``predict='bandstructures'``): the head
 regresses ``efreq − emptylattice`` of the first ``nbands`` bands at the 625 k-points (flattened, 6,250 outputs
@@ -50,11 +59,25 @@ from torch import nn
 
 from essl.errors import EsslError
 from essl.data.photonics import FAMILIES, LabelledSplits, load_labelled_splits
-from essl.runs import load_checkpoint, result_path, write_result
+from essl.runs import (
+    has_config,
+    list_milestones,
+    load_checkpoint,
+    milestone_name,
+    milestone_path,
+    read_config,
+    read_result,
+    result_path,
+    write_result,
+)
 from essl.runtime import resolve_device
-from essl.training.validation import option_rule
+from essl.training.validation import CHECKPOINT_PROTOCOLS, option_rule
 
 RESULT_PREFIX = "phc-finetune"
+#: Checkpoint selection: both official milestones and the better per seed, or one checkpoint (module docstring).
+PROTOCOLS = CHECKPOINT_PROTOCOLS
+#: The official protocol's result: ``<settings' name>-official.json`` beside the two milestones' own results.
+OFFICIAL_SUFFIX = "-official"
 #: Regression targets: the density of states (the paper's) or the band structures (official ``predict``).
 TARGETS = ("dos", "bands")
 #: Invariances of the supervised-from-scratch baseline: the family's base augmentations (the SimCLR presets').
@@ -431,4 +454,178 @@ def finetune(
             f"selected on the test set), after the last epoch {summary['final_mean']:.4f} ± "
             f"{summary['final_std']:.4f}; written to {out}"
         )
+    return out, payload
+
+
+# ------------------------------------------------------------------------------------ checkpoint selection
+def official_milestones(epochs: int) -> tuple[int, int]:
+    """The two checkpoints the official protocol fine-tunes in a run of ``epochs`` epochs: after ``(E − 1) // 2``
+    and ``E − 1`` (``E = 201`` gives the official 100 and 200: ``eplist = [100, 200]`` of a ``max(eplist) + 1``
+    epoch cosine, whose last epoch is trained but never saved). Fewer than 3 epochs is an :class:`EsslError`."""
+    if epochs < 3:
+        raise EsslError(
+            f"The official protocol fine-tunes the checkpoints after (E-1)//2 and E-1 of E pretraining epochs "
+            f"(100 and 200 of 201); a run of {epochs} epoch(s) has no two such checkpoints. Pretrain at least 3 "
+            f"epochs, or fine-tune one checkpoint with --protocol last."
+        )
+    return (epochs - 1) // 2, epochs - 1
+
+
+def protocol_matches(payload: dict[str, Any], settings: FinetuneSettings) -> bool:
+    """Whether a stored fine-tuning result was computed with ``settings`` (every protocol number and the seeds)."""
+    proto = payload.get("protocol", {})
+    keys = (
+        "epochs",
+        "batch_size",
+        "lr",
+        "weight_decay",
+        "n_train",
+        "subset_seed",
+        "freeze_encoder",
+        "target",
+        "nbands",
+    )
+    older = {"freeze_encoder": False, "target": "dos", "nbands": 10}  # results written before these settings
+    return all(proto.get(k, older.get(k)) == getattr(settings, k) for k in keys) and payload.get("seeds", {}).get(
+        "finetune"
+    ) == list(settings.seeds)
+
+
+def ensure_finetuned(
+    src: EncoderSource, data_root: str | Path | None, settings: FinetuneSettings, log: Callable[[str], Any] = print
+) -> dict[str, Any]:
+    """Fine-tune ``src`` unless its folder already holds a result of the same protocol; returns the payload."""
+    stem = result_stem(src, settings)
+    payload = read_result(src.out_dir, stem)
+    if payload is not None:
+        if not protocol_matches(payload, settings):
+            raise EsslError(
+                f"{result_path(src.out_dir, stem)} was fine-tuned with another protocol (seeds, lr, batch ...); "
+                f"it is left untouched. Use another --out, or delete it."
+            )
+        log(f"reusing {result_path(src.out_dir, stem)}")
+        return payload
+    return finetune(src, data_root, settings, log=log)[1]
+
+
+def official_checkpoints(run_dir: Path | str) -> tuple[Path, list[int]]:
+    """The run folder and the epochs of its two official milestones, both kept (else an :class:`EsslError` that
+    says how to keep them); reads only the run's config."""
+    run_path = Path(run_dir)
+    if not run_path.is_dir() or not has_config(run_path):
+        raise EsslError(
+            f"{run_path} is not a run folder of `essl pretrain` (the official protocol fine-tunes two of its "
+            f"kept checkpoints). Pass a run folder, or --protocol last with a checkpoint file."
+        )
+    epochs = read_config(run_path).epochs
+    wanted = list(official_milestones(epochs))
+    missing = [milestone_name(e) for e in wanted if not milestone_path(run_path, e).is_file()]
+    if missing:
+        kept = list_milestones(run_path)
+        raise EsslError(
+            f"The official protocol fine-tunes the checkpoints after epochs {wanted[0]} and {wanted[1]} of this "
+            f"{epochs}-epoch run (as EP100 and EP200 of the official 201-epoch run), but {run_path} has no "
+            f"{' or '.join(missing)} (kept: {', '.join(kept) or 'none'}). Pretrain with "
+            f"keep_checkpoints=[{wanted[0]}, {wanted[1]}] (`essl phc experiment` does), or fine-tune one "
+            f"checkpoint with --protocol last [--checkpoint NAME]."
+        )
+    return run_path, wanted
+
+
+def select_over_checkpoints(payloads: dict[str, dict[str, Any]], settings: FinetuneSettings) -> dict[str, Any]:
+    """The official protocol's result from the results of its checkpoints (``{milestone name: payload}``, oldest
+    first): per seed the minimum over epochs and checkpoints and the checkpoint that gave it (the older one on a
+    tie); ``final_error`` is the newest checkpoint's error after its last epoch (no selection at all)."""
+    names = list(payloads)
+    per_seed = []
+    for i, seed in enumerate(settings.seeds):
+        rows = {n: payloads[n]["per_seed"][i] for n in names}
+        if any(r["seed"] != seed for r in rows.values()):
+            raise EsslError(f"The results of {', '.join(names)} do not hold seed {seed} in the same place.")
+        best = min(names, key=lambda n: rows[n]["min_error"])
+        per_seed.append(
+            {
+                "seed": seed,
+                "min_error": rows[best]["min_error"],
+                "checkpoint": best,
+                "min_after_epochs": rows[best]["min_after_epochs"],
+                "final_error": rows[names[-1]]["final_error"],
+                "per_checkpoint": {
+                    n: {k: rows[n][k] for k in ("min_error", "min_after_epochs", "final_error")} for n in names
+                },
+            }
+        )
+    first, last = payloads[names[0]], payloads[names[-1]]
+    source = {k: v for k, v in last["source"].items() if k != "milestone"}
+    return {
+        "protocol": {
+            **last["protocol"],
+            "selection": "official: per fine-tuning seed, the minimum of the full-test-set error over the starts "
+            "of fine-tuning epochs 1..E AND over the two pretraining checkpoints (rdangovs/essl photonics/main.py, "
+            "mintestloss over EP100 and EP200). TEST-SET SELECTION of the epoch and of the checkpoint, as in the "
+            "official code (optimistic; final_mean is the newer checkpoint's error after its last epoch)",
+        },
+        "selection": {
+            "protocol": "official",
+            "milestones": names,
+            "milestone_epochs": [payloads[n]["checkpoint"]["epoch"] for n in names],
+            "pretrain_epochs": last["source"].get("pretrain_epochs"),
+            "winners": {str(r["seed"]): r["checkpoint"] for r in per_seed},
+            "test_set_selection": True,
+        },
+        "data": first["data"],
+        "family": last["family"],
+        "source": source,
+        "checkpoints": {n: payloads[n]["checkpoint"] for n in names},
+        "seeds": last["seeds"],
+        "summary": summarise(per_seed),
+        "per_seed": per_seed,
+        "wall_time_s": sum(p["wall_time_s"] for p in payloads.values()),
+    }
+
+
+def finetune_official(
+    run_dir: Path | str,
+    data_root: str | Path | None,
+    settings: FinetuneSettings,
+    overwrite: bool = False,
+    reuse: bool = False,
+    log: Callable[[str], Any] = print,
+    verbose: bool = False,
+) -> tuple[Path, dict[str, Any]]:
+    """The official selection protocol on a run (module docstring): fine-tune both milestones (each result is
+    written as for ``--checkpoint NAME``, and one already there with the same settings is reused, so an
+    interrupted run continues), then write ``RUN/eval/<name>-official.json``. An existing combined result is an
+    error unless ``overwrite`` (recompute everything) or ``reuse`` (return it when its settings match)."""
+    settings.validate()
+    run_path, epochs = official_checkpoints(run_dir)
+    stem = settings.result_name() + OFFICIAL_SUFFIX
+    path = result_path(run_path, stem)
+    if path.exists() and not overwrite:
+        stored = read_result(run_path, stem) if reuse else None
+        if stored is not None and protocol_matches(stored, settings):
+            log(f"reusing {path}")
+            return path, stored
+        raise EsslError(
+            f"{path} already exists (an official-protocol result with the same --n-train and --epochs); "
+            + ("its seeds or settings differ; " if reuse else "")
+            + "pass --overwrite to replace it, or use another output folder."
+        )
+    payloads = {}
+    for epoch in epochs:
+        src = encoder_from_run(run_path, str(epoch))
+        name = str(src.source["milestone"])
+        if overwrite:
+            payloads[name] = finetune(src, data_root, settings, overwrite=True, log=log, verbose=verbose)[1]
+        else:
+            payloads[name] = ensure_finetuned(src, data_root, settings, log)
+    payload = select_over_checkpoints(payloads, settings)
+    out = write_result(run_path, stem, payload)
+    s = payload["summary"]
+    winners = ", ".join(f"seed {k}: {v}" for k, v in payload["selection"]["winners"].items())
+    log(
+        f"{payload['family']}: official protocol, {' and '.join(payloads)}: relative error {s['mean']:.4f} ± "
+        f"{s['std']:.4f} (min over epochs and both checkpoints, selected on the test set; {winners}); newest "
+        f"checkpoint after the last epoch {s['final_mean']:.4f} ± {s['final_std']:.4f}; written to {out}"
+    )
     return out, payload

@@ -6,6 +6,17 @@ fine-tunes each encoder with the DOS-regression protocol (:mod:`essl.evaluation.
 randomly initialised encoder, ``--scratch``), and writes a table of the relative DOS error (minimum over
 fine-tuning epochs, selected on the test set as in the paper; mean ± std over fine-tuning seeds).
 
+Checkpoint selection (``protocol``):
+
+- ``official`` (default), as rdangovs/essl ``photonics/main.py``: for ``N`` pretraining epochs (the presets' 200,
+  or ``--pretrain-epochs N``) the run trains ``N + 1`` epochs under one per-step cosine and keeps the checkpoints
+  after ``N // 2`` and ``N`` epochs (``epochs=N+1 keep_checkpoints=[N//2, N]``: 201, 100 and 200 for the paper,
+  whose loop also trains a 201st epoch that it never saves); both are fine-tuned with every seed and each seed
+  reports the minimum over epochs *and* checkpoints (:func:`essl.evaluation.photonics.finetune_official`).
+  ``N`` must be at least 2. The milestones used and the winner per seed are in the results.
+- ``last``: ``N`` epochs under a cosine over ``N``, the last checkpoint fine-tuned (cheaper; essl's earlier
+  protocol).
+
 Budgets (``--budget``):
 
 - ``paper``: the presets and the fine-tuning protocol as they are (200 pretraining epochs at batch 256 with the
@@ -25,7 +36,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,17 +43,17 @@ from typing import Any
 from essl.data.photonics import FAMILIES, present_in_window
 from essl.errors import EsslError
 from essl.evaluation.photonics import (
-    EncoderSource,
     FinetuneSettings,
     encoder_from_run,
     encoder_from_scratch,
-    finetune,
-    result_stem,
+    ensure_finetuned,
+    finetune_official,
 )
 from essl.evaluation.report import markdown_lines
 from essl.experiments.lifecycle import ensure_run
-from essl.runs import read_config, read_metrics, read_result, result_path, write_files
+from essl.runs import read_config, read_metrics, write_files
 from essl.training.config import load_config
+from essl.training.validation import OPTION_RULES
 
 #: (preset suffix, label in the table), in the paper's order.
 METHODS = (("simclr", "SimCLR"), ("simclr-transform", "SimCLR + Transform"), ("esimclr", "E-SimCLR"))
@@ -80,50 +90,15 @@ def ensure_pretrained(preset: str, overrides: list[str], run_dir: Path, progress
     return run_dir
 
 
-# ------------------------------------------------------------------------------------------ fine-tuning
-def _protocol_matches(payload: dict[str, Any], settings: FinetuneSettings) -> bool:
-    proto = payload.get("protocol", {})
-    keys = (
-        "epochs",
-        "batch_size",
-        "lr",
-        "weight_decay",
-        "n_train",
-        "subset_seed",
-        "freeze_encoder",
-        "target",
-        "nbands",
-    )
-    older = {"freeze_encoder": False, "target": "dos", "nbands": 10}  # results written before these settings
-    return all(proto.get(k, older.get(k)) == getattr(settings, k) for k in keys) and payload.get("seeds", {}).get(
-        "finetune"
-    ) == list(settings.seeds)
-
-
-def ensure_finetuned(
-    src: EncoderSource, data_root: str, settings: FinetuneSettings, log: Callable[[str], Any] = print
-) -> dict[str, Any]:
-    """Fine-tune ``src`` unless its folder already holds a result of the same protocol; returns the payload."""
-    path = result_path(src.out_dir, result_stem(src, settings))
-    payload = read_result(src.out_dir, result_stem(src, settings))
-    if payload is not None:
-        if not _protocol_matches(payload, settings):
-            raise EsslError(
-                f"{path} was fine-tuned with another protocol (seeds, lr, batch ...); it is left "
-                f"untouched. Use another --out, or delete it."
-            )
-        log(f"reusing {path}")
-        return payload
-    return finetune(src, data_root, settings, log=log)[1]
-
-
 # ------------------------------------------------------------------------------------------ the table
 def _fmt(mean: float, std: float) -> str:
     return f"{mean:.4f} ± {std:.4f}"
 
 
 def results_table(family: str, rows: list[dict[str, Any]]) -> str:
-    """Markdown table of the experiment's rows."""
+    """Markdown table of the experiment's rows (with the winning checkpoint per seed under the official
+    protocol)."""
+    official = any(r.get("winners") for r in rows)
     header = [
         f"{family.upper()} method",
         "preset",
@@ -133,21 +108,25 @@ def results_table(family: str, rows: list[dict[str, Any]]) -> str:
         "pred. acc.",
         "pretrain / fine-tune wall",
     ]
+    if official:
+        header.insert(4, "checkpoint chosen per seed")
     cells = []
     for r in rows:
         s = r["summary"]
         acc = f"{r['pred_acc']:.2f}" if r.get("pred_acc") is not None else "–"
-        cells.append(
-            [
-                r["label"],
-                r["preset"] or "–",
-                r["pretraining"],
-                _fmt(s["mean"], s["std"]),
-                _fmt(s["final_mean"], s["final_std"]),
-                acc,
-                f"{r['pretrain_s']:.0f} s / {r['finetune_s']:.0f} s",
-            ]
-        )
+        row = [
+            r["label"],
+            r["preset"] or "–",
+            r["pretraining"],
+            _fmt(s["mean"], s["std"]),
+            _fmt(s["final_mean"], s["final_std"]),
+            acc,
+            f"{r['pretrain_s']:.0f} s / {r['finetune_s']:.0f} s",
+        ]
+        if official:
+            winners = r.get("winners") or {}
+            row.insert(4, ", ".join(w.removeprefix("epoch_").lstrip("0") for w in winners.values()) or "–")
+        cells.append(row)
     return "\n".join(markdown_lines(header, cells)) + "\n"
 
 
@@ -172,8 +151,11 @@ def run_experiment(
     finetune_overrides: dict[str, Any] | None = None,
     scratch: bool = False,
     progress: bool = True,
+    protocol: str = "official",
 ) -> dict[str, Any]:
-    """Pretrain and fine-tune the three methods (and optionally a random encoder); write and return the table."""
+    """Pretrain and fine-tune the three methods (and optionally a random encoder) under ``protocol`` (module
+    docstring); write and return the table."""
+    OPTION_RULES["protocol"].check("--protocol", protocol)
     if family not in FAMILIES:
         raise EsslError(f"--family must be gpm or blob, got {family!r}.")
     if budget not in BUDGETS:
@@ -188,6 +170,16 @@ def run_experiment(
     overrides += list(extra_overrides or [])
     settings = FinetuneSettings(**{**spec.finetune, **(finetune_overrides or {})})
     settings.validate()
+    epochs = load_config(f"phc-{family}-{METHODS[0][0]}", overrides).epochs  # N: the last fine-tuned checkpoint
+    milestones = [epochs]
+    if protocol == "official":
+        if epochs < 2:
+            raise EsslError(
+                f"The official protocol fine-tunes the checkpoints after N//2 and N pretraining epochs (100 and "
+                f"200 for the paper); N = {epochs} has no two. Give --pretrain-epochs 2 or more, or --protocol last."
+            )
+        milestones = [epochs // 2, epochs]
+        overrides += [f"epochs={epochs + 1}", f"keep_checkpoints=[{epochs // 2}, {epochs}]"]
     for suffix, _ in METHODS:  # every preset's settings are valid before the first run starts
         load_config(f"phc-{family}-{suffix}", overrides)
     out = Path(out)
@@ -197,8 +189,13 @@ def run_experiment(
     for suffix, label in METHODS:
         preset = f"phc-{family}-{suffix}"
         run_dir = ensure_pretrained(preset, overrides, out / preset, progress)
-        payload = ensure_finetuned(encoder_from_run(run_dir), root, settings)
+        if protocol == "official":
+            payload = finetune_official(run_dir, root, settings, reuse=True)[1]
+        else:
+            payload = ensure_finetuned(encoder_from_run(run_dir), root, settings)
         text, wall, acc = _pretrain_summary(run_dir)
+        if protocol == "official":
+            text += f", fine-tuned after {milestones[0]} and {milestones[1]}"
         rows.append(
             {
                 "label": label,
@@ -209,6 +206,7 @@ def run_experiment(
                 "pred_acc": acc,
                 "finetune_s": payload["wall_time_s"],
                 "summary": payload["summary"],
+                "winners": payload.get("selection", {}).get("winners"),
             }
         )
     if scratch:
@@ -232,13 +230,23 @@ def run_experiment(
         "family": family,
         "budget": budget,
         "budget_note": spec.note,
+        "protocol": protocol,
+        "milestones": milestones,
         "pretrain_overrides": overrides,
         "finetune": {
             k: getattr(settings, k)
             for k in ("epochs", "batch_size", "lr", "weight_decay", "n_train", "subset_seed", "seeds")
         },
-        "selection": "minimum over fine-tuning epochs of the full-test-set error (test-set selection, as in "
-        "the paper); std over fine-tuning seeds with ddof 0",
+        "selection": (
+            "official: per fine-tuning seed, the minimum of the full-test-set error over fine-tuning epochs and "
+            f"over the checkpoints after {milestones[0]} and {milestones[1]} of {epochs + 1} pretraining epochs "
+            "(rows[].winners: the checkpoint that gave it per seed). TEST-SET SELECTION of the epoch and the "
+            "checkpoint, as in the official code (rdangovs/essl photonics/main.py)"
+            if protocol == "official"
+            else f"last: the checkpoint after {epochs} pretraining epochs; minimum over fine-tuning epochs of "
+            "the full-test-set error (test-set selection of the epoch, as in the paper)"
+        )
+        + "; random init rows: one encoder, minimum over epochs; std over fine-tuning seeds with ddof 0",
         "rows": rows,
         "wall_time_s": time.perf_counter() - t0,
     }
@@ -247,7 +255,7 @@ def run_experiment(
         {
             f"phc-{family}-results.json": json.dumps(record, indent=2) + "\n",
             f"phc-{family}-results.md": f"Budget {budget!r}: {spec.note}. Pretraining overrides: "
-            f"{' '.join(overrides)}.\n\n{table}",
+            f"{' '.join(overrides)}. Protocol {protocol!r}: {record['selection']}.\n\n{table}",
         },
     )
     print(table, end="")

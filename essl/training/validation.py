@@ -29,6 +29,8 @@ from essl.models.heads import HEADS, PROJECTORS
 from essl.objectives.equivariance import PREDICTION_LOSSES
 
 SEED_MAX = 2**32 - 1  # numpy's RandomState and torch's generators both take seeds in [0, 2**32)
+#: Checkpoint selection of photonics fine-tuning (essl.evaluation.photonics): the official two milestones, or one.
+CHECKPOINT_PROTOCOLS = ("official", "last")
 
 
 @dataclass(frozen=True)
@@ -364,6 +366,7 @@ OPTION_RULES: dict[str, Rule] = {
     "subset_seed": Seed(),
     "pretrain_epochs": Int(ge=1, optional=True),
     "finetune_epochs": Int(ge=1, optional=True),
+    "protocol": Rule("str", choices=CHECKPOINT_PROTOCOLS, optional=True, note="checkpoint selection"),
 }
 
 

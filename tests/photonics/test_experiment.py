@@ -26,10 +26,12 @@ from essl.evaluation.photonics import (
     encoder_from_run,
     encoder_from_scratch,
     finetune,
+    finetune_official,
+    official_milestones,
 )
 from essl.data.photonics import load_labelled_splits
 from essl.training.config import load_config
-from essl.runs import read_metrics
+from essl.runs import read_config, read_metrics
 from essl.training.pretrain import pretrain
 
 torch.set_num_threads(1)
@@ -202,10 +204,11 @@ def test_labelled_subset_is_drawn_once_with_seed_1(root):
 def test_finetune_runs_end_to_end_and_writes_its_result(root, tmp_path):
     d, _ = root
     run = pretrain(load_config("phc-blob-esimclr", FAST + [f"data_root={d}"]), tmp_path / "run", progress=False)
-    argv = ["phc", "finetune", str(run), "--epochs", "2", "--n-train", "12", "--seeds", "1", "2"]
+    argv = ["phc", "finetune", str(run), "--epochs", "2", "--n-train", "12", "--seeds", "1", "2", "--protocol", "last"]
     assert essl_main(argv) == 0  # data_root comes from the run
     path = run / "eval" / "phc-finetune-n12-e2.json"
     res = json.loads(path.read_text())
+    assert "selection" not in res  # --protocol last: the one-checkpoint result as before the official protocol
     assert res["family"] == "blob" and res["checkpoint"]["epoch"] == 1 and len(res["checkpoint"]["sha256"]) == 64
     assert res["protocol"]["invariances"] == ["flip", "rotation"] and res["seeds"]["finetune"] == [1, 2]
     assert res["data"]["n_train"] == 12 and res["data"]["n_test"] == N_TEST
@@ -268,9 +271,12 @@ def test_experiment_writes_the_table_and_resumes(root, tmp_path):
         extra_overrides=["batch_size=8", "precision=fp32", "subset=0"],  # 16 cells here
         finetune_overrides={"epochs": 1, "n_train": 8, "seeds": [1]},
         progress=False,
+        protocol="last",
     )
     rec = run_experiment("gpm", d, tmp_path / "exp", "small", **kw)
     assert [r["label"] for r in rec["rows"]] == ["SimCLR", "SimCLR + Transform", "E-SimCLR"]
+    assert rec["protocol"] == "last" and rec["milestones"] == [1] and rec["rows"][0]["winners"] is None
+    assert read_config(tmp_path / "exp" / "phc-gpm-simclr").epochs == 1  # a cosine over the run's own epochs
     table = (tmp_path / "exp" / "phc-gpm-results.md").read_text()
     assert "E-SimCLR" in table and "phc_cnn_small" in table
     ckpt = tmp_path / "exp" / "phc-gpm-esimclr" / "checkpoint.pt"
@@ -280,6 +286,83 @@ def test_experiment_writes_the_table_and_resumes(root, tmp_path):
     assert [r["summary"] for r in again["rows"]] == [r["summary"] for r in rec["rows"]]
     with pytest.raises(EsslError, match="other settings"):
         run_experiment("gpm", d, tmp_path / "exp", "small", **{**kw, "pretrain_epochs": 2})
+
+
+# --------------------------------------------------------------------------------------------- official protocol
+def test_official_milestones_scale_with_the_run():
+    assert official_milestones(201) == (100, 200)  # photonics/main.py: eplist [100, 200], cosine over 201
+    assert official_milestones(21) == (10, 20) and official_milestones(4) == (1, 3) and official_milestones(3) == (1, 2)
+    with pytest.raises(EsslError, match="--protocol last"):
+        official_milestones(2)
+
+
+def test_official_protocol_fine_tunes_both_milestones_and_keeps_the_better(root, tmp_path):
+    d, _ = root
+    cfg = load_config("phc-blob-esimclr", FAST + [f"data_root={d}", "epochs=3", "keep_checkpoints=[1, 2]"])
+    run = pretrain(cfg, tmp_path / "run", progress=False)
+    argv = ["phc", "finetune", str(run), "--epochs", "2", "--n-train", "12", "--seeds", "1", "2", "3"]
+    assert essl_main(argv) == 0  # --protocol official is the default for a run folder
+    ev = run / "eval"
+    res = json.loads((ev / "phc-finetune-n12-e2-official.json").read_text())
+    parts = {n: json.loads((ev / f"phc-finetune-n12-e2-{n}.json").read_text()) for n in ("epoch_0001", "epoch_0002")}
+    assert [p["checkpoint"]["epoch"] for p in parts.values()] == [1, 2]
+    sel = res["selection"]
+    assert sel["protocol"] == "official" and sel["milestones"] == ["epoch_0001", "epoch_0002"]
+    assert sel["milestone_epochs"] == [1, 2] and sel["pretrain_epochs"] == 3 and sel["test_set_selection"] is True
+    assert "TEST-SET SELECTION" in res["protocol"]["selection"]
+    for i, r in enumerate(res["per_seed"]):
+        mins = {n: min(p["per_seed"][i]["curve"][:-1]) for n, p in parts.items()}  # starts of epochs 1..E
+        assert r["min_error"] == min(mins.values()) and r["checkpoint"] == min(mins, key=mins.get)
+        assert sel["winners"][str(r["seed"])] == r["checkpoint"]
+        assert r["final_error"] == parts["epoch_0002"]["per_seed"][i]["curve"][-1]
+        assert {n: c["min_error"] for n, c in r["per_checkpoint"].items()} == mins
+    assert res["summary"]["mean"] == pytest.approx(np.mean([r["min_error"] for r in res["per_seed"]]))
+    # each checkpoint's result is the one-checkpoint protocol's (--checkpoint NAME) for that milestone
+    one = json.loads((ev / "phc-finetune-n12-e2-epoch_0001.json").read_text())
+    assert one["source"]["milestone"] == "epoch_0001" and "selection" not in one
+    before = (ev / "phc-finetune-n12-e2-official.json").read_text()
+    assert essl_main(argv) == 2 and (ev / "phc-finetune-n12-e2-official.json").read_text() == before
+    assert essl_main(argv + ["--checkpoint", "epoch_0001"]) == 2  # one checkpoint is not the official protocol
+    # a run without the two milestones is refused before anything is written
+    bare = pretrain(load_config("phc-blob-simclr", FAST + [f"data_root={d}", "epochs=3"]), tmp_path / "b", False)
+    with pytest.raises(EsslError, match=r"keep_checkpoints=\[1, 2\]"):
+        finetune_official(bare, d, FinetuneSettings(epochs=1, n_train=8, seeds=[1]))
+    assert essl_main(["phc", "finetune", str(bare), "--epochs", "1", "--n-train", "8"]) == 2
+    assert not (bare / "eval").exists()
+
+
+@pytest.mark.slow
+def test_experiment_official_protocol(root, tmp_path):
+    from essl.experiments.photonics import run_experiment
+
+    d, _ = root
+    kw = dict(
+        extra_overrides=["batch_size=8", "precision=fp32", "subset=0"],
+        finetune_overrides={"epochs": 1, "n_train": 8, "seeds": [1, 2]},
+        progress=False,
+    )
+    with pytest.raises(EsslError, match="--pretrain-epochs 2 or more"):
+        run_experiment("blob", d, tmp_path / "x", "small", pretrain_epochs=1, **kw)
+    assert not (tmp_path / "x").exists()
+    rec = run_experiment("blob", d, tmp_path / "exp", "small", pretrain_epochs=2, **kw)  # protocol official
+    assert rec["protocol"] == "official" and rec["milestones"] == [1, 2]
+    for row in rec["rows"]:
+        run = tmp_path / "exp" / row["preset"]
+        cfg = read_config(run)  # N + 1 epochs under one cosine, the checkpoints after N//2 and N kept
+        assert cfg.epochs == 3 and cfg.keep_checkpoints == [1, 2] and cfg.warmup_epochs == 0
+        res = json.loads((run / "eval" / "phc-finetune-n8-e1-official.json").read_text())
+        assert row["winners"] == res["selection"]["winners"] and set(row["winners"]) == {"1", "2"}
+        assert row["summary"] == res["summary"]
+    table = (tmp_path / "exp" / "phc-blob-results.md").read_text()
+    assert "checkpoint chosen per seed" in table and "TEST-SET SELECTION" in table
+    stamp = (tmp_path / "exp" / "phc-blob-esimclr" / "checkpoint.pt").stat().st_mtime_ns
+    again = run_experiment("blob", d, tmp_path / "exp", "small", pretrain_epochs=2, **kw)
+    assert (tmp_path / "exp" / "phc-blob-esimclr" / "checkpoint.pt").stat().st_mtime_ns == stamp
+    assert [r["summary"] for r in again["rows"]] == [r["summary"] for r in rec["rows"]]
+    with pytest.raises(EsslError, match="other settings"):  # the last protocol's runs differ (epochs, milestones)
+        run_experiment("blob", d, tmp_path / "exp", "small", pretrain_epochs=2, protocol="last", **kw)
+    with pytest.raises(EsslError, match="--protocol must be one of"):
+        run_experiment("blob", d, tmp_path / "exp", "small", protocol="best", **kw)
 
 
 # --------------------------------------------------------------------------------------------- bad input

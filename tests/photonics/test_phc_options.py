@@ -197,6 +197,7 @@ def test_freeze_encoder_flag_writes_its_own_result(root, tmp_path):
     d, _ = root
     run = pretrain(load_config("phc-gpm-simclr", FAST + [f"data_root={d}"]), tmp_path / "run", progress=False)
     argv = ["phc", "finetune", str(run), "--epochs", "1", "--n-train", "8", "--seeds", "1", "--freeze-encoder"]
+    argv += ["--protocol", "last"]
     assert essl_main(argv) == 0
     res = json.loads((run / "eval" / "phc-finetune-n8-e1-frozen.json").read_text())
     assert res["protocol"]["freeze_encoder"] is True and "frozen" in res["protocol"]["description"]
