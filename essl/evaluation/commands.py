@@ -20,6 +20,7 @@ import torch
 
 from essl.errors import EsslError
 from essl.evaluation.evaluate import (
+    DIAGNOSTICS_MAX_TEST,
     DIAGNOSTICS_MAX_TRAIN,
     LBFGS_WEIGHT_DECAY,
     evaluate_diagnostics,
@@ -164,6 +165,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=DIAGNOSTICS_MAX_TRAIN,
         help=f"train images whose orbits fit the classifier of g (seeded subset; default {DIAGNOSTICS_MAX_TRAIN})",
+    )
+    d.add_argument(
+        "--max-test",
+        type=int,
+        default=DIAGNOSTICS_MAX_TEST,
+        help=f"test images the scores are measured on (seeded subset; default {DIAGNOSTICS_MAX_TEST}); with "
+        "--max-train it bounds the memory the orbit features take, whatever the dataset's size",
     )
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=cmd_diagnose)
@@ -328,7 +336,13 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     target = _target(args)
     for group in args.group or ["rotation"]:
         r = evaluate_diagnostics(
-            target, group, max_train=args.max_train, seed=args.seed, device=args.device, precision=args.precision
+            target,
+            group,
+            max_train=args.max_train,
+            max_test=args.max_test,
+            seed=args.seed,
+            device=args.device,
+            precision=args.precision,
         )
         inv, eq = r["invariance"], r["equivariance"]
         sims = ", ".join(f"{s:.3f}" for s in inv["per_element"])

@@ -90,6 +90,13 @@ def equivariance_scores(train_feats: torch.Tensor, test_feats: torch.Tensor, wei
     return {"accuracy": sum(per) / order, "per_element": per, "chance": 100.0 / order, "confusion": confusion}
 
 
+def seeded_subset(n: int, cap: int | None, seed: int) -> torch.Tensor | None:
+    """Sorted indices of ``cap`` of ``n`` items drawn with ``seed``; ``None`` when all ``n`` are kept."""
+    if cap is None or n <= cap:
+        return None
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:cap].sort().values
+
+
 def diagnose(
     backbone: nn.Module,
     train_images: torch.Tensor,
@@ -103,21 +110,45 @@ def diagnose(
     weight_decay: float = 1e-4,
     seed: int = 0,
     max_train: int | None = 10000,
+    max_test: int | None = 10000,
 ) -> dict:
-    """Both diagnostics for one group; invariance is measured on ``test_images``. The classifier of ``g`` is
-    fitted on at most ``max_train`` train images (a seeded random subset; its orbit has ``order`` times as many)."""
-    n_train = len(train_images)
-    if max_train is not None and n_train > max_train:
-        keep = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))[:max_train].sort().values
+    """Both diagnostics for one group. The classifier of ``g`` is fitted on the orbits of at most ``max_train``
+    train images and both scores are measured on at most ``max_test`` test images (seeded random subsets, drawn
+    with ``seed`` and ``seed + 1``), so the orbit features held, ``|G| · (max_train + max_test) · D`` floats, are
+    bounded whatever the dataset's size."""
+    n_train, n_test = len(train_images), len(test_images)
+    keep = seeded_subset(n_train, max_train, seed)
+    if keep is not None:
         train_images = train_images[keep]
+    keep = seeded_subset(n_test, max_test, seed + 1)
+    if keep is not None:
+        test_images = test_images[keep]
     test = orbit_features(backbone, test_images, group, mean, std, device=device, dtype=dtype)
     train = orbit_features(backbone, train_images, group, mean, std, device=device, dtype=dtype)
+    return scores(group, train, test, weight_decay, seed, n_train, n_test)
+
+
+def scores(
+    group: TransformationGroup,
+    train: torch.Tensor,
+    test: torch.Tensor,
+    weight_decay: float,
+    seed: int,
+    train_available: int,
+    test_available: int,
+) -> dict:
+    """The diagnostics record from the orbit features of the train and test images used."""
     return {
         "group": group.name,
         "order": group.order,
         "invariance": invariance_scores(test, seed),
         "equivariance": equivariance_scores(train, test, weight_decay),
-        "images": {"train": len(train_images), "train_available": n_train, "test": len(test_images)},
+        "images": {
+            "train": train.shape[1],
+            "train_available": train_available,
+            "test": test.shape[1],
+            "test_available": test_available,
+        },
     }
 
 

@@ -46,6 +46,7 @@ from essl.training.validation import OPTION_RULES
 
 LBFGS_WEIGHT_DECAY = 1e-4  # linear_lbfgs's L2 penalty
 DIAGNOSTICS_MAX_TRAIN = 10000  # train images whose orbits fit the classifier of g
+DIAGNOSTICS_MAX_TEST = 10000  # test images the scores are measured on (bounds the orbit features held)
 
 
 def as_target(target: EvalTarget | Path | str, data_root: str | None = None) -> EvalTarget:
@@ -381,6 +382,7 @@ def evaluate_diagnostics(
     group: str = "rotation",
     *,
     max_train: int | None = DIAGNOSTICS_MAX_TRAIN,
+    max_test: int | None = DIAGNOSTICS_MAX_TEST,
     weight_decay: float = LBFGS_WEIGHT_DECAY,
     seed: int = 0,
     device: str = "cpu",
@@ -404,6 +406,7 @@ def evaluate_diagnostics(
         weight_decay=weight_decay,
         seed=seed,
         max_train=max_train,
+        max_test=max_test,
     )
     protocol = {
         "name": "equivariance_diagnostics",
@@ -415,10 +418,12 @@ def evaluate_diagnostics(
         "applied_to": "[0, 1] images before normalisation, un-augmented",
         "weight_decay": weight_decay,
         "max_train_images": max_train,
+        "max_test_images": max_test,
         "predicted_in_pretraining": any(e["group"] == group for e in target.source.get("equivariance") or []),
         "overrides": _user_settings(
             {
                 "max_train": (DIAGNOSTICS_MAX_TRAIN, max_train),
+                "max_test": (DIAGNOSTICS_MAX_TEST, max_test),
                 "seed": (0, seed),
                 "weight_decay": (LBFGS_WEIGHT_DECAY, weight_decay),
             }

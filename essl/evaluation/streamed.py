@@ -413,16 +413,21 @@ def diagnose_streamed(
     weight_decay: float = 1e-4,
     seed: int = 0,
     max_train: int | None = 10000,
+    max_test: int | None = 10000,
 ) -> dict:
     """:func:`essl.evaluation.diagnostics.diagnose` on streamed splits (un-augmented central crops decoded in
-    workers); only the orbit features, ``|G| · N · D`` floats, are held in memory."""
-    from essl.evaluation.diagnostics import equivariance_scores, invariance_scores, orbit_features
+    workers); the same seeded subsets of at most ``max_train`` / ``max_test`` images, so only their orbit
+    features, ``|G| · (max_train + max_test) · D`` floats, are held in memory, whatever the dataset's size."""
+    from essl.evaluation.diagnostics import orbit_features, scores, seeded_subset
 
     device = torch.device(device)
-    n_train = len(train)
-    if max_train is not None and n_train > max_train:
-        keep = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))[:max_train].sort().values
+    n_train, n_test = len(train), len(test)
+    keep = seeded_subset(n_train, max_train, seed)
+    if keep is not None:
         train = train.subset(keep)
+    keep = seeded_subset(n_test, max_test, seed + 1)
+    if keep is not None:
+        test = test.subset(keep)
     per = max(1, 512 // group.order)
 
     def batches(split: StreamedSplit):
@@ -433,13 +438,7 @@ def diagnose_streamed(
 
     test_f = orbit_features(backbone, batches(test), group, mean, std, device=device, dtype=dtype)
     train_f = orbit_features(backbone, batches(train), group, mean, std, device=device, dtype=dtype)
-    return {
-        "group": group.name,
-        "order": group.order,
-        "invariance": invariance_scores(test_f, seed),
-        "equivariance": equivariance_scores(train_f, test_f, weight_decay),
-        "images": {"train": len(train), "train_available": n_train, "test": len(test)},
-    }
+    return scores(group, train_f, test_f, weight_decay, seed, n_train, n_test)
 
 
 # ------------------------------------------------------------------------------------------------ label list

@@ -339,6 +339,7 @@ OPTION_RULES: dict[str, Rule] = {
     "label_fraction": Float(gt=0, le=1, optional=True, note="e.g. 0.01 for 1% of the labels"),
     "seed": Seed(optional=True),
     "max_train": Int(ge=1),
+    "max_test": Int(ge=1),
     # demo
     "subset": Int(ge=0, note="0: all training images"),
     # sweep

@@ -111,5 +111,28 @@ def test_evaluate_diagnostics_writes_result(tmp_path):
     evaluate_diagnostics(target, "rotation", max_train=30, precision="fp32", device="cpu")
     saved = json.loads((tmp_path / "eval" / "diagnostics-rotation-maxtrain30.json").read_text())  # not the default
     assert saved["evaluation"] == "diagnostics" and saved["protocol"]["predicted_in_pretraining"]
-    assert saved["images"] == {"train": 30, "train_available": 40, "test": 20}
+    assert saved["images"] == {"train": 30, "train_available": 40, "test": 20, "test_available": 20}
     assert len(saved["invariance"]["per_element"]) == 4 and saved["equivariance"]["accuracy"] > 95
+
+
+def test_diagnostics_hold_at_most_max_train_plus_max_test_orbits(monkeypatch):
+    """The orbit features kept are bounded by the caps, whatever the dataset's size; the subsets are seeded."""
+    import essl.evaluation.diagnostics as diagnostics
+
+    seen: list[int] = []
+    features = diagnostics.orbit_features
+
+    def counting(backbone, images, *args, **kwargs):
+        out = features(backbone, images, *args, **kwargs)
+        seen.append(out.shape[1])
+        return out
+
+    monkeypatch.setattr(diagnostics, "orbit_features", counting)
+    train, test = corner_images(50, 1), corner_images(40, 2)
+    a = diagnostics.diagnose(QuadrantMeans(), train, test, make_group("rotation"), MEAN, STD, max_train=12, max_test=7)
+    assert sorted(seen) == [7, 12]
+    assert a["images"] == {"train": 12, "train_available": 50, "test": 7, "test_available": 40}
+    b = diagnostics.diagnose(QuadrantMeans(), train, test, make_group("rotation"), MEAN, STD, max_train=12, max_test=7)
+    assert a["invariance"] == b["invariance"] and a["equivariance"] == b["equivariance"]
+    whole = diagnostics.diagnose(QuadrantMeans(), train, test, make_group("rotation"), MEAN, STD, max_test=None)
+    assert whole["images"]["test"] == 40

@@ -132,8 +132,9 @@ def test_every_protocol_streams(protocol, imagenet, backbone_file, tmp_path):
 
 
 def test_diagnose_streams(imagenet, backbone_file, tmp_path):
-    r = ev.evaluate_diagnostics(target(backbone_file, imagenet, tmp_path), "rotation", max_train=10)
-    assert r["images"] == {"train": 10, "train_available": 18, "test": 9}
+    r = ev.evaluate_diagnostics(target(backbone_file, imagenet, tmp_path), "rotation", max_train=10, max_test=5)
+    assert r["images"] == {"train": 10, "train_available": 18, "test": 5, "test_available": 9}
+    assert r["protocol"]["max_test_images"] == 5 and r["protocol"]["overrides"]["max_test"]["used"] == 5
     assert r["invariance"]["per_element"][0] == pytest.approx(1.0)
 
 
