@@ -18,7 +18,8 @@ uses the global batch of one process: every process draws the same epoch order a
 augmentation numbers for the whole global batch (from a generator seeded by ``(seed, epoch, step)``) and takes its
 slice; the loss of each slice is divided by the global batch size and the gradients are summed over processes. A frozen-backbone probe therefore gives the result of one
 process up to floating-point summation order. Fine-tuning trains BatchNorm in train mode, whose statistics are
-taken per process (no SyncBatchNorm here), so it is not process-count invariant. The feature cache must be on a
+taken per process as in facebookresearch/barlowtwins ``evaluate.py`` (DistributedDataParallel without
+SyncBatchNorm), so, like the official recipe, it is not process-count invariant. The feature cache must be on a
 file system every process sees (it is the output folder).
 """
 
