@@ -29,7 +29,7 @@ from essl.errors import EsslError
 from essl.evaluation.loading import file_digest, load_run
 from essl.models.layouts import split_layout
 from essl.models import make_backbone
-from essl.runs import RUN_JSON, load_checkpoint, read_results
+from essl.runs import MILESTONE_DIR, RUN_JSON, load_checkpoint, load_safetensors, read_results
 from essl.training.config import PretrainConfig
 
 FORMAT, FORMAT_VERSION = "essl-backbone", 1
@@ -77,7 +77,7 @@ def data_description(cfg: PretrainConfig, run_dir: Path | None = None) -> dict[s
         return recorded
     if cfg.dataset in STREAMED_DATASETS:
         return {"channels": 3, "image_size": cfg.image_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
-    data = load_dataset(cfg.dataset, "train", cfg.data_root, cfg.image_size)
+    data = load_dataset(cfg.dataset, "train", cfg.data_root, cfg.image_size, cfg.channels)
     return {"channels": data.channels, "image_size": data.image_size, "mean": list(data.mean), "std": list(data.std)}
 
 
@@ -130,11 +130,17 @@ def run_metadata(
 
 # ------------------------------------------------------------------------------------------------ export
 def export_backbone(
-    run: Path | str, out: Path | str, *, fmt: str | None = None, overwrite: bool = False
+    run: Path | str,
+    out: Path | str,
+    *,
+    fmt: str | None = None,
+    overwrite: bool = False,
+    checkpoint: str | None = None,
 ) -> tuple[Path, Path]:
     """Write the backbone of ``run`` (a run folder, or a checkpoint file of one) to ``OUT.safetensors`` (or
-    ``.pt``) and ``OUT.json``; returns both paths. Nothing is written unless both can be; an existing file is
-    replaced only with ``overwrite``."""
+    ``.pt``) and ``OUT.json``; returns both paths. ``checkpoint`` picks a kept milestone (``epoch_0100`` or
+    ``100``; :func:`essl.runs.resolve_checkpoint`) instead of the last checkpoint. Nothing is written unless
+    both can be; an existing file is replaced only with ``overwrite``."""
     weights, fmt = weights_path(out, fmt)
     meta_file = metadata_path(weights)
     for path in (weights, meta_file):
@@ -145,9 +151,8 @@ def export_backbone(
     if not weights.parent.is_dir():
         raise EsslError(f"The folder {weights.parent} does not exist. Create it first, or choose another OUT.")
     run = Path(run)
-    backbone, cfg, ckpt_path, info = load_run(run)
-    run_dir = run if run.is_dir() else ckpt_path.parent
-    metadata = run_metadata(backbone, cfg, ckpt_path, info, run_dir)
+    backbone, cfg, ckpt_path, info = load_run(run, checkpoint)
+    metadata = run_metadata(backbone, cfg, ckpt_path, info, run_folder(run, ckpt_path))
     state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
 
     tmp_weights = weights.with_name(f".{weights.name}.tmp-{os.getpid()}")
@@ -208,9 +213,16 @@ def load_backbone(path: Path | str, *, arch: str | None = None) -> tuple[nn.Modu
     return _load_released(path, ckpt, arch)
 
 
+def run_folder(run: Path, ckpt_path: Path) -> Path:
+    """The run folder of ``run`` (a run folder, its checkpoint.pt, or a milestone in its checkpoints/)."""
+    if run.is_dir():
+        return run
+    return ckpt_path.parent.parent if ckpt_path.parent.name == MILESTONE_DIR else ckpt_path.parent
+
+
 def _load_from_run(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     backbone, cfg, ckpt_path, info = load_run(path)
-    run_dir = path if path.is_dir() else ckpt_path.parent
+    run_dir = run_folder(path, ckpt_path)
     try:
         metadata = run_metadata(backbone, cfg, ckpt_path, info, run_dir)
     except EsslError:  # the training data moved: the weights still load, without data-dependent fields
@@ -254,13 +266,7 @@ def _load_export(path: Path) -> tuple[nn.Module, dict[str, Any]]:
         if key not in metadata:
             raise EsslError(f"{meta_file} lacks {key!r}; re-export the run with `essl export`.")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            state = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise EsslError(f"Cannot read {path} as safetensors ({exc}); the file is corrupt or truncated.") from None
+        state = load_safetensors(path)
     else:
         state = load_checkpoint(path)
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -328,12 +334,19 @@ def register(sub: Any) -> None:
         choices=("safetensors", "pt"),
         help="safetensors (default) or a plain torch.save state dict",
     )
+    p.add_argument(
+        "--checkpoint",
+        metavar="NAME",
+        help="a kept milestone (epoch_0100, or 100; RUN/checkpoints/) instead of the last checkpoint",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT and OUT.json")
     p.set_defaults(func=run_export)
 
 
 def run_export(args: Any) -> int:
-    weights, meta_file = export_backbone(args.run, args.out, fmt=args.fmt, overwrite=args.overwrite)
+    weights, meta_file = export_backbone(
+        args.run, args.out, fmt=args.fmt, overwrite=args.overwrite, checkpoint=args.checkpoint
+    )
     meta = json.loads(meta_file.read_text())
     size = weights.stat().st_size / 1e6
     print(

@@ -8,6 +8,8 @@ A run folder holds::
                       scaler, RNG, config (weights-only readable)
     checkpoints/      kept milestones, epoch_0100.pt ... (keep_checkpoints, keep_every)
     changes.jsonl     settings changed when the run was resumed (essl pretrain --resume RUN key=value)
+    run.json          provenance: versions, git commit, command, device, precision, data, start/end, each resume
+    tensorboard/      event files of logger=tensorboard; wandb/ the W&B run files of logger=wandb
     eval/<name>.json  one machine-readable result per evaluation (protocol, checkpoint, numbers)
 
 Experiment folders (``essl demo``, ``essl sweep``, ``essl phc experiment``) hold run folders plus their own
@@ -27,6 +29,8 @@ from typing import IO, Any
 
 import torch
 import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from essl import __version__
 from essl.errors import EsslError
@@ -39,6 +43,7 @@ EVAL_DIR = "eval"
 RUN_JSON = "run.json"  # provenance of a run (versions, command, device, start/end); read by essl export
 MILESTONE_DIR = "checkpoints"
 CHANGES = "changes.jsonl"
+TENSORBOARD_DIR = "tensorboard"  # logger=tensorboard
 #: Summary files of an experiment folder (demo, sweep).
 RESULTS_MD = "results.md"
 RESULTS_JSON = "results.json"
@@ -194,6 +199,14 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
         ) from None
 
 
+def load_safetensors(path: Path | str) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file (an ``essl export``) on the CPU."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise EsslError(f"Cannot read {path} as safetensors ({exc}); the file is corrupt or truncated.") from None
+
+
 # ------------------------------------------------------------------------------------------------ milestones
 def milestone_name(epoch: int) -> str:
     """``epoch_0100`` for epoch 100: the name ``--checkpoint`` takes."""
@@ -265,6 +278,22 @@ def append_change(run_dir: Path | str, entry: dict[str, Any]) -> Path:
 def read_changes(run_dir: Path | str) -> list[dict[str, Any]]:
     path = Path(run_dir) / CHANGES
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+# ------------------------------------------------------------------------------------------------ provenance
+def write_run_record(run_dir: Path | str, record: dict[str, Any]) -> Path:
+    """Write ``RUN/run.json`` (:mod:`essl.training.provenance` says what it holds) atomically."""
+    return write_atomic(Path(run_dir) / RUN_JSON, json.dumps(record, indent=2, default=str) + "\n")
+
+
+def read_run_record(run_dir: Path | str) -> dict[str, Any]:
+    """``RUN/run.json``, or ``{}`` for a run written before essl recorded it (or with an unreadable one)."""
+    path = Path(run_dir) / RUN_JSON
+    try:
+        record = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 # ------------------------------------------------------------------------------------------------ results

@@ -202,3 +202,29 @@ def test_cli_export(run, tmp_path, capsys):
     assert "cli.pt" in out and "512-d features" in out
     assert main(["export", str(run), str(tmp_path / "cli.pt")]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_export_a_milestone_and_warm_start_from_the_safetensors(tmp_path, capsys):
+    from essl.training.pretrain import Pretrainer
+
+    tiny = ["subset=16", "batch_size=8", "knn_every=0", "precision=fp32", "num_threads=1"]
+    run = pretrain(
+        load_config("mnist5k-simclr", [*tiny, "epochs=2", "keep_checkpoints=1"]), tmp_path / "r", progress=False
+    )
+    assert main(["export", str(run), str(tmp_path / "e1"), "--checkpoint", "epoch_0001"]) == 0
+    meta = json.loads((tmp_path / "e1.json").read_text())
+    assert (meta["checkpoint"]["epoch"], meta["checkpoint"]["milestone"]) == (1, "epoch_0001")
+    assert meta["in_channels"] == 1 and meta["data_image_size"] == 28  # from the run's run.json
+    first, _ = load_backbone(tmp_path / "e1.safetensors")
+    assert same_features(first, load_backbone(run / "checkpoints" / "epoch_0001.pt")[0])
+    assert not same_features(first, load_backbone(run)[0])  # not the last checkpoint
+    assert main(["export", str(run), str(tmp_path / "e9"), "--checkpoint", "epoch_0009"]) == 2
+    assert "kept: epoch_0001" in capsys.readouterr().err and not (tmp_path / "e9.safetensors").exists()
+
+    cfg = load_config("mnist5k-simclr", [*tiny, "epochs=1", f"init_from={tmp_path / 'e1.safetensors'}"])
+    trainer = Pretrainer(cfg, tmp_path / "unused", progress=False)
+    assert trainer.warm_start(cfg.init_from)["loaded"] == ["backbone"]
+    assert same_features(first, trainer.model.backbone.eval())
+    (tmp_path / "bad.safetensors").write_bytes(b"junk")
+    with pytest.raises(EsslError, match="Cannot read .*bad.safetensors as safetensors"):
+        trainer.warm_start(str(tmp_path / "bad.safetensors"))

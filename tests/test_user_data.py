@@ -154,3 +154,71 @@ def test_evaluators_take_data_in_memory(tmp_path):
             train_labels=[0, 1, 0, 1],
             test_labels=[0, 1, 0, 1],
         )
+
+
+SMALL = [
+    "epochs=1",
+    "batch_size=16",
+    "views=mnist@12,mnist@12",
+    "knn_k=5",
+    "num_threads=1",
+    "equivariance=[{group: rotation, weight: 0.4, view: mnist_small@8, head: small}]",
+]
+
+
+def test_pretrain_greyscale_image_folder_with_channels(tmp_path, capsys):
+    import json
+
+    import essl
+
+    make_image_folder(tmp_path / "data", size=16)
+    cfg = essl.load_config(
+        "mnist5k-esimclr", ["dataset=folder", f"data_root={tmp_path / 'data'}", "image_size=14", "channels=1", *SMALL]
+    )
+    run = essl.pretrain(cfg, tmp_path / "run", progress=False)
+    err = capsys.readouterr().err
+    assert "48 images, 2 classes, 1 channel(s), 14 px; 3 steps per epoch at global batch 16" in err
+    recorded = json.loads((run / "run.json").read_text())["data"]
+    assert (recorded["channels"], recorded["image_size"], recorded["mean"]) == (1, 14, [0.5])
+    backbone, meta = essl.load_backbone(run)
+    assert meta["in_channels"] == 1 and backbone(torch.zeros(2, 1, 12, 12)).shape[0] == 2
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        (["channels=2"], "channels must be 1 .greyscale. or 3"),
+        (["channels=4"], r"channels must be a whole number in \[0, 3\]"),
+        (["channels=1"], "channels applies to image folders"),  # mnist5k has its own
+    ],
+)
+def test_channels_setting_is_checked(overrides, match):
+    from essl.training.config import load_config
+
+    with pytest.raises(EsslError, match=match):
+        load_config("mnist5k-esimclr", overrides)
+
+
+def test_pretrain_on_data_in_memory(tmp_path, capsys):
+    import essl
+    from essl.runs import read_config, read_metrics
+
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (48, 12, 12), dtype=np.uint8), np.arange(48) % 3
+    test = torch.from_numpy(rng.integers(0, 256, (12, 12, 12), dtype=np.uint8))
+    cfg = essl.load_config("mnist5k-esimclr", SMALL)
+    run = essl.pretrain(cfg, tmp_path / "run", train=images, labels=labels, test=test, test_labels=np.arange(12) % 3)
+    assert "data memory: 48 images, 3 classes, 1 channel(s), 12 px" in capsys.readouterr().err
+    row = read_metrics(run)[-1]
+    assert "online_probe_top1" in row and "knn_top1" in row  # labels and the test split were used
+    assert read_config(run).dataset == "memory"
+
+    with pytest.raises(EsslError, match="dataset=memory is data handed to essl.pretrain"):
+        essl.pretrain(None, run, resume=True, changes={"epochs": 2})  # the arrays are needed again
+    essl.pretrain(None, run, resume=True, changes={"epochs": 2}, train=images, labels=labels)
+    assert read_metrics(run)[-1]["epoch"] == 2
+    with pytest.raises(EsslError, match="go with train="):
+        essl.pretrain(cfg, tmp_path / "other", labels=labels)
+    with pytest.raises(EsslError, match="test= needs test_labels="):
+        essl.pretrain(cfg, tmp_path / "other", train=images, test=test)
+    assert not (tmp_path / "other").exists()

@@ -12,7 +12,7 @@ from essl.data.types import ImageData
 from essl.errors import EsslError, MissingSplit
 from essl.extras import require_extra
 
-DATASETS = ("mnist5k", "cifar10", "cifar100", "folder", "npy", "imagenet", "phc-gpm", "phc-blob")
+DATASETS = ("mnist5k", "cifar10", "cifar100", "folder", "npy", "imagenet", "phc-gpm", "phc-blob", "memory")
 CHANNEL_DATASETS = ("folder", "imagenet")  # decoded from image files: `channels` picks greyscale (1) or RGB (3)
 IN_MEMORY_LIMIT_BYTES = 16 * 2**30  # decoding more than this into memory is refused (imagenet)
 
@@ -33,6 +33,12 @@ def load_dataset(
     """
     if name == "mnist5k":
         return load_mnist5k(split)
+    if name == "memory":  # a run of essl.pretrain(cfg, train=...): its data was never on disk
+        raise EsslError(
+            "dataset=memory is data handed to essl.pretrain(cfg, RUN, train=images, labels=...) in Python: pass it "
+            "there (also to resume such a run; evaluate it with essl.evaluation.memory_target), or save it as "
+            "images.npy (+ labels.npy) and use dataset=npy data_root=DIR."
+        )
     if name not in DATASETS:
         raise EsslError(f"Unknown dataset {name!r}. Choose one of: {', '.join(DATASETS)}.")
     if name.startswith("phc-"):  # photonic unit cells, float32 (essl/data/photonics.py)

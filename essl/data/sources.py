@@ -67,9 +67,13 @@ def training_data(
     workers: int = 0,
     pin_memory: bool = False,
     monitor: bool = False,
+    channels: int = 0,
+    memory: tuple[ImageData, ImageData | None] | None = None,
 ) -> TrainingData:
     """This process's batches of ``dataset`` (``subset`` images drawn with ``seed`` when > 0) and, with
-    ``monitor``, the labelled splits of the kNN monitor. ``fingerprint`` must be equal on every process."""
+    ``monitor``, the labelled splits of the kNN monitor; image folders are decoded to ``channels`` (1 greyscale,
+    3 or 0 RGB). ``memory`` is ``(train, test or None)`` already in memory (``dataset=memory``, from
+    :func:`essl.training.pretrain.pretrain`). ``fingerprint`` must be equal on every process."""
     if dataset in STREAMED_DATASETS:
         batches = ImageFolderBatches(
             split_folder(root, "train"),
@@ -82,6 +86,7 @@ def training_data(
             pin_memory=pin_memory,
             subset=subset,
             shuffle=shuffle,
+            channels=channels or 3,
         )
         check_subset(subset, batches.total, dataset)
         val = None
@@ -101,13 +106,15 @@ def training_data(
             files=batches.files,
             val=val,
         )
-    bank = load_dataset(dataset, "train", root, image_size)
+    bank = memory[0] if memory else load_dataset(dataset, "train", root, image_size, channels)
     check_subset(subset, len(bank), dataset)
     train = bank.take(subset, seed) if subset else bank  # the monitor keeps the whole labelled train split
     test = None
-    if monitor and bank.labels is not None:
+    if memory:
+        test = memory[1] if monitor and bank.labels is not None else None
+    elif monitor and bank.labels is not None:
         try:
-            test = load_dataset(dataset, "test", root, image_size)
+            test = load_dataset(dataset, "test", root, image_size, channels)
         except MissingSplit:
             test = None  # no labelled test split: the kNN monitor is skipped
     if test is not None and test.labels is None:

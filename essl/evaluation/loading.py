@@ -208,10 +208,10 @@ def load_target(
         raise EsslError(f"Dataset {name!r} is read from disk: give its location with --data-root PATH.")
     folders = image_folder_splits(name, root)
     streamed = folders is not None and (name == "imagenet" or not fits_in_memory(folders, size))
+    channels = 1 if _in_channels(backbone) == 1 else 3  # a greyscale backbone reads image folders as grey
     if streamed:
         if run_dir is None and not image_size:
             size = DEFAULT_WORKING_SIZE
-        channels = 1 if _in_channels(backbone) == 1 else 3  # a greyscale backbone reads the images as grey
         train, test = (
             StreamedSplit.scan(folders[0], size, f"{data_label(name, root)}:train", workers, channels),
             StreamedSplit.scan(
@@ -219,8 +219,8 @@ def load_target(
             ),
         )
     else:
-        train = load_dataset(name, "train", root, size)
-        test = load_dataset(name, "test", root, size)
+        train = load_dataset(name, "train", root, size, channels)
+        test = load_dataset(name, "test", root, size, channels)
     if train.labels is None or test.labels is None:
         raise EsslError(
             f"Dataset {name!r} has no labels; evaluation needs labelled train/ and test/ splits "

@@ -429,7 +429,7 @@ def run_sweep(
     if report_only and not out.is_dir():
         raise EsslError(f"No sweep folder at {out}; --report rebuilds the table of an existing sweep.")
     check_sweep_settings(out, spec, base)  # a shard with other settings changes nothing in the folder
-    train = load_dataset(base.dataset, "train", base.data_root, base.image_size)
+    train = load_dataset(base.dataset, "train", base.data_root, base.image_size, base.channels)
     check_subset(base.subset, len(train), base.dataset)
     channels = train.channels
     view_size, pred_size = resolve_view(spec.view).size, resolve_view(spec.pred_view).size

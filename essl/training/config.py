@@ -49,7 +49,8 @@ class PretrainConfig:
     # data
     dataset: str = "mnist5k"
     data_root: str | None = None
-    image_size: int = 32  # image folders only: decode size
+    image_size: int = 32  # image folders only: decode size (shorter side resized to it, centre square kept)
+    channels: int = 0  # image folders only: 1 decodes greyscale, 3 RGB (0: RGB); arrays and built-ins keep theirs
     subset: int = 0  # train on a seeded, class-stratified subset of this many images (0: all)
     # model
     backbone: str = "small_cnn"
@@ -98,7 +99,8 @@ class PretrainConfig:
     knn_t: float = 0.1
     knn_subset: int = 0  # kNN monitor on this many images per class of train and test/val (0: all)
     online_probe: bool = True  # online linear probe on detached features (where labels exist)
-    log_every: int = 50  # steps between reads of the losses (progress bar, non-finite check)
+    log_every: int = 50  # steps between reads of the losses (progress bar, non-finite check, logger)
+    logger: str = "none"  # none | tensorboard | wandb (essl[tensorboard], essl[wandb]; essl/training/loggers.py)
     # checkpoints (docs/long-runs.md)
     checkpoint_every: int = 0  # also write checkpoint.pt every N steps (0: at the end of each epoch only)
     keep_checkpoints: list[int] = field(default_factory=list)  # keep RUN/checkpoints/epoch_NNNN.pt after these epochs
@@ -163,6 +165,7 @@ RESUME_SAFE = frozenset(
         "knn_k",
         "knn_t",
         "log_every",
+        "logger",
         "checkpoint_every",
         "keep_checkpoints",
         "keep_every",

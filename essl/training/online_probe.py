@@ -53,6 +53,10 @@ class OnlineProbe:
         self._hits += (logits.detach().argmax(1) == labels).sum()
         self._seen += len(labels)
 
+    def counts(self) -> tuple[torch.Tensor, int]:
+        """This process's (hits, seen) since the epoch began (hits stays on the device: no sync)."""
+        return self._hits.clone(), self._seen
+
     def epoch_top1(self) -> float | None:
         """Training top-1 (%) since the last call, over all processes; resets the counters."""
         counts = torch.stack(

@@ -3,11 +3,14 @@
 Per step: draw two SSL views and, for every predicted group, the orbit of a small crop (all on the training
 device, per-sample random), run :class:`ESSLModel` under autocast, step the optimiser with the precomputed lr.
 Per epoch: a JSON line in ``metrics.jsonl``, the kNN monitor every ``knn_every`` epochs, and an atomically
-written ``checkpoint.pt`` from which ``--resume`` continues exactly.
+written ``checkpoint.pt`` from which ``--resume`` continues exactly. With ``logger=tensorboard|wandb`` the means of
+every ``log_every`` steps and each epoch's line also go to the logger (:mod:`essl.training.loggers`); ``run.json``
+records where the run came from (:mod:`essl.training.provenance`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -20,9 +23,12 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from essl.augmentation import Normalize, build_view, resolve_view
+from essl.data import ImageData, as_image_data
 from essl.data.batches import TensorBatches
 from essl.data.sources import training_data
 from essl.errors import EsslError, Interrupted, Preempted, interrupts_deferred, os_failure, write_error
+from essl.training import provenance
+from essl.training.loggers import Logger, check_logger, make_logger
 from essl.groups import make_group
 from essl.models.layouts import init_from_weights, split_layout
 from essl.runs import (
@@ -33,14 +39,23 @@ from essl.runs import (
     default_run_dir,
     keep_milestone,
     load_checkpoint,
+    load_safetensors,
     milestone_path,
     prepare_run_dir,
     read_metrics,
+    read_run_record,
     save_checkpoint,
     write_config,
     write_metrics,
+    write_run_record,
 )
-from essl.runtime import autocast_context, resolve_channels_last, resolve_device, resolve_precision
+from essl.runtime import (
+    autocast_context,
+    precision_name,
+    resolve_channels_last,
+    resolve_device,
+    resolve_precision,
+)
 from essl.training.checkpoint import rng_state, set_rng_state
 from essl.training.config import PretrainConfig, config_from_dict, nonfinite_settings, resume_changes
 from essl.training.distributed import (
@@ -62,6 +77,7 @@ from essl.training.schedule import momentum_schedule, warmup_cosine
 
 
 GPU_RESIDENT_BYTES = 4 << 30  # in-memory training sets up to this size are moved to the GPU once
+FEW_STEPS = 20  # fewer steps per epoch than this: warn that the schedule barely moves
 
 
 def is_milestone(cfg: PretrainConfig, epoch: int) -> bool:
@@ -74,7 +90,13 @@ def is_milestone(cfg: PretrainConfig, epoch: int) -> bool:
 class Pretrainer:
     """Holds what one run needs; :meth:`fit` is the training loop."""
 
-    def __init__(self, cfg: PretrainConfig, run_dir: Path, progress: bool = True):
+    def __init__(
+        self,
+        cfg: PretrainConfig,
+        run_dir: Path,
+        progress: bool = True,
+        memory: tuple[ImageData, ImageData | None] | None = None,
+    ):
         self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
         self.device = resolve_device(cfg.device)
         self.denv: DistEnv = init_distributed(self.device.type)
@@ -86,6 +108,8 @@ class Pretrainer:
             torch.backends.cudnn.benchmark = True  # fixed input shapes: cuDNN autotunes its kernels once
         torch.manual_seed(cfg.seed)
         self.dtype = resolve_precision(cfg.precision, self.device)
+        # config.yaml, the checkpoint and run.json record the precision used (bf16), not `auto`
+        self.cfg = cfg = dataclasses.replace(cfg, precision=precision_name(self.dtype))
         self.channels_last = resolve_channels_last(cfg.channels_last)
 
         self.data = training_data(
@@ -101,6 +125,8 @@ class Pretrainer:
             workers=cfg.workers,
             pin_memory=self.device.type == "cuda",
             monitor=cfg.knn_every > 0,
+            channels=cfg.channels,
+            memory=memory,
         )
         check_same_on_all_ranks("training files", self.data.fingerprint, self.device)
         self.batches, self.train = self.data.batches, self.data.train
@@ -161,6 +187,55 @@ class Pretrainer:
             self.net = DistributedDataParallel(self.model, device_ids=ids)
         if cfg.compile:
             self.net = torch.compile(self.net)
+        self.logger = Logger()  # the first process's logger=... (set by pretrain()); others drop their scalars
+
+    def describe(self) -> dict[str, Any]:
+        """What was loaded and resolved: the start-up summary and ``run.json``'s ``data`` and ``parameters``."""
+        count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+        return {
+            "data": {
+                "dataset": self.cfg.dataset,
+                "data_root": self.cfg.data_root,
+                "images": self.batches.n,
+                "classes": self.data.num_classes if self.labels is not None else None,
+                "channels": self.data.channels,
+                "image_size": self.train.image_size if self.train is not None else self.cfg.image_size,
+                "mean": list(self.data.mean),
+                "std": list(self.data.std),
+                "steps_per_epoch": len(self.batches),
+                "global_batch": self.batches.global_batch,
+            },
+            "parameters": {"backbone": count(self.model.backbone), "trained": count(self.model)},
+        }
+
+    def summary(self) -> list[str]:
+        """The start-up summary (printed once by the first process), with a warning when an epoch is short."""
+        d, params, cfg = self.describe()["data"], self.describe()["parameters"], self.cfg
+        device = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "CPU"
+        classes = f"{d['classes']} classes" if d["classes"] is not None else "unlabelled"
+        lines = [
+            f"essl: device {self.device} ({device}), {self.denv.world_size} process(es), precision "
+            f"{cfg.precision}, channels_last {'on' if self.channels_last else 'off'}",
+            f"essl: data {d['dataset']}{f' ({cfg.data_root})' if cfg.data_root else ''}: {d['images']} images, "
+            f"{classes}, {d['channels']} channel(s), {d['image_size']} px; {d['steps_per_epoch']} steps per epoch "
+            f"at global batch {d['global_batch']}",
+            f"essl: model {cfg.method} on {cfg.backbone}: {params['backbone']:,} backbone parameters, "
+            f"{params['trained']:,} trained in all",
+        ]
+        steps = d["steps_per_epoch"]
+        if steps < FEW_STEPS:
+            fits = d["images"] // FEW_STEPS
+            batch = 1 << fits.bit_length() - 1 if fits >= 2 else 0  # the largest power of two giving >= 20 steps
+            lower = (
+                f"Lower the batch (batch_size={batch} gives {d['images'] // batch} steps) or raise"
+                if batch
+                else "Raise"
+            )
+            lines.append(
+                f"essl: warning: an epoch is only {steps} step(s) ({d['images']} images at batch_size="
+                f"{d['global_batch']}), so the learning-rate schedule barely moves per epoch. {lower} epochs."
+            )
+        return lines
 
     def warm_start(self, source: str) -> dict[str, list[str]]:
         """``init_from``: the backbone (and, where keys and shapes match, projector, predictor and heads) from a
@@ -174,7 +249,8 @@ class Pretrainer:
                 f"init_from={source}: no such file or run folder. Give an essl run folder, an exported "
                 f"backbone, or a released checkpoint (.pth)."
             )
-        report = init_from_weights(self.model, split_layout(load_checkpoint(path), str(path)), str(path))
+        state = load_safetensors(path) if path.suffix == ".safetensors" else load_checkpoint(path)
+        report = init_from_weights(self.model, split_layout(state, str(path)), str(path))
         if self.denv.is_main:
             skipped = f"; not loaded: {', '.join(report['skipped'])}" if report["skipped"] else ""
             print(f"essl: init_from {path}: loaded {', '.join(report['loaded'])}{skipped}", file=sys.stderr)
@@ -372,6 +448,7 @@ class Pretrainer:
                 sums = {k: v.to(self.device) for k, v in part["sums"].items()} if part else {}
                 seen, spent = (part["seen"], part["elapsed"]) if part else (0, 0.0)
                 t0, logged = time.perf_counter(), (first, sums.get("loss", 0.0))
+                mark = self.mark(first, seen, spent, sums)
                 targets = epoch_labels(self.batches, self.labels, epoch) if self.probe else None
                 for i, x in enumerate(self.batches.epoch(epoch, first), start=first):
                     it = epoch * steps + i
@@ -401,6 +478,9 @@ class Pretrainer:
                         refresh=False,
                     )
                     logged = (done, total)
+                    if self.cfg.logger != "none":  # the same on every process: the means are all-reduced
+                        self.log_window(it + 1, mark, (done, seen, elapsed), sums)
+                        mark = self.mark(done, seen, elapsed, sums)
                     if checkpoint_due or (stop and done < steps):
                         partial = {"sums": {k: v.cpu() for k, v in sums.items()}, "seen": seen, "elapsed": elapsed}
                         self.save(epoch, done, partial)
@@ -420,6 +500,35 @@ class Pretrainer:
                 self.end_epoch(epoch, rows, sums, seen, spent + time.perf_counter() - t0, bar)
         bar.close()
         return rows
+
+    def mark(self, done: int, seen: int, elapsed: float, sums: dict[str, torch.Tensor]) -> tuple:
+        """Where the last logged window ended (steps into the epoch, images, seconds, the sums, probe counts)."""
+        return (
+            done,
+            seen,
+            elapsed,
+            {k: v.clone() for k, v in sums.items()},
+            self.probe.counts() if self.probe else None,
+        )
+
+    def log_window(self, step: int, mark: tuple, now: tuple[int, int, float], sums: dict[str, torch.Tensor]) -> None:
+        """The means since ``mark`` over all processes (losses, accuracies, online probe), lr and images/s, to the
+        logger at global ``step``. Collective: every process calls it at the same sync points."""
+        done0, seen0, elapsed0, sums0, probe0 = mark
+        done, seen, elapsed = now
+        keys = list(sums)
+        means = (torch.stack([sums[k] - sums0.get(k, 0.0) for k in keys]) / max(done - done0, 1)).tolist()
+        values = dict(zip(keys, means))
+        if self.probe is not None and probe0 is not None:
+            hits, count = self.probe.counts()
+            if count > probe0[1]:
+                values["online_probe_top1"] = 100.0 * float(hits - probe0[0]) / (count - probe0[1])
+        scalars = {f"train/{k}": v for k, v in all_reduce_mean(values, self.device).items()}
+        scalars["train/lr"] = float(self.lrs[step - 1])
+        scalars["train/images_per_s"] = (seen - seen0) / max(elapsed - elapsed0, 1e-9)
+        if self.taus is not None:
+            scalars["train/target_momentum"] = float(self.taus[step - 1])
+        self.logger.log(scalars, step)
 
     def end_epoch(
         self,
@@ -447,7 +556,7 @@ class Pretrainer:
         if cfg.knn_every and ((epoch + 1) % cfg.knn_every == 0 or epoch + 1 == cfg.epochs):
             measured = self.knn_monitor()
             row.update(measured)
-            if "knn_top1" in measured:
+            if "knn_top1" in measured and self.progress:  # without the bar: in the epoch's line below
                 probe = (
                     f", online probe {measured['online_probe_val_top1']:.2f}%"
                     if "online_probe_val_top1" in measured
@@ -457,6 +566,9 @@ class Pretrainer:
                     f"epoch {epoch + 1}: kNN top-1 {measured['knn_top1']:.2f}% (k={cfg.knn_k}, t={cfg.knn_t}){probe}"
                 )
         rows.append(row)
+        self.logger.log({f"epoch/{k}": v for k, v in row.items() if k not in ("epoch", "step")}, row["step"])
+        if not self.progress and self.denv.is_main:
+            print(epoch_line(row, cfg.epochs), file=sys.stderr, flush=True)
         self.save(epoch + 1, rows=rows)
 
     def nonfinite_message(self, epoch: int, first: int, last: int) -> str:
@@ -487,6 +599,17 @@ class Pretrainer:
         )
 
 
+def epoch_line(row: dict[str, Any], epochs: int) -> str:
+    """One line per epoch (printed when the progress bar is off)."""
+    parts = [f"loss {row['loss']:.4f}"] + [
+        f"{k.split('/', 1)[1]} acc {100 * v:.1f}%" for k, v in row.items() if k.startswith("pred_acc/")
+    ]
+    parts += [f"lr {row['lr']:.3g}", f"{row['images_per_s']:.0f} img/s", f"{row['epoch_time_s']:.1f} s"]
+    named = (("online_probe_top1", "online probe"), ("knn_top1", "kNN top-1"), ("online_probe_val_top1", "probe val"))
+    parts += [f"{label} {row[k]:.2f}%" for k, label in named if row.get(k) is not None]
+    return f"epoch {row['epoch']}/{epochs}: " + ", ".join(parts)
+
+
 def pretrain(
     cfg: PretrainConfig | None,
     run_dir: Path | str | None = None,
@@ -496,13 +619,23 @@ def pretrain(
     preset_name: str = "run",
     changes: dict[str, Any] | None = None,
     allow_change: bool = False,
+    *,
+    train: Any = None,
+    labels: Any = None,
+    test: Any = None,
+    test_labels: Any = None,
 ) -> Path:
     """Run (or, with ``resume``, continue) a pretraining run; returns the run folder.
 
     A resumed run may change some settings (``changes``, e.g. ``{"epochs": 200}``; :func:`resume_changes` says
     which); every change is recorded in ``RUN/changes.jsonl`` and ``config.yaml`` is rewritten with the new
     settings. A longer ``epochs`` recomputes the warm-up + cosine schedule for the new length from the step
-    reached: the lr follows the new curve from there (docs/long-runs.md)."""
+    reached: the lr follows the new curve from there (docs/long-runs.md).
+
+    Data already in memory: ``train`` (a uint8 array or tensor N×H×W or N×C×H×W, floats in [0, 1], or an
+    :class:`ImageData`) with optional ``labels`` (for the online probe) and an optional labelled ``test`` split
+    (``test_labels``, for the kNN monitor) trains on it as ``dataset=memory``; a resumed run of such data needs
+    the same arrays again."""
     from essl.training.distributed import detect_env
 
     main = detect_env().is_main
@@ -521,8 +654,21 @@ def pretrain(
         cfg.validate()
         if main:
             check_run_dir(run_dir, overwrite)
+    memory = None
+    if train is not None:
+        if resume and cfg.dataset != "memory":
+            raise EsslError(
+                f"The run in {run_dir} trained on dataset={cfg.dataset}, not on data in memory; resume it without train=."
+            )
+        cfg = dataclasses.replace(cfg, dataset="memory", data_root=None)
+        cfg.validate()
+        memory = in_memory(train, labels, test, test_labels)
+    elif test is not None or labels is not None or test_labels is not None:
+        raise EsslError("labels=, test= and test_labels= go with train= (the training images in memory).")
+    check_logger(cfg.logger)  # a missing extra is named before anything is loaded or written
     # loads the data and builds the model: a bad dataset or setting fails here, before the folder is touched
-    trainer = Pretrainer(cfg, run_dir, progress)
+    trainer = Pretrainer(cfg, run_dir, progress, memory)
+    cfg = trainer.cfg  # with the precision resolved
     if ckpt is None and cfg.init_from:
         trainer.warm_start(cfg.init_from)
     if ckpt is None and main:
@@ -542,8 +688,60 @@ def pretrain(
             )
         if changed and main:
             record_changes(run_dir, cfg, changed, ckpt, allow_change)
-    trainer.fit()
+    if main:
+        print("\n".join(trainer.summary()), file=sys.stderr, flush=True)
+    train_and_record(trainer, resumed=ckpt is not None)
     return run_dir
+
+
+def in_memory(train: Any, labels: Any, test: Any, test_labels: Any) -> tuple[ImageData, ImageData | None]:
+    """The ``(train, test or None)`` splits of data passed in memory; the test split takes the training split's
+    normalisation."""
+    data = as_image_data(train, labels, name="memory-train")
+    if test is None:
+        return data, None
+    if test_labels is None:
+        raise EsslError("test= needs test_labels= (the kNN monitor measures accuracy on the test split).")
+    held_out = as_image_data(
+        test, test_labels, mean=data.mean, std=data.std, num_classes=data.num_classes, name="memory-test"
+    )
+    if held_out.channels != data.channels:
+        raise EsslError(f"test has {held_out.channels} channel(s) but train has {data.channels}.")
+    return data, held_out
+
+
+def train_and_record(trainer: Pretrainer, resumed: bool) -> None:
+    """:meth:`Pretrainer.fit` with the first process's logger and ``run.json``: this session is recorded before
+    training (a new run's, or an entry under ``resumes``) and how it ended after (finished, interrupted,
+    preempted, failed)."""
+    if not trainer.denv.is_main:
+        trainer.fit()
+        return
+    run_dir, cfg = trainer.run_dir, trainer.cfg
+    this = provenance.session(trainer.device, cfg.precision, trainer.channels_last, trainer.denv.world_size)
+    where = (trainer.start_epoch, trainer.start_step) if resumed else None
+    record = provenance.start(read_run_record(run_dir) if resumed else {}, this, where)
+    if "data" not in record:  # a new run (or one written before essl kept run.json)
+        record.update(trainer.describe())
+    write_run_record(run_dir, record)
+    start_step = trainer.start_epoch * len(trainer.batches) + trainer.start_step
+    trainer.logger = make_logger(cfg.logger, run_dir, cfg.to_dict(), record.get("started", ""), start_step)
+    status = "failed"
+    try:
+        trainer.fit()
+        status = "finished"
+    except Preempted:
+        status = "preempted"
+        raise
+    except Interrupted:
+        status = "interrupted"
+        raise
+    finally:
+        trainer.logger.close()
+        try:
+            write_run_record(run_dir, provenance.finish(record, status))
+        except OSError as exc:  # the run's own outcome (or error) matters more than its end time
+            print(f"essl: could not record the end of the run in {run_dir} ({exc}).", file=sys.stderr)
 
 
 def record_changes(

@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 from collections.abc import Callable, Iterable
 
-from essl.data.datasets import DATASETS
+from essl.data.datasets import CHANNEL_DATASETS, DATASETS
 from essl.errors import EsslError
 from essl.groups import make_group
 from essl.models import BACKBONES
@@ -213,6 +213,7 @@ CONFIG_RULES: dict[str, Rule] = {
     "dataset": Choice(*DATASETS),
     "data_root": Rule("str", optional=True),
     "image_size": Int(ge=8, note="pixels; the decode size of image folders"),
+    "channels": Int(ge=0, le=3, note="image folders: 1 greyscale, 3 RGB, 0 RGB"),
     "subset": Int(ge=0, note="0 trains on the whole training set"),
     # model
     "backbone": Rule("str", item=check_backbone),
@@ -264,6 +265,7 @@ CONFIG_RULES: dict[str, Rule] = {
     "init_from": Rule("str", optional=True, note="a run folder, an exported backbone or a released checkpoint"),
     "barlow_official_gpus": Int(ge=0, note="0: the exact gradient; W: the official code's on W GPUs"),
     "log_every": Int(ge=1, note="steps between reads of the losses"),
+    "logger": Choice("none", "tensorboard", "wandb"),
     "checkpoint_every": Int(ge=0, note="steps; 0 writes checkpoint.pt at the end of each epoch only"),
     "keep_checkpoints": Rule("epochs", note="e.g. [100, 200]"),
     "keep_every": Int(ge=0, note="0: off"),
@@ -296,6 +298,13 @@ def check_config(cfg: Any) -> None:
 
 def cross_checks(cfg: Any) -> None:
     """Rules between fields (known before any data is loaded)."""
+    if cfg.channels == 2:
+        raise EsslError("channels must be 1 (greyscale) or 3 (RGB) (0: RGB); got 2.")
+    if cfg.channels and cfg.dataset not in CHANNEL_DATASETS:
+        raise EsslError(
+            f"channels applies to image folders (dataset={' or '.join(CHANNEL_DATASETS)}); {cfg.dataset!r} has its "
+            f"own channels. Remove channels={cfg.channels}."
+        )
     if cfg.barlow_official_gpus and cfg.method != "barlow_twins":
         raise EsslError("barlow_official_gpus applies to method=barlow_twins only.")
     if cfg.bias_norm_lr_scale != 1.0 and not cfg.exclude_bias_norm:
