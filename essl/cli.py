@@ -19,9 +19,8 @@ from essl.extras import MissingExtra
 COMMAND_MODULES = [
     "essl.training.commands",  # pretrain, presets
     "essl.evaluation.commands",  # knn, probe, finetune, diagnose, report
-    "essl.experiments.commands",  # demo, sweep
+    "essl.experiments.commands",  # demo, sweep, export
     "essl.photonics.commands",  # phc generate | label | merge | finetune | experiment
-    "essl.export",  # export
 ]
 #: command families behind an optional extra: module -> its command, still listed (with an error naming the
 #: extra to install) when the extra is missing

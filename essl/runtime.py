@@ -10,10 +10,9 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
+from essl.catalog import PRECISIONS
 from essl.errors import EsslError
 
-#: Precision names accepted by ``precision=`` (config) and ``--precision`` (evaluation commands).
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 

@@ -18,7 +18,7 @@ PACKAGE = ROOT / "essl"
 #: (``essl/photonics``: cells, symmetry, solver, DOS, h5 files, generation, labelling) stands apart: it imports
 #: only the ground floor, and the ground floor does not import it.
 LAYERS = ("ground", "photonics-physics", "data", "training", "evaluation", "experiments", "cli")
-GROUND = ("essl", "essl.errors", "essl.extras", "essl.runtime")
+GROUND = ("essl", "essl.catalog", "essl.errors", "essl.extras", "essl.runtime")
 GROUND_PACKAGES = ("objectives", "groups", "models", "augmentation")
 
 

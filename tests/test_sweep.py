@@ -15,8 +15,8 @@ import essl.training.pretrain as pretrain_module
 from essl.cli import main
 from essl.errors import EsslError
 from essl.runs import load_checkpoint
+from essl.experiments.catalog import PAPER_TRANSFORMS
 from essl.experiments.sweep import (
-    PAPER_TRANSFORMS,
     SweepRun,
     build_spec,
     markdown_table,

@@ -71,7 +71,7 @@ def test_overrides_after_an_option(monkeypatch):
         seen.update(cfg=cfg, progress=kw["progress"])
         return out
 
-    monkeypatch.setattr("essl.training.commands.pretrain", fake_pretrain)
+    monkeypatch.setattr("essl.training.pretrain.pretrain", fake_pretrain)
     assert main(["pretrain", "mnist5k-simclr", "lr=0.2", "--no-progress", "epochs=3", "seed=4", "--out", "r"]) == 0
     assert (seen["cfg"].lr, seen["cfg"].epochs, seen["cfg"].seed, seen["progress"]) == (0.2, 3, 4, False)
     with pytest.raises(SystemExit):  # a misspelt option is still refused

@@ -26,7 +26,8 @@ from torch import nn
 from essl.augmentation import Normalize, ViewRecipe, build_view
 from essl.data import ImageData
 from essl.runtime import autocast_context
-from essl.evaluation.protocols import EvalProtocol, lr_schedule
+from essl.evaluation.catalog import EvalProtocol
+from essl.evaluation.protocols import lr_schedule
 from essl.training.optim import LARS
 
 

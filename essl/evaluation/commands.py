@@ -13,38 +13,25 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from collections.abc import Callable
 
-import torch
-
+from essl.catalog import PRECISIONS
 from essl.errors import EsslError
-from essl.evaluation.evaluate import (
+from essl.evaluation.catalog import (
     DIAGNOSTICS_MAX_TEST,
     DIAGNOSTICS_MAX_TRAIN,
+    FINETUNE_PROTOCOLS,
     LBFGS_WEIGHT_DECAY,
-    evaluate_diagnostics,
-    evaluate_knn,
-    evaluate_linear_lbfgs,
-    evaluate_protocol,
-    frozen_features,
+    PROTOCOLS,
+    RELEASED_ARCHS,
 )
-from essl.evaluation.loading import RELEASED_ARCHS, EvalTarget, load_target
-from essl.evaluation.protocols import FINETUNE_PROTOCOLS, PROTOCOLS
-from essl.evaluation.report import write_report
 from essl.evaluation.results import accuracy_text, departures
-from essl.runs import CONFIG, EVAL_DIR, METRICS
-from essl.runtime import PRECISIONS
-from essl.training.distributed import init_distributed
 
-__all__ = [
-    "register",
-    "evaluate_knn",
-    "evaluate_linear_lbfgs",
-    "evaluate_protocol",
-    "evaluate_diagnostics",
-    "frozen_features",
-]
+if TYPE_CHECKING:
+    from essl.evaluation.loading import EvalTarget
+
+__all__ = ["register", "cmd_knn", "cmd_probe", "cmd_finetune", "cmd_diagnose", "cmd_report"]
 
 
 def _target_args(p: argparse.ArgumentParser, precision: str) -> None:
@@ -179,7 +166,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser(
         "report",
         help="side-by-side markdown table and PNG plots of one or more runs",
-        description=f"Reads each folder's {CONFIG}, {METRICS} and {EVAL_DIR}/*.json; prints a "
+        description="Reads each run folder's settings, metrics and evaluation results; prints a "
         "markdown table (one column per run) and writes report.md and PNG plots.",
     )
     r.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
@@ -214,6 +201,11 @@ def _protocol_args(p: argparse.ArgumentParser) -> None:
 
 
 def _target(args: argparse.Namespace) -> EvalTarget:
+    import torch
+
+    from essl.evaluation.loading import load_target
+    from essl.training.distributed import init_distributed
+
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.backbone_file is None and args.run_dir is None:
@@ -257,10 +249,14 @@ def _progress(args: argparse.Namespace) -> Callable[[str], None] | None:
 
 
 def _where(target: EvalTarget) -> str:
+    from essl.runs import EVAL_DIR
+
     return f"[{target.checkpoint['path']}; results in {target.out_dir / EVAL_DIR}]"
 
 
 def cmd_knn(args: argparse.Namespace) -> int:
+    from essl.evaluation.evaluate import evaluate_knn
+
     target = _target(args)
     if args.k is not None and args.k > len(target.train):
         raise EsslError(
@@ -274,6 +270,8 @@ def cmd_knn(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
+    from essl.evaluation.evaluate import evaluate_linear_lbfgs
+
     if args.protocol == "linear_lbfgs":
         given = [n for n in ("epochs", "repeats", "batch_size") if getattr(args, n) is not None]
         if given:
@@ -314,6 +312,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def _run_trained(args: argparse.Namespace, what: str) -> int:
+    from essl.evaluation.evaluate import evaluate_protocol
+
     target = _target(args)
     r = evaluate_protocol(
         target,
@@ -333,6 +333,9 @@ def _run_trained(args: argparse.Namespace, what: str) -> int:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
+    from essl.evaluation.evaluate import evaluate_diagnostics
+    from essl.runs import EVAL_DIR
+
     target = _target(args)
     for group in args.group or ["rotation"]:
         r = evaluate_diagnostics(
@@ -357,6 +360,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from essl.evaluation.report import write_report
+
     out = write_report(args.run_dirs, args.out)
     print(out["markdown"])
     print(f"report written to {out['folder']}: {', '.join(p.name for p in out['files'])}")

@@ -30,7 +30,8 @@ from essl.training.features import extract_features
 from essl.training.knn import knn_accuracy
 from essl.evaluation.linear import fit_logistic_regression, linear_probe_accuracy, predict_logistic_regression
 from essl.evaluation.loading import EvalTarget, load_target
-from essl.evaluation.protocols import OTHER_PROTOCOLS, adapt_protocol, get_protocol, result_name, stratified_subset
+from essl.evaluation.catalog import DIAGNOSTICS_MAX_TEST, DIAGNOSTICS_MAX_TRAIN, LBFGS_WEIGHT_DECAY, OTHER_PROTOCOLS
+from essl.evaluation.protocols import adapt_protocol, get_protocol, result_name, stratified_subset
 from essl.evaluation.streamed import (
     cached_features,
     diagnose_streamed,
@@ -43,10 +44,6 @@ from essl.groups import make_group
 from essl.runs import write_result
 from essl.runtime import resolve_runtime
 from essl.training.validation import OPTION_RULES
-
-LBFGS_WEIGHT_DECAY = 1e-4  # linear_lbfgs's L2 penalty
-DIAGNOSTICS_MAX_TRAIN = 10000  # train images whose orbits fit the classifier of g
-DIAGNOSTICS_MAX_TEST = 10000  # test images the scores are measured on (bounds the orbit features held)
 
 
 def as_target(target: EvalTarget | Path | str, data_root: str | None = None) -> EvalTarget:

@@ -20,12 +20,11 @@ from essl.data import ImageData, load_dataset
 from essl.data.image_folder import scan_image_folder
 from essl.data.imagenet import split_folder
 from essl.errors import EsslError
+from essl.evaluation.catalog import RELEASED_ARCHS
 from essl.evaluation.streamed import DEFAULT_WORKING_SIZE, StreamedSplit
 from essl.models.layouts import load_part, split_layout
 from essl.runs import MILESTONE_DIR, load_checkpoint, resolve_checkpoint
 from essl.training.config import PretrainConfig, config_from_dict
-
-RELEASED_ARCHS = ("resnet50", "resnet18", "resnet18_cifar")
 
 
 def load_run_backbone(path: Path | str, checkpoint: str | None = None) -> tuple[nn.Module, PretrainConfig, Path]:

@@ -71,7 +71,8 @@ from essl.runs import (
     write_result,
 )
 from essl.runtime import resolve_device
-from essl.training.validation import CHECKPOINT_PROTOCOLS, option_rule
+from essl.catalog import CHECKPOINT_PROTOCOLS
+from essl.training.validation import option_rule
 
 RESULT_PREFIX = "phc-finetune"
 #: Checkpoint selection: both official milestones and the better per seed, or one checkpoint (module docstring).

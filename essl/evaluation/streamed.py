@@ -51,7 +51,8 @@ from essl.data.image_folder import IMAGENET_MEAN, IMAGENET_STD, scan_image_folde
 from essl.data.imagenet import CenterCropFiles, DecodedFiles, center_crop_size
 from essl.errors import EsslError
 from essl.evaluation.classifier import end_epoch, feature_dim, make_linear, make_optimizer, run_record
-from essl.evaluation.protocols import EvalProtocol, lr_schedule
+from essl.evaluation.catalog import EvalProtocol
+from essl.evaluation.protocols import lr_schedule
 from essl.runtime import autocast_context
 from essl.training.features import extract_dataset_features, shard
 

@@ -1,4 +1,5 @@
-"""``essl demo`` and ``essl sweep``: the command line of the experiment drivers (:mod:`essl.experiments`).
+"""``essl demo``, ``essl sweep`` and ``essl export``: the command line of the experiment drivers
+(:mod:`essl.experiments`) and of :mod:`essl.export`.
 
 ``essl phc experiment`` is part of ``essl phc`` (:mod:`essl.photonics.commands`).
 """
@@ -6,16 +7,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
-from essl.experiments.demo import DEFAULT_EPOCHS, DEMO_METHODS, run_demo
-from essl.experiments.sweep import PAPER_TRANSFORMS, PROTOCOLS, SWEEP_PNG, build_spec, parse_shard, run_sweep
-from essl.runs import RESULTS_JSON, RESULTS_MD
+from essl.experiments.catalog import DEFAULT_EPOCHS, DEMO_METHODS, PAPER_TRANSFORMS, SWEEP_PROTOCOLS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     _add_demo(sub)
     _add_sweep(sub)
+    _add_export(sub)
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
@@ -50,6 +51,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Handler of ``essl demo``."""
+    from essl.experiments.demo import run_demo
+
     run_demo(
         args.out,
         args.epochs,
@@ -97,7 +100,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--protocol",
         default="knn",
-        choices=PROTOCOLS,
+        choices=SWEEP_PROTOCOLS,
         help="evaluation of every run: knn (k=200, t=0.1) or linear_lbfgs (cached-feature probe)",
     )
     p.add_argument(
@@ -135,6 +138,9 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Handler of ``essl sweep``."""
+    from essl.experiments.sweep import SWEEP_PNG, build_spec, parse_shard, run_sweep
+    from essl.runs import RESULTS_JSON, RESULTS_MD
+
     transforms = [t.strip() for t in args.transforms.split(",") if t.strip()]
     spec, base = build_spec(
         args.preset,
@@ -163,4 +169,47 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print((args.out / RESULTS_MD).read_text(), end="")
     shown = [p for p in (RESULTS_MD, RESULTS_JSON, SWEEP_PNG) if (args.out / p).is_file()]
     print(f"\nwritten: {', '.join(str(args.out / p) for p in shown)}")
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a run's backbone as OUT.safetensors (or .pt) plus OUT.json metadata",
+        description="Export the backbone of a run: weights with torchvision's key names for the "
+        "ResNets, and OUT.json with architecture, input channels and size, feature "
+        "dimension, normalisation, the run's config, the checkpoint's SHA-256 and the "
+        "run's evaluation results. Load it with essl.load_backbone(OUT) or torch.hub.",
+    )
+    p.add_argument("run", type=Path, help="run folder written by `essl pretrain` (or a checkpoint file of one)")
+    p.add_argument("out", type=Path, help="OUT.safetensors, OUT.pt, or OUT (then .safetensors is added)")
+    p.add_argument(
+        "--format",
+        dest="fmt",
+        choices=("safetensors", "pt"),
+        help="safetensors (default) or a plain torch.save state dict",
+    )
+    p.add_argument(
+        "--checkpoint",
+        metavar="NAME",
+        help="a kept milestone (epoch_0100, or 100; RUN/checkpoints/) instead of the last checkpoint",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT and OUT.json")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Handler of ``essl export``."""
+    from essl.export import export_backbone
+
+    weights, meta_file = export_backbone(
+        args.run, args.out, fmt=args.fmt, overwrite=args.overwrite, checkpoint=args.checkpoint
+    )
+    meta = json.loads(meta_file.read_text())
+    size = weights.stat().st_size / 1e6
+    print(
+        f"wrote {weights} ({meta['architecture']}, {meta['weights']['parameters']:,} parameters, {size:.1f} MB, "
+        f"{meta['in_channels']}-channel {meta['input_size']} px input, {meta['feature_dim']}-d features) and "
+        f"{meta_file}"
+    )
     return 0

@@ -29,21 +29,12 @@ from essl.errors import EsslError
 from essl.evaluation.evaluate import evaluate_knn, evaluate_linear_lbfgs
 from essl.evaluation.plots import figure, png
 from essl.evaluation.report import markdown_lines
+from essl.experiments.catalog import DEFAULT_EPOCHS, DEMO_METHODS
 from essl.experiments.lifecycle import ensure_run
 from essl.runs import RESULTS_JSON, RESULTS_MD, prepare_run_dir, read_metrics, write_files
 from essl.training.config import load_config
 from essl.training.cost import backbone_passes, passes_text, pretraining_seconds, seconds_text
 
-#: ``--methods`` names: (label, base preset, E- preset).
-DEMO_METHODS = {
-    "simclr": ("SimCLR", "mnist5k-simclr", "mnist5k-esimclr"),
-    "simsiam": ("SimSiam", "mnist5k-simsiam", "mnist5k-esimsiam"),
-    "barlow": ("Barlow Twins", "mnist5k-barlow", "mnist5k-ebarlow"),
-    "byol": ("BYOL", "mnist5k-byol", "mnist5k-ebyol"),
-    "vicreg": ("VICReg", "mnist5k-vicreg", "mnist5k-evicreg"),
-    "mocov3": ("MoCo v3", "mnist5k-mocov3", "mnist5k-emocov3"),
-}
-DEFAULT_EPOCHS = 15
 VARIANTS = ("base", "essl", "equal_compute")
 DEMO_PNG = "demo.png"
 #: A run folder of the demo: ``<preset>-seed<N>`` or ``<preset>-equal-compute-seed<N>``.

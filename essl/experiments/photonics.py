@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +49,7 @@ from essl.evaluation.photonics import (
     finetune_official,
 )
 from essl.evaluation.report import markdown_lines
+from essl.experiments.catalog import BUDGETS
 from essl.experiments.lifecycle import ensure_run
 from essl.runs import read_config, read_metrics, write_files
 from essl.training.config import load_config
@@ -57,29 +57,6 @@ from essl.training.validation import OPTION_RULES
 
 #: (preset suffix, label in the table), in the paper's order.
 METHODS = (("simclr", "SimCLR"), ("simclr-transform", "SimCLR + Transform"), ("esimclr", "E-SimCLR"))
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Pretraining overrides (``key=value`` on the presets) and fine-tuning settings of one budget."""
-
-    name: str
-    pretrain: tuple[str, ...]
-    finetune: dict[str, Any] = field(default_factory=dict)
-    note: str = ""
-
-
-BUDGETS: dict[str, Budget] = {
-    "paper": Budget("paper", (), {}, "the paper's settings (presets as written; fine-tuning 100 epochs, 3,000 cells)"),
-    "small": Budget(
-        "small",
-        ("backbone=phc_cnn_small", "subset=600", "epochs=3", "batch_size=64", "channels_last=false"),
-        {"epochs": 30, "n_train": 150},
-        "CPU-sized for 2 shared cores: quarter-width encoder phc_cnn_small (16-64-64 conv channels, 1024-d), "
-        "600 unlabelled cells, 3 pretraining epochs at batch 64 (the paper's lr 1e-3 per 256, i.e. 2.5e-4); "
-        "fine-tuning 30 epochs on 150 labelled cells (batch 64, Adam 1e-4), 3 seeds",
-    ),
-}
 
 
 # ------------------------------------------------------------------------------------------ pretraining

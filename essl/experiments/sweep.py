@@ -40,6 +40,7 @@ from essl.errors import EsslError
 from essl.evaluation.evaluate import evaluate_knn, evaluate_linear_lbfgs
 from essl.evaluation.plots import figure, png
 from essl.evaluation.report import markdown_lines
+from essl.experiments.catalog import PAPER_TRANSFORMS, SWEEP_PROTOCOLS
 from essl.experiments.lifecycle import check_settings, ensure_run, run_state, setting_differences
 from essl.groups import make_group
 from essl.runs import (
@@ -57,9 +58,7 @@ from essl.training.cost import backbone_passes, pretraining_seconds, seconds_tex
 from essl.training.validation import option_rule
 
 #: The seven transformations of the paper's sweep, in the order of its figure.
-PAPER_TRANSFORMS = ("hflip", "grayscale", "rotation", "vflip", "jigsaw", "blur", "inversion")
 MODES = ("baseline", "issl", "essl")
-PROTOCOLS = ("knn", "linear_lbfgs")
 #: The sweep's own files in SWEEP_DIR, besides results.md and results.json: the plan and the chart.
 SWEEP_FILE = "sweep.json"
 SWEEP_PNG = "sweep.png"
@@ -366,8 +365,8 @@ def build_spec(
 ) -> tuple[SweepSpec, PretrainConfig]:
     """Validate the user's choices; returns ``(spec, base config)``. The base config is the preset plus
     overrides with crop-only views, nothing predicted, no invariances and the kNN monitor off."""
-    if protocol not in PROTOCOLS:
-        raise EsslError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}.")
+    if protocol not in SWEEP_PROTOCOLS:
+        raise EsslError(f"--protocol must be one of {', '.join(SWEEP_PROTOCOLS)}, got {protocol!r}.")
     for flag, dest, value in (
         ("--seeds", "seeds", seeds),
         ("--weight", "weight", weight),

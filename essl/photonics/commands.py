@@ -24,23 +24,14 @@ from typing import Any
 
 import numpy as np
 
+from essl.catalog import CHECKPOINT_PROTOCOLS
 from essl.cli import positive_int
 from essl.errors import EsslError
-from essl.evaluation.photonics import (
-    PROTOCOLS,
-    FinetuneSettings,
-    encoder_from_file,
-    encoder_from_run,
-    encoder_from_scratch,
-    finetune,
-    finetune_official,
-)
-from essl.experiments.photonics import BUDGETS, run_experiment
+from essl.experiments.catalog import BUDGETS
 from essl.photonics.cells import FAMILIES
 from essl.photonics.generate import GenerationSpec, generate, merge_shards
 from essl.photonics.h5io import DATASETS
 from essl.photonics.label import LabelConfig, label_images
-from essl.runs import write_atomic
 from essl.photonics.solver import plane_wave_orders
 
 __all__ = ["cmd_generate", "cmd_label", "cmd_merge", "cmd_finetune", "cmd_experiment", "register"]
@@ -207,6 +198,8 @@ def _load_images(path: Path) -> np.ndarray:
 
 def cmd_label(args: argparse.Namespace) -> int:
     """Handler of ``essl phc label IMAGES.npy OUT.npy``."""
+    from essl.runs import write_atomic
+
     out = Path(args.out)
     if out.exists():
         raise EsslError(f"output {out} already exists; it is left untouched: delete it or choose another name")
@@ -289,7 +282,7 @@ def _add_finetune_and_experiment(phc_subparsers: Any) -> None:
     )
     ft.add_argument(
         "--protocol",
-        choices=PROTOCOLS,
+        choices=CHECKPOINT_PROTOCOLS,
         help="official: fine-tune the run's two kept checkpoints after (E-1)//2 and E-1 epochs and keep the "
         "better per seed (test-set selection, as the official code); last: one checkpoint [official for "
         "RUN_DIR; one encoder with --checkpoint, --scratch, --backbone-file]",
@@ -345,7 +338,7 @@ def _add_finetune_and_experiment(phc_subparsers: Any) -> None:
     )
     ex.add_argument(
         "--protocol",
-        choices=PROTOCOLS,
+        choices=CHECKPOINT_PROTOCOLS,
         default="official",
         help="official: pretrain N+1 epochs (one cosine), keep the checkpoints after N//2 and N, fine-tune both "
         "and keep the better per seed (test-set selection, as the official code; N = 200 for the paper); "
@@ -361,6 +354,15 @@ def _add_finetune_and_experiment(phc_subparsers: Any) -> None:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     """Handler of ``essl phc finetune``."""
+    from essl.evaluation.photonics import (
+        FinetuneSettings,
+        encoder_from_file,
+        encoder_from_run,
+        encoder_from_scratch,
+        finetune,
+        finetune_official,
+    )
+
     settings = FinetuneSettings(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -427,6 +429,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 def cmd_experiment(args: argparse.Namespace) -> int:
     """Handler of ``essl phc experiment``."""
+    from essl.experiments.photonics import run_experiment
+
     ft = {}
     if args.finetune_epochs:
         ft["epochs"] = args.finetune_epochs

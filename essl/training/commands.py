@@ -5,11 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
 from essl.errors import EsslError
-from essl.training.config import list_presets, load_config, parse_overrides, preset_path, read_yaml
-from essl.training.distributed import detect_env
-from essl.training.pretrain import pretrain
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,6 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
+    from essl.training.config import list_presets, load_config, parse_overrides
+    from essl.training.distributed import detect_env
+    from essl.training.pretrain import pretrain
+
     if args.resume:
         items = ([args.preset] if args.preset else []) + list(args.overrides)
         if args.out or args.overwrite or any("=" not in item for item in items):
@@ -78,6 +78,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
+    from essl.training.config import list_presets, preset_path, read_yaml
+
     if args.show:
         print(preset_path(args.show).read_text(), end="")
         return 0

@@ -21,6 +21,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 from collections.abc import Callable, Iterable
 
+from essl.catalog import CHECKPOINT_PROTOCOLS, PRECISIONS
 from essl.data.datasets import CHANNEL_DATASETS, DATASETS
 from essl.errors import EsslError
 from essl.groups import make_group
@@ -29,8 +30,6 @@ from essl.models.heads import HEADS, PROJECTORS
 from essl.objectives.equivariance import PREDICTION_LOSSES
 
 SEED_MAX = 2**32 - 1  # numpy's RandomState and torch's generators both take seeds in [0, 2**32)
-#: Checkpoint selection of photonics fine-tuning (essl.evaluation.photonics): the official two milestones, or one.
-CHECKPOINT_PROTOCOLS = ("official", "last")
 
 
 @dataclass(frozen=True)
@@ -248,7 +247,7 @@ CONFIG_RULES: dict[str, Rule] = {
     "lars_clip": BOOL,
     "predictor_fixed_lr": BOOL,
     # engineering
-    "precision": Choice("auto", "bf16", "fp16", "fp32"),
+    "precision": Choice(*PRECISIONS),
     "channels_last": Choice("auto", "true", "false"),
     "compile": BOOL,
     "device": Choice("auto", "cpu", "cuda"),

@@ -14,8 +14,8 @@ from essl.evaluation.classifier import center_view, train_classifier
 from essl.evaluation.evaluate import evaluate_linear_lbfgs, evaluate_protocol
 from essl.evaluation.linear import linear_probe_accuracy
 from essl.evaluation.loading import EvalTarget
+from essl.evaluation.catalog import PROTOCOLS
 from essl.evaluation.protocols import (
-    PROTOCOLS,
     adapt_protocol,
     get_protocol,
     lr_schedule,
