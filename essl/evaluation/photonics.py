@@ -46,6 +46,7 @@ for 10 bands; :mod:`essl.photonics.bands`) with the same MSE, and the metric is 
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -57,8 +58,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from essl.errors import EsslError
+from essl.catalog import CHECKPOINT_PROTOCOLS
 from essl.data.photonics import FAMILIES, LabelledSplits, load_labelled_splits
+from essl.errors import EsslError
+from essl.evaluation.loading import file_digest, load_run
+from essl.groups import make_group
+from essl.models import make_backbone
+from essl.models.layouts import split_layout
+from essl.models.photonics import dos_head, encoder_for_state
+from essl.photonics.bands import fractional_error
+from essl.photonics.dos import relative_l1
 from essl.runs import (
     has_config,
     list_milestones,
@@ -71,7 +80,6 @@ from essl.runs import (
     write_result,
 )
 from essl.runtime import resolve_device
-from essl.catalog import CHECKPOINT_PROTOCOLS
 from essl.training.validation import option_rule
 
 RESULT_PREFIX = "phc-finetune"
@@ -148,8 +156,6 @@ def dos_error(
 ) -> float:
     """The test error of ``model(x) + EL`` against ``y`` over the whole set (eval mode): the relative L1 DOS error,
     or for ``target='bands'`` the official band-structure metric."""
-    from essl.photonics.bands import fractional_error
-    from essl.photonics.dos import relative_l1
 
     was_training = model.training
     model.eval()
@@ -171,10 +177,6 @@ def regressor(
 ) -> tuple[DOSRegressor, torch.optim.Optimizer]:
     """A copy of ``encoder`` with a fresh head of ``outputs`` values, and its Adam optimiser over the trainable
     parameters (the head only with ``freeze_encoder``)."""
-    import copy
-
-    from essl.models.photonics import dos_head
-
     model = DOSRegressor(copy.deepcopy(encoder), dos_head(encoder.feature_dim, out_dim=outputs)).to(device)
     if settings.freeze_encoder:
         model.encoder.requires_grad_(False)
@@ -196,7 +198,6 @@ def finetune_seed(
 
     ``curve[0]`` is the error before any training, ``curve[e]`` after ``e`` epochs (``e = 1..epochs``).
     """
-    from essl.groups import make_group
 
     device = resolve_device(settings.device)
     torch.manual_seed(seed)
@@ -274,7 +275,6 @@ class EncoderSource:
 def encoder_from_run(run_dir: Path | str, checkpoint: str | None = None) -> EncoderSource:
     """The backbone of an ``essl pretrain`` run on ``phc-gpm``/``phc-blob`` and the run's invariances;
     ``checkpoint`` picks a kept milestone (``epoch_0100``) instead of the last checkpoint."""
-    from essl.evaluation.loading import file_digest, load_run
 
     run_path = Path(run_dir)
     if not run_path.exists():
@@ -312,9 +312,6 @@ def encoder_from_file(
     ``enc.enc_block2d.*``, ``enc.fcpart.*``; a whole ``SimCLR``/``SimCLRwEE`` or fine-tuning ``Net`` state) or an
     essl encoder state dict (``features.*``, ``fc.*``), recognised by the one layout detector
     :func:`essl.models.layouts.split_layout`; the family's default invariances unless given."""
-    from essl.evaluation.loading import file_digest
-    from essl.models.layouts import split_layout
-    from essl.models.photonics import encoder_for_state
 
     if family not in FAMILIES:
         raise EsslError(f"--backbone-file needs --family gpm or --family blob, got {family!r}.")
@@ -358,7 +355,6 @@ def encoder_from_scratch(
     family: str, out_dir: Path | str, backbone: str = "phc_cnn", invariances: list[str] | None = None, seed: int = 1
 ) -> EncoderSource:
     """A randomly initialised encoder (the supervised-from-scratch baseline)."""
-    from essl.models import make_backbone
 
     if family not in FAMILIES:
         raise EsslError(f"--scratch needs --family gpm or --family blob, got {family!r}.")
@@ -398,8 +394,6 @@ def finetune(
             f"--overwrite to replace it."
         )
     for g in src.invariances:  # fail before any work on a bad group name
-        from essl.groups import make_group
-
         make_group(g)
     splits = load_labelled_splits(
         src.family, root, settings.n_train, settings.subset_seed, settings.target, settings.nbands
