@@ -51,6 +51,7 @@ from essl.data.image_folder import IMAGENET_MEAN, IMAGENET_STD, scan_image_folde
 from essl.data.imagenet import CenterCropFiles, DecodedFiles, center_crop_size
 from essl.errors import EsslError
 from essl.evaluation.classifier import end_epoch, feature_dim, make_linear, make_optimizer, run_record
+from essl.evaluation.diagnostics import orbit_features, scores, seeded_subset
 from essl.evaluation.catalog import EvalProtocol
 from essl.evaluation.protocols import lr_schedule
 from essl.runtime import autocast_context
@@ -420,8 +421,6 @@ def diagnose_streamed(
     """:func:`essl.evaluation.diagnostics.diagnose` on streamed splits (un-augmented central crops decoded in
     workers); the same seeded subsets of at most ``max_train`` / ``max_test`` images, so only their orbit
     features, ``|G| · (max_train + max_test) · D`` floats, are held in memory, whatever the dataset's size."""
-    from essl.evaluation.diagnostics import orbit_features, scores, seeded_subset
-
     device = torch.device(device)
     n_train, n_test = len(train), len(test)
     keep = seeded_subset(n_train, max_train, seed)
