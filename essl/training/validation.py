@@ -21,6 +21,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 from collections.abc import Callable, Iterable
 
+from essl.augmentation.views import resolve_view
 from essl.catalog import CHECKPOINT_PROTOCOLS, PRECISIONS
 from essl.data.datasets import CHANNEL_DATASETS, DATASETS
 from essl.errors import EsslError
@@ -179,8 +180,6 @@ BOOL = Rule("bool")
 # -------------------------------------------------------------------------------------------- named things
 def check_view(name: str, value: Any) -> None:
     """A view setting: a recipe, ``recipe@SIZE`` (SIZE >= 1 pixel) or a mapping overriding recipe fields."""
-    from essl.augmentation.views import resolve_view
-
     try:
         resolve_view(value)
     except EsslError as exc:
