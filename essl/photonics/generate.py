@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from essl.errors import EsslError
+from essl.photonics.bands import empty_lattice, full_grid_freqs, official_kgrid
 from essl.photonics.cells import FAMILIES, make_cell
 from essl.photonics.h5io import DATASETS, present_indices, write_sample
 from essl.photonics.label import LabelConfig, label_image
@@ -110,8 +111,6 @@ def band_extras(bands: Any, epsavg: float) -> dict[str, np.ndarray]:
     """``--store-bands``: the official band-structure keys on the full grid (``mpbcal/efreq``, ``emptylattice``,
     ``eldiff``, :mod:`essl.photonics.bands`) and the solver's data on the reduced grid (``mpbcal/wedge/*``:
     k-points, orbit sizes, frequencies, group velocities), enough to relabel the DOS without solving again."""
-    from essl.photonics.bands import empty_lattice, full_grid_freqs, official_kgrid
-
     efreq = full_grid_freqs(bands)
     empty = empty_lattice(official_kgrid(bands.nk), epsavg, efreq.shape[1])
     return {
