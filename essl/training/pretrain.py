@@ -66,6 +66,7 @@ from essl.training.distributed import (
     barrier,
     check_same_on_all_ranks,
     cuda_index,
+    detect_env,
     init_distributed,
 )
 from essl.training.model import ESSLModel
@@ -636,8 +637,6 @@ def pretrain(
     :class:`ImageData`) with optional ``labels`` (for the online probe) and an optional labelled ``test`` split
     (``test_labels``, for the kNN monitor) trains on it as ``dataset=memory``; a resumed run of such data needs
     the same arrays again."""
-    from essl.training.distributed import detect_env
-
     main = detect_env().is_main
     run_dir = Path(run_dir) if run_dir else default_run_dir(preset_name)
     ckpt, changed = None, {}
