@@ -16,15 +16,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from essl.data import ImageData, load_dataset
+from essl.data import ImageData, as_image_data, datasets, load_dataset
 from essl.data.image_folder import scan_image_folder
 from essl.data.imagenet import split_folder
 from essl.errors import EsslError
 from essl.evaluation.catalog import RELEASED_ARCHS
 from essl.evaluation.streamed import DEFAULT_WORKING_SIZE, StreamedSplit
+from essl.models import make_backbone
 from essl.models.layouts import load_part, split_layout
 from essl.runs import MILESTONE_DIR, load_checkpoint, resolve_checkpoint
 from essl.training.config import PretrainConfig, config_from_dict
+from essl.training.model import ESSLModel
 
 
 def load_run_backbone(path: Path | str, checkpoint: str | None = None) -> tuple[nn.Module, PretrainConfig, Path]:
@@ -36,8 +38,6 @@ def load_run_backbone(path: Path | str, checkpoint: str | None = None) -> tuple[
 
 def load_run(path: Path | str, checkpoint: str | None = None) -> tuple[nn.Module, PretrainConfig, Path, dict[str, Any]]:
     """As :func:`load_run_backbone`, plus ``{"epoch": completed epochs, "milestone": name or None}``."""
-    from essl.training.model import ESSLModel
-
     ckpt_path = resolve_checkpoint(path, checkpoint)
     ckpt = load_checkpoint(ckpt_path)
     if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
@@ -64,8 +64,6 @@ def _channels_from_state(state: dict[str, torch.Tensor]) -> int:
 def load_backbone_file(path: Path | str, arch: str = "resnet50") -> tuple[nn.Module, dict[str, Any]]:
     """A released or exported backbone (eval mode) and a description of the file (layout, arch); every layout of
     :func:`essl.models.layouts.split_layout` except an essl run checkpoint (evaluate the run folder instead)."""
-    from essl.models import make_backbone
-
     if arch not in RELEASED_ARCHS:
         raise EsslError(f"--arch must be one of {', '.join(RELEASED_ARCHS)}, got {arch!r}.")
     path = Path(path)
@@ -248,8 +246,6 @@ def image_folder_splits(name: str, root: str | None) -> tuple[Path, Path] | None
 
 def fits_in_memory(folders: tuple[Path, Path], size: int, channels: int = 3) -> bool:
     """Whether both splits decoded at ``size`` stay within :data:`essl.data.datasets.IN_MEMORY_LIMIT_BYTES`."""
-    from essl.data import datasets
-
     n = sum(len(scan_image_folder(f)[0]) for f in folders)
     return n * channels * size * size <= datasets.IN_MEMORY_LIMIT_BYTES
 
@@ -288,8 +284,6 @@ def memory_target(
     ``test`` are :class:`ImageData` or image arrays/tensors (uint8 N×H×W or N×C×H×W, or floats in [0, 1]) with
     ``train_labels``/``test_labels``. Both splits are normalised with the training images' statistics; results
     go to ``out/eval/``."""
-    from essl.data import as_image_data
-
     train = as_image_data(train, train_labels, name=f"{name}-train")
     test = as_image_data(
         test, test_labels, mean=train.mean, std=train.std, num_classes=train.num_classes, name=f"{name}-test"
