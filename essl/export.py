@@ -25,6 +25,9 @@ from torch import nn
 
 from essl import __version__
 from essl.augmentation import resolve_view
+from essl.data import load_dataset
+from essl.data.image_folder import IMAGENET_MEAN, IMAGENET_STD
+from essl.data.imagenet import STREAMED_DATASETS
 from essl.errors import EsslError
 from essl.evaluation.loading import file_digest, load_run
 from essl.models.layouts import split_layout
@@ -68,10 +71,6 @@ def weights_path(out: Path | str, fmt: str | None = None) -> tuple[Path, str]:
 def data_description(cfg: PretrainConfig, run_dir: Path | None = None) -> dict[str, Any]:
     """Channels, image size and normalisation of the run's training data: from ``run.json`` when the run recorded
     them, else by reading the training split's header (nothing is decoded for streamed ImageNet)."""
-    from essl.data import load_dataset
-    from essl.data.image_folder import IMAGENET_MEAN, IMAGENET_STD
-    from essl.data.imagenet import STREAMED_DATASETS
-
     recorded = _recorded_data(run_dir)
     if recorded:
         return recorded
