@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from essl.data.cifar import load_cifar
-from essl.data.image_folder import load_image_folder
+from essl.data.image_folder import load_image_folder, scan_image_folder
+from essl.data.imagenet import split_folder
 from essl.data.mnist5k import load_mnist5k
 from essl.data.npy import load_npy
 from essl.data.types import ImageData
@@ -59,9 +60,6 @@ def load_dataset(
         return load_npy(root, split)
     channels = channels or 3
     if name == "imagenet":
-        from essl.data.image_folder import scan_image_folder
-        from essl.data.imagenet import split_folder
-
         folder = split_folder(root, split)
         need = len(scan_image_folder(folder)[0]) * channels * image_size**2
         if need > IN_MEMORY_LIMIT_BYTES:
