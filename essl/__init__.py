@@ -13,7 +13,7 @@ The building blocks live in sub-packages that mirror the architecture:
 
 ``essl.load_backbone(path)`` loads a trained backbone (an export, a run folder or a released checkpoint);
 ``essl.pretrain(essl.load_config("mnist5k-esimclr", ["epochs=5"]), "runs/x")`` trains one (also on data in
-memory: ``train=images, labels=...``).
+memory: ``train=images, labels=...``); docs/downstream.md.
 """
 
 __version__ = "0.1.0"

@@ -183,7 +183,7 @@ _REFUSED_KIND = {
     **dict.fromkeys(
         ("backbone", "projector", "predictor_hidden", "method", "equivariance", "optimizer", "init_from"), "model"
     ),
-    **dict.fromkeys(("dataset", "image_size", "subset", "batch_size", "seed"), "data"),
+    **dict.fromkeys(("dataset", "image_size", "channels", "subset", "batch_size", "seed"), "data"),
 }
 
 

@@ -213,7 +213,8 @@ class Pretrainer:
         """The start-up summary (printed once by the first process), with a warning when an epoch is short."""
         d, params, cfg = self.describe()["data"], self.describe()["parameters"], self.cfg
         device = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "CPU"
-        classes = f"{d['classes']} classes" if d["classes"] is not None else "unlabelled"
+        n = d["classes"]
+        classes = "unlabelled" if n is None else f"{n} class{'es' if n != 1 else ''}"
         lines = [
             f"essl: device {self.device} ({device}), {self.denv.world_size} process(es), precision "
             f"{cfg.precision}, channels_last {'on' if self.channels_last else 'off'}",
