@@ -13,7 +13,7 @@ import os
 import sys
 
 from essl import __version__
-from essl.errors import EsslError, Interrupted, Preempted, os_failure, os_reason
+from essl.errors import EsslError, Interrupted, Preempted, ResultNotSaved, os_failure, os_reason
 from essl.extras import MissingExtra
 
 COMMAND_MODULES = [
@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         check_options(command, vars(args))  # every numeric option against its rule, before anything runs
         return int(args.func(args) or 0)
     except EsslError as exc:
+        if isinstance(exc, ResultNotSaved):  # computed but not written: the result itself, so it is not lost
+            print(exc.text, end="", flush=True)
         print(f"essl: error: {exc}", file=sys.stderr)
         return 2
     except Preempted as exc:  # SIGTERM with step checkpoints on: the checkpoint is written

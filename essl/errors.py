@@ -23,6 +23,15 @@ class EsslError(Exception):
     """An error the user can fix; the message says how."""
 
 
+class ResultNotSaved(EsslError):
+    """A result that was computed but could not be written; ``text`` is its full JSON, which the command line
+    prints on standard output so that the result is not lost."""
+
+    def __init__(self, message: str, text: str) -> None:
+        super().__init__(message)
+        self.text = text
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C (SIGINT), with a message that says what was kept; the CLI prints it and exits with 130."""
 

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import warnings
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,7 +35,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from essl import __version__
-from essl.errors import EsslError
+from essl.errors import EsslError, ResultNotSaved, write_error
 from essl.training.config import PretrainConfig, config_from_dict
 
 CONFIG = "config.yaml"
@@ -55,7 +57,7 @@ def write_atomic(path: Path | str, data: str | bytes | Callable[[IO[bytes]], Any
     per-process temporary file and ``os.replace``, so readers (and other processes writing the same folder) see
     the old file or the new one, never a partial one. ``fsync`` also flushes the data to the disk first."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = _temporary(path)
     try:
         with open(tmp, "wb") as fh:
             if isinstance(data, str):
@@ -72,6 +74,36 @@ def write_atomic(path: Path | str, data: str | bytes | Callable[[IO[bytes]], Any
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def _temporary(path: Path) -> Path:
+    """The per-process temporary file next to ``path`` that :func:`write_atomic` writes before renaming it."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def remove_temporaries(folder: Path | str) -> list[Path]:
+    """Remove the temporary files that writes killed midway (kill -9, power loss) left in ``folder`` and its
+    ``checkpoints/``: those of :func:`write_atomic` whose process is gone. Returns what was removed."""
+    removed = []
+    for sub in (Path(folder), Path(folder) / MILESTONE_DIR):
+        for tmp in sorted(sub.glob(".*.tmp-*")) if sub.is_dir() else []:
+            pid = tmp.name.rpartition(".tmp-")[2]
+            if pid.isdigit() and not _alive(int(pid)) and tmp.is_file():
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    except OverflowError:  # a number no pid can be
+        return False
+    return True
 
 
 def create_file(path: Path | str, text: str) -> bool:
@@ -159,9 +191,73 @@ def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> Path:
 def read_metrics(run_dir: Path | str) -> list[dict[str, Any]]:
     """The per-epoch rows of a run folder (``[]`` when it has none yet)."""
     path = Path(run_dir) / METRICS
+    rows = read_json_lines(path)
+    for number, row in enumerate(rows, start=1):
+        epoch = row.get("epoch")
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
+            raise EsslError(
+                f"{path}: row {number} has epoch {epoch!r}, not a whole number >= 1. The file was damaged or edited "
+                f"by hand; repair or delete that row."
+            )
+    return rows
+
+
+def read_json_lines(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a ``.jsonl`` file, one a line (``[]`` when it does not exist); a line that is not a JSON
+    object is an :class:`EsslError` naming the file and the line."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            row, why = None, f"not valid JSON ({exc.msg}, column {exc.colno})"
+        else:
+            why = f"a JSON {type(row).__name__}, not an object"
+        if not isinstance(row, dict):
+            raise EsslError(
+                f"{path}, line {number}, is {why}: {_clip(line)}. The file was damaged or edited by hand; "
+                f'delete or repair that line (every line is one JSON object such as {{"epoch": 1, ...}}).'
+            )
+        rows.append(row)
+    return rows
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; anything else (invalid JSON, a list, unreadable bytes) is an
+    :class:`EsslError` naming the file."""
+    text = _read_text(path)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise EsslError(
+            f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}). The file was damaged "
+            f"or edited by hand: repair it, or delete it and run the command that wrote it again."
+        ) from None
+    if not isinstance(value, dict):
+        raise EsslError(
+            f"{path} holds a JSON {type(value).__name__}, not an object. Repair it, or delete it and run the "
+            f"command that wrote it again."
+        )
+    return value
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise EsslError(
+            f"{path} is not a text file (byte {exc.start} is not UTF-8). The file was damaged: delete it, or "
+            f"replace it with a good copy."
+        ) from None
+
+
+def _clip(text: str, n: int = 60) -> str:
+    text = text.strip()
+    return repr(text if len(text) <= n else text[:n] + "...")
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
@@ -189,14 +285,45 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
             f"{CHECKPOINT}) or the path of a .pt file."
         )
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols: the message below says what matters
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or foreign files
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        detail = next((ln for ln in lines if "Unsupported global" in ln), lines[0] if lines else "")
-        raise EsslError(
-            f"Cannot read checkpoint {path} ({type(exc).__name__}: {detail}). The file is corrupt, "
-            f"truncated, or holds objects that weights-only loading refuses."
-        ) from None
+        raise EsslError(_unreadable(path, exc)) from None
+
+
+def _first_byte(path: Path) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(1)
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused ``path``, in essl's words: the refused global by name, or
+    what was wrong with the file, without torch's advice (which would have the user run the file's code)."""
+    text = str(exc)
+    refused = re.search(r"unsupported global:? (?:GLOBAL )?([\w.]+)", text, re.IGNORECASE)
+    if refused:
+        return (
+            f"Cannot read checkpoint {path}: it holds a pickled object of type `{refused.group(1)}`. essl reads "
+            f"checkpoints weights-only (tensors, numbers, strings, lists and dicts) so that no code stored in a "
+            f"file ever runs, and such an object could run code. Save the weights as a plain state dict of "
+            f"tensors (torch.save(model.state_dict(), PATH), or `essl export`) and pass that file."
+        )
+    operand = re.search(r"Unsupported operand (\d+)", text)
+    if operand and _first_byte(path) == b"\x80":  # pickle's PROTO opcode: a pickle, not torch's zip format
+        return (
+            f"Cannot read checkpoint {path}: it is a raw pickle (instruction {operand.group(1)} is outside what "
+            f"weights-only reading accepts), not a file written by torch.save. essl never runs code stored in a "
+            f"file; save the weights with torch.save(model.state_dict(), PATH) and pass that file."
+        )
+    if isinstance(exc, PermissionError):
+        return f"Cannot read checkpoint {path}: permission denied. Make the file readable (chmod u+r) and retry."
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "weights_only" not in ln]
+    detail = f"{type(exc).__name__}: {lines[0][:120]}" if lines else type(exc).__name__
+    return (
+        f"Cannot read checkpoint {path} ({detail}): the file is corrupt, truncated or not a PyTorch checkpoint. "
+        f"Use another copy (a kept milestone in {MILESTONE_DIR}/, or the file it came from)."
+    )
 
 
 def load_safetensors(path: Path | str) -> dict[str, torch.Tensor]:
@@ -223,7 +350,7 @@ def keep_milestone(run_dir: Path | str, epoch: int) -> Path:
     allows, else a copy; both atomic): the rolling checkpoint is replaced later, the milestone stays."""
     src, dst = Path(run_dir) / CHECKPOINT, milestone_path(run_dir, epoch)
     dst.parent.mkdir(exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    tmp = _temporary(dst)
     try:
         try:
             os.link(src, tmp)
@@ -276,8 +403,7 @@ def append_change(run_dir: Path | str, entry: dict[str, Any]) -> Path:
 
 
 def read_changes(run_dir: Path | str) -> list[dict[str, Any]]:
-    path = Path(run_dir) / CHANGES
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    return read_json_lines(Path(run_dir) / CHANGES)
 
 
 # ------------------------------------------------------------------------------------------------ provenance
@@ -303,24 +429,37 @@ def result_path(run_dir: Path | str, name: str) -> Path:
 
 
 def write_result(run_dir: Path | str, name: str, payload: dict[str, Any]) -> Path:
-    """Write ``RUN_DIR/eval/<name>.json`` atomically (with the essl version and the time) and return its path."""
+    """Write ``RUN_DIR/eval/<name>.json`` atomically (with the essl version and the time) and return its path.
+
+    A result that cannot be written (read-only folder, disk full, permission denied) is not lost: the
+    :class:`~essl.errors.ResultNotSaved` raised carries its full JSON, which the command line prints."""
     path = result_path(run_dir, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "essl_version": __version__,
         "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **payload,
     }
-    return write_atomic(path, json.dumps(record, indent=2) + "\n")
+    text = json.dumps(record, indent=2) + "\n"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return write_atomic(path, text)
+    except OSError as exc:
+        why = write_error(
+            path,
+            exc,
+            "The result was computed but could not be saved; its full JSON is printed on standard output.",
+            "run the evaluation again (or save the printed JSON yourself)",
+        )
+        raise ResultNotSaved(str(why), text) from None
 
 
 def read_result(run_dir: Path | str, name: str) -> dict[str, Any] | None:
     """One result of a run folder, or None when it has not been written."""
     path = result_path(run_dir, name)
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(path) if path.is_file() else None
 
 
 def read_results(run_dir: Path | str) -> dict[str, dict[str, Any]]:
     """All results of a run folder, keyed by file stem."""
     out_dir = Path(run_dir) / EVAL_DIR
-    return {p.stem: json.loads(p.read_text()) for p in sorted(out_dir.glob("*.json"))} if out_dir.is_dir() else {}
+    return {p.stem: read_json(p) for p in sorted(out_dir.glob("*.json"))} if out_dir.is_dir() else {}

@@ -157,3 +157,59 @@ def test_an_os_failure_anywhere_is_one_line_without_traceback(monkeypatch, capsy
     assert main(["knn", "runs/x"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("essl: error: operating-system failure on /data/x: permission denied.") and "Trace" not in err
+
+
+def test_resume_removes_temporaries_of_a_killed_write(tmp_path, capsys):
+    """A write killed midway (kill -9) leaves ``.NAME.tmp-PID``; --resume removes those of dead processes, says so
+    in one line, and continues."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    pretrain(load_config("mnist5k-simclr", TINY[:-1] + ["epochs=1"]), run, progress=False)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    left = [
+        run / f".checkpoint.pt.tmp-{pid}",
+        run / f".metrics.jsonl.tmp-{pid}",
+        run / "checkpoints" / f".epoch_0001.pt.tmp-{pid}",
+    ]
+    left[-1].parent.mkdir()
+    for path in left:
+        path.write_bytes(b"\0" * 1000)
+    mine = run / f".config.yaml.tmp-{os.getppid()}"  # a live process's write in progress is left alone
+    mine.write_text("x")
+    capsys.readouterr()
+    pretrain(None, run, resume=True, progress=False, changes={"epochs": 2})
+    assert not any(p.exists() for p in left) and mine.exists()
+    note = [line for line in capsys.readouterr().err.splitlines() if "interrupted write" in line]
+    assert len(note) == 1 and f".checkpoint.pt.tmp-{pid}" in note[0]
+    assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 2
+
+
+def test_a_result_that_cannot_be_written_is_kept_in_the_error(tmp_path, monkeypatch):
+    """write_result: disk full → ResultNotSaved with the full JSON (the CLI prints it) and what happened."""
+    import json
+
+    import essl.runs as runs
+    from essl.errors import ResultNotSaved
+
+    def full(path, data, fsync=False):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(runs, "write_atomic", full)
+    with pytest.raises(ResultNotSaved, match=r"eval/knn.json: no space left on device.*standard output") as info:
+        runs.write_result(tmp_path, "knn", {"top1": 12.5})
+    assert json.loads(info.value.text)["top1"] == 12.5
+
+
+def test_refused_pickled_object_is_named_without_torch_advice(tmp_path):
+    import numpy as np
+    import torch
+
+    torch.save({"model": {}, "extra": np.zeros(2)}, tmp_path / "c.pt")
+    with pytest.raises(EsslError) as info:
+        load_checkpoint(tmp_path / "c.pt")
+    text = str(info.value)
+    assert "`numpy._core.multiarray._reconstruct`" in text or "`numpy.core.multiarray._reconstruct`" in text
+    assert "weights_only" not in text and "add_safe_globals" not in text and "trust" not in text

@@ -142,6 +142,14 @@ def load_npy(root: Path | str, split: str = "train") -> ImageData:
         )
     mean, std = channel_stats(train)
     train_labels = labels if split == "train" else _labels(train_dir / "labels.npy", len(train))
+    if labels is not None and train_labels is not None and split != "train":
+        unseen = sorted(set(labels.unique().tolist()) - set(train_labels.unique().tolist()))
+        if unseen:  # a class the classifier never sees in training: its test images could only be wrong
+            raise EsslError(
+                f"{folder / 'labels.npy'} has test label(s) {', '.join(map(str, unseen[:10]))} that never occur in "
+                f"{train_dir / 'labels.npy'}. Every test class must have training images: use the same class "
+                f"indices in both splits, or remove those test images."
+            )
     num_classes = (
         max(int(t.max()) + 1 for t in (labels, train_labels) if t is not None and len(t)) if labels is not None else 1
     )

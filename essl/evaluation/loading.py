@@ -25,7 +25,8 @@ from essl.evaluation.streamed import DEFAULT_WORKING_SIZE, StreamedSplit
 from essl.models import make_backbone
 from essl.models.layouts import load_part, split_layout
 from essl.runs import MILESTONE_DIR, load_checkpoint, resolve_checkpoint
-from essl.training.config import PretrainConfig, config_from_dict
+from essl.training.checkpoint import check_model_state, checkpoint_config, damaged
+from essl.training.config import PretrainConfig
 from essl.training.model import ESSLModel
 
 
@@ -40,25 +41,19 @@ def load_run(path: Path | str, checkpoint: str | None = None) -> tuple[nn.Module
     """As :func:`load_run_backbone`, plus ``{"epoch": completed epochs, "milestone": name or None}``."""
     ckpt_path = resolve_checkpoint(path, checkpoint)
     ckpt = load_checkpoint(ckpt_path)
-    if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
-        hint = (
-            " It looks like a released backbone file: pass it with --backbone-file PATH --dataset ... instead."
-            if isinstance(ckpt, dict) and ("backbone" in ckpt or "state_dict" in ckpt)
-            else ""
-        )
-        raise EsslError(f"{ckpt_path} is not an essl pretraining checkpoint (no 'config'/'model').{hint}")
-    cfg = config_from_dict(ckpt["config"])
-    model = ESSLModel(cfg, _channels_from_state(ckpt["model"]))
+    cfg = checkpoint_config(ckpt, ckpt_path)  # entry by entry, as --resume checks it
+    model = ESSLModel(cfg, _channels_from_state(ckpt["model"], ckpt_path))
+    check_model_state(model, ckpt["model"], ckpt_path)
     model.load_state_dict(ckpt["model"])
     milestone = ckpt_path.stem if checkpoint and ckpt_path.parent.name == MILESTONE_DIR else None
     return model.backbone.eval(), cfg, ckpt_path, {"epoch": ckpt.get("epoch"), "milestone": milestone}
 
 
-def _channels_from_state(state: dict[str, torch.Tensor]) -> int:
+def _channels_from_state(state: dict[str, torch.Tensor], path: Path) -> int:
     for key, value in state.items():  # the first conv weight is the stem: (out, in_channels, k, k)
-        if key.startswith("backbone.") and value.ndim == 4:
+        if str(key).startswith("backbone.") and isinstance(value, torch.Tensor) and value.ndim == 4:
             return value.shape[1]
-    raise EsslError("Cannot infer the number of input channels from the checkpoint.")
+    raise damaged(path, "its 'model' entry has no convolution weight under backbone.* (the stem)")
 
 
 def load_backbone_file(path: Path | str, arch: str = "resnet50") -> tuple[nn.Module, dict[str, Any]]:

@@ -27,6 +27,7 @@ from essl.runs import (
     read_config,
     result_path,
 )
+from essl.training.checkpoint import checkpoint_config
 from essl.training.config import PretrainConfig
 from essl.training.pretrain import pretrain
 
@@ -114,7 +115,9 @@ def run_state(run_dir: Path, cfg: PretrainConfig, result: str | None = None) -> 
                 f"untouched. Delete the folder to rerun it."
             )
         return "restart"
-    epoch = int(load_checkpoint(checkpoint_path(run_dir)).get("epoch", 0))
+    ckpt = load_checkpoint(checkpoint_path(run_dir))
+    checkpoint_config(ckpt, checkpoint_path(run_dir), resume=True)  # a damaged checkpoint: an error naming it
+    epoch = ckpt["epoch"]
     return "trained" if epoch >= cfg.epochs else "resume"
 
 

@@ -167,27 +167,38 @@ def _bare(state: dict[str, torch.Tensor], layout: str) -> Weights:
     return Weights(layout, {"backbone": {k: v for k, v in state.items() if not k.startswith("fc.")}})
 
 
-def load_part(module: nn.Module, state: dict[str, torch.Tensor], what: str, name: str = "the file") -> None:
-    """Load ``state`` into ``module`` strictly; a mismatch is an :class:`EsslError` naming keys and shapes."""
+def mismatch(module: nn.Module, state: Any) -> str:
+    """How ``state`` differs from ``module``'s state dict (missing and unexpected keys, wrong shapes, entries that
+    are not tensors); ``""`` when it fits exactly."""
+    if not isinstance(state, dict):
+        return f"a {type(state).__name__}, not a state dict"
     mine = module.state_dict()
     missing = sorted(set(mine) - set(state))
-    extra = sorted(set(state) - set(mine))
+    extra = sorted(map(str, set(state) - set(mine)))
+    common = sorted(set(mine) & set(state))
+    other = [f"{k} ({type(state[k]).__name__})" for k in common if not isinstance(state[k], torch.Tensor)]
     shapes = [
         f"{k} {tuple(state[k].shape)} vs {tuple(mine[k].shape)}"
-        for k in sorted(set(mine) & set(state))
-        if state[k].shape != mine[k].shape
+        for k in common
+        if isinstance(state[k], torch.Tensor) and state[k].shape != mine[k].shape
     ]
-    if missing or extra or shapes:
-        detail = "; ".join(
-            filter(
-                None,
-                [
-                    f"missing {', '.join(missing[:4])}" if missing else "",
-                    f"unexpected {', '.join(extra[:4])}" if extra else "",
-                    f"shape {', '.join(shapes[:3])}" if shapes else "",
-                ],
-            )
+    return "; ".join(
+        filter(
+            None,
+            [
+                f"missing {', '.join(missing[:4])}" if missing else "",
+                f"unexpected {', '.join(extra[:4])}" if extra else "",
+                f"not a tensor: {', '.join(other[:3])}" if other else "",
+                f"shape {', '.join(shapes[:3])}" if shapes else "",
+            ],
         )
+    )
+
+
+def load_part(module: nn.Module, state: dict[str, torch.Tensor], what: str, name: str = "the file") -> None:
+    """Load ``state`` into ``module`` strictly; a mismatch is an :class:`EsslError` naming keys and shapes."""
+    detail = mismatch(module, state)
+    if detail:
         raise EsslError(
             f"The {what} in {name} does not fit this model ({detail}). Check the architecture "
             f"(backbone / --arch) and the number of input channels."
@@ -197,8 +208,7 @@ def load_part(module: nn.Module, state: dict[str, torch.Tensor], what: str, name
 
 def fits(module: nn.Module, state: dict[str, torch.Tensor]) -> bool:
     """Whether ``state`` has exactly ``module``'s keys and shapes."""
-    mine = module.state_dict()
-    return set(mine) == set(state) and all(mine[k].shape == state[k].shape for k in mine)
+    return not mismatch(module, state)
 
 
 def init_from_weights(model: Any, weights: Weights, name: str = "the file") -> dict[str, list[str]]:

@@ -44,6 +44,7 @@ from essl.runs import (
     prepare_run_dir,
     read_metrics,
     read_run_record,
+    remove_temporaries,
     save_checkpoint,
     write_config,
     write_metrics,
@@ -56,7 +57,13 @@ from essl.runtime import (
     resolve_device,
     resolve_precision,
 )
-from essl.training.checkpoint import rng_state, set_rng_state
+from essl.training.checkpoint import (
+    check_model_state,
+    check_optimizer_state,
+    checkpoint_config,
+    rng_state,
+    set_rng_state,
+)
 from essl.training.config import PretrainConfig, config_from_dict, nonfinite_settings, resume_changes
 from essl.training.distributed import (
     DistEnv,
@@ -333,6 +340,8 @@ class Pretrainer:
         of processes: the model, optimizer, schedule position and data order carry over unchanged; with the same
         number of processes every rank's augmentation stream continues too, so the run is bit-identical to an
         uninterrupted one (on the CPU); with another number they are reseeded."""
+        check_model_state(self.model, ckpt["model"], self.run_dir / CHECKPOINT)
+        check_optimizer_state(self.optimizer, ckpt["optimizer"], self.run_dir / CHECKPOINT)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         for group in self.optimizer.param_groups:  # a fixed-lr group (SimSiam predictor) follows a changed lr
@@ -643,7 +652,8 @@ def pretrain(
     ckpt, changed = None, {}
     if resume:
         ckpt = load_checkpoint(run_dir / CHECKPOINT)
-        stored = config_from_dict(ckpt["config"])
+        stored = checkpoint_config(ckpt, run_dir / CHECKPOINT, resume=True)
+        read_metrics(run_dir)  # a damaged metrics.jsonl is refused before anything is written
         cfg = config_from_dict(changes, base=stored) if changes else stored
         changed = resume_changes(stored, cfg, allow_change)
     else:
@@ -686,6 +696,10 @@ def pretrain(
                 f"The run in {run_dir} already finished all {cfg.epochs} epochs; nothing to resume. "
                 f"Extend it with `essl pretrain --resume {run_dir} epochs=N`."
             )
+        left = remove_temporaries(run_dir) if main else []
+        if left:
+            names = ", ".join(p.name for p in left)
+            print(f"essl: removed what an interrupted write left in {run_dir}: {names}", file=sys.stderr)
         if changed and main:
             record_changes(run_dir, cfg, changed, ckpt, allow_change)
     if main:
