@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -242,3 +243,83 @@ def test_mid_epoch_checkpoint_continues_under_torchrun(tmp_path, monkeypatch):
     ckpt = load_checkpoint(run / "checkpoint.pt")
     assert (ckpt["world_size"], ckpt["epoch"], ckpt["step"]) == (2, 2, 8)
     assert [r["epoch"] for r in read_metrics(run)] == [1, 2]
+
+
+def _torchrun(*args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "essl", *args]
+
+
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (Linux /proc): torchrun starts each worker in a session of its own, so a
+    crash of the machine is a kill of every one of them."""
+    children: dict[int, list[int]] = {}
+    for stat in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{stat}/stat") as fh:
+                ppid = int(fh.read().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(stat))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo += children.get(tree[-1], [])
+    return tree
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_kill_9_of_a_torchrun_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path):
+    """kill -9 of a whole 2-process torchrun (launcher and both workers, as a crashed machine) in the middle of
+    an epoch, then ``--resume`` under torchrun: the same weights and metrics as an uninterrupted 2-process run,
+    and no temporary file of the killed writes left behind."""
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV_KEYS and not k.startswith("SLURM_")}
+    env["OMP_NUM_THREADS"] = "1"
+    settings = [*TINY[:-2], "epochs=3", "checkpoint_every=1"]  # 4 steps per epoch, a checkpoint after every step
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    res = subprocess.run(
+        _torchrun("pretrain", "mnist5k-esimclr", *settings, "--out", str(straight), "--no-progress"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+
+    proc = subprocess.Popen(
+        _torchrun("pretrain", "mnist5k-esimclr", *settings, "--out", str(killed), "--no-progress"),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 300
+        step = 0
+        while step < 6 and proc.poll() is None and time.time() < deadline:  # past step 2 of epoch 2
+            time.sleep(0.02)
+            if (killed / "checkpoint.pt").is_file():
+                step = load_checkpoint(killed / "checkpoint.pt")["step"]
+        assert proc.poll() is None, "the run ended before it could be killed"
+    finally:
+        tree = _process_tree(proc.pid)
+        for pid in tree:  # the launcher and both workers at once, as a crashed machine
+            os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    assert len(tree) >= 3
+    done = load_checkpoint(killed / "checkpoint.pt")
+    assert done["world_size"] == 2 and done["step"] < 12
+
+    res = subprocess.run(
+        _torchrun("pretrain", "--resume", str(killed), "--no-progress"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert load_checkpoint(killed / "checkpoint.pt")["step"] == 12
+    _same_weights(straight, killed)
+    a, b = read_metrics(straight), read_metrics(killed)
+    assert [r["epoch"] for r in b] == [1, 2, 3]
+    assert [r["loss"] for r in a] == [r["loss"] for r in b]
+    assert [p.name for p in killed.rglob(".*.tmp-*")] == []

@@ -108,18 +108,28 @@ def checkpoint_config(ckpt: Any, path: Path | str, resume: bool = False) -> Pret
     if "scaler" in ckpt and not isinstance(ckpt["scaler"], dict):
         raise damaged(path, f"its 'scaler' entry is a {type(ckpt['scaler']).__name__}, not a grad-scaler state")
     if ckpt.get("step", 0) % ckpt.get("steps_per_epoch", 1):  # mid-epoch: the epoch's running sums
-        partial = ckpt.get("partial")
-        if not (
-            isinstance(partial, dict)
-            and isinstance(partial.get("sums"), dict)
-            and all(isinstance(v, torch.Tensor) for v in partial["sums"].values())
-            and isinstance(partial.get("seen"), (int, float))
-            and isinstance(partial.get("elapsed"), (int, float))
+        parts = ckpt.get("partial_ranks") or []
+        if not isinstance(parts, list) or not all(
+            _sums_ok(p, ckpt.get("partial")) for p in [ckpt.get("partial"), *parts]
         ):
             raise damaged(
                 path, "it stops mid-epoch but its 'partial' entry (the epoch's running sums) is missing or malformed"
             )
     return cfg
+
+
+def _sums_ok(partial: Any, first: Any) -> bool:
+    """A mid-epoch checkpoint's running sums: the same metric names as ``first`` (rank 0's), each a tensor."""
+    return (
+        isinstance(partial, dict)
+        and isinstance(partial.get("sums"), dict)
+        and isinstance(first, dict)
+        and isinstance(first.get("sums"), dict)
+        and partial["sums"].keys() == first["sums"].keys()
+        and all(isinstance(v, torch.Tensor) for v in partial["sums"].values())
+        and isinstance(partial.get("seen"), (int, float))
+        and isinstance(partial.get("elapsed"), (int, float))
+    )
 
 
 def check_model_state(model: nn.Module, state: dict[str, Any], path: Path | str) -> None:

@@ -290,6 +290,8 @@ class Pretrainer:
             state["rng_ranks"] = all_gather_objects(state["rng"])
         if partial is not None:
             state["partial"] = partial
+            if self.denv.enabled:  # each rank's running sums: the epoch's mean over ranks continues exactly
+                state["partial_ranks"] = all_gather_objects(partial)
         return state
 
     def save(
@@ -362,13 +364,23 @@ class Pretrainer:
             self.start_epoch, self.start_step = divmod(int(ckpt["step"]), steps)
         else:  # written before step checkpoints existed: always at an epoch boundary
             self.start_epoch, self.start_step = int(ckpt["epoch"]), 0
-        self.partial = ckpt.get("partial") if self.start_step else None
         self.saved_at = (self.start_epoch, self.start_step)
         ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
         self.rng_restored = len(ranks) == self.denv.world_size == ckpt.get("world_size", 1)
+        self.partial = self.partial_sums(ckpt) if self.start_step else None
         set_rng_state(ranks[self.denv.rank] if self.rng_restored else ckpt["rng"])
         if not self.rng_restored:  # another number of processes: fresh per-rank streams
             self.seed_augmentations(self.start_epoch)
+
+    def partial_sums(self, ckpt: dict[str, Any]) -> dict[str, Any]:
+        """This rank's running sums of a mid-epoch checkpoint: its own when the number of processes is the same
+        (the epoch's metrics then equal an uninterrupted run's), otherwise the mean over the old ranks (the epoch's
+        mean over ranks is the same either way)."""
+        parts = ckpt.get("partial_ranks") or [ckpt["partial"]]
+        if len(parts) == self.denv.world_size == ckpt.get("world_size", 1):
+            return parts[self.denv.rank]
+        sums = {k: torch.stack([p["sums"][k] for p in parts]).mean(0) for k in parts[0]["sums"]}
+        return {**parts[0], "sums": sums}
 
     def seed_augmentations(self, epoch: int) -> None:
         """Seed this process's augmentation stream from (seed, epoch, rank)."""
