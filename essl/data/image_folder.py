@@ -63,7 +63,7 @@ def decode_image(path: Path, size: int, channels: int = 3) -> np.ndarray:
             im = im.convert("RGB" if channels == 3 else "L")
             w, h = im.size
             scale = size / min(w, h)
-            im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
+            im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BICUBIC)
             w, h = im.size
             left, top = (w - size) // 2, (h - size) // 2
             arr = np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
