@@ -73,7 +73,9 @@ class VerticalFlip(Involution):
 
 
 #: The 24 permutations of the quadrants in :func:`itertools.permutations` order; entry 0 is the identity.
-JIGSAW_PERMUTATIONS: tuple[tuple[int, int, int, int], ...] = tuple(itertools.permutations(range(4)))
+JIGSAW_PERMUTATIONS: tuple[tuple[int, int, int, int], ...] = tuple(
+    (a, b, c, d) for a, b, c, d in itertools.permutations(range(4))
+)
 
 
 class Jigsaw2x2(TransformationGroup):
