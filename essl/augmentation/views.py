@@ -259,6 +259,9 @@ class View(nn.Module):
 class Normalize(nn.Module):
     """(x - mean) / std per channel, for [0, 1] float batches (uint8 is scaled first)."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
