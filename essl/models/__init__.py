@@ -6,6 +6,7 @@ import importlib
 import inspect
 import os
 import sys
+from collections.abc import Callable
 
 from torch import nn
 
@@ -26,7 +27,8 @@ from essl.models.resnet import ResNet, load_torchvision_state_dict, resnet18, re
 from essl.models.small_cnn import SmallCNN
 from essl.models.photonics import PhotonicsEncoder, phc_cnn_small
 
-BACKBONES = {
+#: backbone name -> factory taking ``in_channels``; every backbone has an integer ``feature_dim``
+BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "resnet18_cifar": resnet18_cifar,
     "resnet18": resnet18,
     "resnet50": resnet50,
@@ -64,7 +66,7 @@ def backbone_from_factory(spec: str, in_channels: int = 3) -> nn.Module:
             raise EsslError(f"backbone {spec!r}: cannot import {module_name} ({exc}).") from None
         sys.path.insert(0, os.getcwd())  # as `python -m` would: modules in the current folder are found
         return backbone_from_factory(spec, in_channels)
-    factory = module
+    factory: object = module
     for part in attr.split("."):
         factory = getattr(factory, part, None)
         if factory is None:
