@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sized
 from typing import Any
 
 import numpy as np
@@ -65,6 +66,10 @@ def extract_dataset_features(
     the batch size and the workers' prefetch: with ``out`` (a ``(len(block), D)`` array, e.g. a float16 memmap
     of this process's own file) the block's rows are written into it and nothing is returned; else the blocks
     are gathered and the ``(N, D)`` float32 tensor is returned on every process."""
+    if not isinstance(dataset, Sized):
+        raise TypeError(
+            f"extract_dataset_features needs a map-style dataset with a length, got {type(dataset).__name__}"
+        )
     device = torch.device(device)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
     mine = shard(len(dataset), rank, world)
