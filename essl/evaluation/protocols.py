@@ -76,12 +76,17 @@ def adapt_protocol(
             "used": False,
             "why": f"the {dataset} view recipe {recipe!r} has no flips (digits are not mirror-symmetric)",
         }
-    used = dataclasses.replace(protocol, hflip=hflip)
     for key, value in (("epochs", epochs), ("repeats", repeats), ("batch_size", batch_size)):
         if value is not None and value != getattr(protocol, key):
             OPTION_RULES[key].check(f"--{key.replace('_', '-')}", value)
             overrides[key] = {"protocol": getattr(protocol, key), "used": value, "why": "user override"}
-            used = dataclasses.replace(used, **{key: value})
+    used = dataclasses.replace(
+        protocol,
+        hflip=hflip,
+        epochs=protocol.epochs if epochs is None else epochs,
+        repeats=protocol.repeats if repeats is None else repeats,
+        batch_size=protocol.batch_size if batch_size is None else batch_size,
+    )
     if n_train is not None and used.batch_size > n_train:
         adapted["batch_size"] = {
             "protocol": used.batch_size,
