@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from essl.errors import EsslError
+
 
 @dataclass
 class ImageData:
@@ -33,6 +35,12 @@ class ImageData:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def require_labels(self) -> torch.Tensor:
+        """The labels; an :class:`EsslError` when the split has none (what evaluates a classifier needs them)."""
+        if self.labels is None:
+            raise EsslError(f"{self.name or 'The dataset'} has no labels; evaluation needs a labelled split.")
+        return self.labels
 
     @property
     def channels(self) -> int:

@@ -35,7 +35,7 @@ def train_view(protocol: EvalProtocol, size: int, channels: int, mean, std) -> n
     """The protocol's training augmentation as a batched module (uint8 in, normalised float out)."""
     recipe = ViewRecipe(
         size=size,
-        scale=tuple(protocol.crop_scale),
+        scale=protocol.crop_scale,
         hflip=0.5 if protocol.hflip else 0.0,
         jitter_p=0.0,
         grayscale_p=0.0,
@@ -115,6 +115,7 @@ def evaluate(
     size = test.image_size
     resize = round(size * protocol.test_resize_ratio)
     norm = Normalize(test.mean, test.std).to(device)
+    labels = test.require_labels()
     backbone.eval()
     classifier.eval()
     hits = 0
@@ -125,7 +126,7 @@ def evaluate(
         with autocast_context(device, dtype):
             f = backbone(x)
         pred = classifier(f.float()).argmax(1).cpu()
-        hits += (pred == test.labels[start : start + batch_size]).sum().item()
+        hits += (pred == labels[start : start + batch_size]).sum().item()
     return 100.0 * hits / len(test)
 
 
