@@ -74,7 +74,9 @@ def data_description(cfg: PretrainConfig, run_dir: Path | None = None) -> dict[s
     recorded = _recorded_data(run_dir)
     if recorded:
         return recorded
-    if cfg.dataset in STREAMED_DATASETS:
+    if cfg.dataset in STREAMED_DATASETS:  # the normalisation of essl.data.imagenet.ImageFolderBatches
+        if cfg.channels == 1:
+            return {"channels": 1, "image_size": cfg.image_size, "mean": [0.5], "std": [0.5]}
         return {"channels": 3, "image_size": cfg.image_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
     data = load_dataset(cfg.dataset, "train", cfg.data_root, cfg.image_size, cfg.channels)
     return {"channels": data.channels, "image_size": data.image_size, "mean": list(data.mean), "std": list(data.std)}

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -415,8 +417,20 @@ def single_process_env(monkeypatch):
 
 def test_torchrun_two_processes_then_resume_with_one(tmp_path, single_process_env):
     run = tmp_path / "run"
-    _torchrun(["mnist5k-esimclr", *TINY, "epochs=1", "--out", str(run)], tmp_path)
+    logged = ["logger=tensorboard", "log_every=2"] if importlib.util.find_spec("tensorboard") else []
+    res = _torchrun(["mnist5k-esimclr", *TINY, "epochs=1", *logged, "--out", str(run)], tmp_path)
     rows = read_metrics(run)
+    assert res.stderr.count("essl: data mnist5k: 256 images") == 1  # the start-up summary: first process only
+    record = json.loads((run / "run.json").read_text())
+    assert record["world_size"] == WORLD and record["status"] == "finished"
+    if logged:  # only the first process logs, the means of all processes
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        assert len(list((run / "tensorboard").iterdir())) == 1
+        events = EventAccumulator(str(run / "tensorboard"))
+        events.Reload()
+        loss = [e.value for e in events.Scalars("train/loss")]
+        assert len(loss) == 2 and sum(loss) / 2 == pytest.approx(rows[0]["loss"], rel=1e-5)
     assert [r["epoch"] for r in rows] == [1] and rows[0]["step"] == 4  # 256 images / global batch 64
     assert rows[0]["loss"] == pytest.approx(rows[0]["ssl_loss"] + 0.4 * rows[0]["pred_loss/rotation"], rel=1e-4)
     assert 0 <= rows[0]["knn_top1"] <= 100
@@ -431,6 +445,8 @@ def test_torchrun_two_processes_then_resume_with_one(tmp_path, single_process_en
     assert [r["epoch"] for r in rows] == [1, 2] and rows[1]["step"] == 8
     ckpt2 = load_checkpoint(run / "checkpoint.pt")
     assert ckpt2["world_size"] == 1 and ckpt2["epoch"] == 2
+    resumed = json.loads((run / "run.json").read_text())["resumes"]
+    assert [(r["world_size"], r["from_epoch"], r["status"]) for r in resumed] == [(1, 1, "finished")]
     assert any(not torch.equal(ckpt["model"][k], ckpt2["model"][k]) for k in ckpt["model"])
 
 

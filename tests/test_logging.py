@@ -64,12 +64,14 @@ def test_tensorboard_scalars_summary_and_run_json(tmp_path, capsys):
     assert (data["images"], data["classes"], data["channels"], data["steps_per_epoch"]) == (256, 10, 1, 4)
 
 
-def test_resume_appends_to_run_json_and_continues_the_events(tmp_path):
+def test_resume_appends_to_run_json_and_continues_the_events(tmp_path, capsys):
     pytest.importorskip("tensorboard")
-    run = pretrain(
-        load_config("mnist5k-simclr", TINY + ["epochs=1", "logger=tensorboard"]), tmp_path / "r", progress=False
-    )
+    cfg = load_config("mnist5k-simclr", TINY + ["epochs=1", "logger=tensorboard"])
+    run = pretrain(cfg, tmp_path / "r", progress=False, echo=False)  # as essl sweep runs its runs: quiet
+    assert "essl: data" not in capsys.readouterr().err
     pretrain(None, run, resume=True, progress=False, changes={"epochs": 2})
+    err = capsys.readouterr().err
+    assert "essl: data mnist5k" in err and "epoch 2/2: loss" in err and "epoch 1/2" not in err
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "finished" and len(record["resumes"]) == 1
     resumed = record["resumes"][0]

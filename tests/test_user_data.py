@@ -182,6 +182,10 @@ def test_pretrain_greyscale_image_folder_with_channels(tmp_path, capsys):
     assert (recorded["channels"], recorded["image_size"], recorded["mean"]) == (1, 14, [0.5])
     backbone, meta = essl.load_backbone(run)
     assert meta["in_channels"] == 1 and backbone(torch.zeros(2, 1, 12, 12)).shape[0] == 2
+    from essl.cli import main
+
+    assert main(["knn", str(run), "--k", "5"]) == 0  # evaluation decodes the folder as grey too
+    assert json.loads((run / "eval" / "knn-k5-t0.1.json").read_text())["data"]["channels"] == 1
 
 
 @pytest.mark.parametrize(

@@ -133,11 +133,12 @@ def ensure_run(
     """Bring the run of ``cfg`` in ``run_dir`` to ``trained`` (see :func:`run_state`); returns the state found."""
     state = run_state(run_dir, cfg, result)
     if state in ("fresh", "restart"):
-        pretrain(cfg, run_dir, overwrite=state == "restart", progress=progress, preset_name=preset_name)
+        # echo: the start-up summary and per-epoch lines only where the bar shows too (a sweep's runs stay quiet)
+        pretrain(cfg, run_dir, overwrite=state == "restart", progress=progress, preset_name=preset_name, echo=progress)
     elif state == "resume":
         if log:
             log(f"{run_dir}: continuing from its last checkpoint")
-        pretrain(None, run_dir, resume=True, progress=progress)
+        pretrain(None, run_dir, resume=True, progress=progress, echo=progress)
     elif log:
         log(f"{run_dir}: {STATES[state]}")
     return state

@@ -196,6 +196,7 @@ class Pretrainer:
         if cfg.compile:
             self.net = torch.compile(self.net)
         self.logger = Logger()  # the first process's logger=... (set by pretrain()); others drop their scalars
+        self.echo = True  # without the progress bar, a line per epoch on stderr
 
     def describe(self) -> dict[str, Any]:
         """What was loaded and resolved: the start-up summary and ``run.json``'s ``data`` and ``parameters``."""
@@ -213,12 +214,13 @@ class Pretrainer:
                 "steps_per_epoch": len(self.batches),
                 "global_batch": self.batches.global_batch,
             },
-            "parameters": {"backbone": count(self.model.backbone), "trained": count(self.model)},
+            "parameters": {"backbone": count(self.model.backbone), "model": count(self.model)},
         }
 
     def summary(self) -> list[str]:
         """The start-up summary (printed once by the first process), with a warning when an epoch is short."""
-        d, params, cfg = self.describe()["data"], self.describe()["parameters"], self.cfg
+        info, cfg = self.describe(), self.cfg
+        d, params = info["data"], info["parameters"]
         device = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "CPU"
         n = d["classes"]
         classes = "unlabelled" if n is None else f"{n} class{'es' if n != 1 else ''}"
@@ -229,7 +231,7 @@ class Pretrainer:
             f"{classes}, {d['channels']} channel(s), {d['image_size']} px; {d['steps_per_epoch']} steps per epoch "
             f"at global batch {d['global_batch']}",
             f"essl: model {cfg.method} on {cfg.backbone}: {params['backbone']:,} backbone parameters, "
-            f"{params['trained']:,} trained in all",
+            f"{params['model']:,} in the whole model (with projector, heads{', target' if self.model.target is not None else ''})",
         ]
         steps = d["steps_per_epoch"]
         if steps < FEW_STEPS:
@@ -590,7 +592,7 @@ class Pretrainer:
                 )
         rows.append(row)
         self.logger.log({f"epoch/{k}": v for k, v in row.items() if k not in ("epoch", "step")}, row["step"])
-        if not self.progress and self.denv.is_main:
+        if not self.progress and self.echo and self.denv.is_main:
             print(epoch_line(row, cfg.epochs), file=sys.stderr, flush=True)
         self.save(epoch + 1, rows=rows)
 
@@ -643,6 +645,7 @@ def pretrain(
     changes: dict[str, Any] | None = None,
     allow_change: bool = False,
     *,
+    echo: bool = True,
     train: Any = None,
     labels: Any = None,
     test: Any = None,
@@ -654,6 +657,9 @@ def pretrain(
     which); every change is recorded in ``RUN/changes.jsonl`` and ``config.yaml`` is rewritten with the new
     settings. A longer ``epochs`` recomputes the warm-up + cosine schedule for the new length from the step
     reached: the lr follows the new curve from there (docs/long-runs.md).
+
+    ``echo`` prints the start-up summary (what was loaded and resolved, and a warning when an epoch has fewer than
+    20 steps) and, without the progress bar, one line per epoch; ``essl sweep`` runs its runs without.
 
     Data already in memory: ``train`` (a uint8 array or tensor N×H×W or N×C×H×W, floats in [0, 1], or an
     :class:`ImageData`) with optional ``labels`` (for the online probe) and an optional labelled ``test`` split
@@ -714,7 +720,8 @@ def pretrain(
             print(f"essl: removed what an interrupted write left in {run_dir}: {names}", file=sys.stderr)
         if changed and main:
             record_changes(run_dir, cfg, changed, ckpt, allow_change)
-    if main:
+    trainer.echo = echo
+    if main and echo:
         print("\n".join(trainer.summary()), file=sys.stderr, flush=True)
     train_and_record(trainer, resumed=ckpt is not None)
     return run_dir
