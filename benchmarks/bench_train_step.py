@@ -206,6 +206,26 @@ def baseline_step(images_u8: torch.Tensor, batch: int, workers: int):
     return step
 
 
+def thread_sweep(cfg: PretrainConfig, tmp: Path, counts: list[int], warmup: int, steps: int, batch: int) -> None:
+    """The essl E-SimCLR step with ``torch.set_num_threads(n)`` for each ``n``, in interleaved rounds (a machine
+    whose cores other processes also use shows what a thread count costs when a core is taken away)."""
+    default = torch.get_num_threads()
+    runs = {n: EsslStep(cfg, tmp / f"run-threads{n}") for n in counts}
+    times: dict[int, list[float]] = {n: [] for n in counts}
+    for r in range(warmup + steps):
+        for n, step in runs.items():
+            torch.set_num_threads(n)
+            t = timed(step)
+            if r >= warmup:
+                times[n].append(t)
+    torch.set_num_threads(default)
+    for n, ts in times.items():
+        med = statistics.median(ts)
+        print(
+            f"essl E-SimCLR, {n} thread(s): {batch / med:7.1f} img/s   step {med:.2f} s ({', '.join(f'{t:.2f}' for t in ts)})"
+        )
+
+
 def profile(step: EsslStep, steps: int, rows: int = 25) -> None:
     """torch.profiler over ``steps`` essl steps: by operator, then by operator and input shapes."""
     from torch.profiler import ProfilerActivity
@@ -234,6 +254,12 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="preset overrides (essl side)")
     parser.add_argument("--no-baseline", action="store_true", help="time essl only")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="profile N essl steps at the end")
+    parser.add_argument(
+        "--threads",
+        default="",
+        metavar="N,M,...",
+        help="also time the essl E-SimCLR step with each of these torch thread counts, interleaved (e.g. 1,2)",
+    )
     args = parser.parse_args()
     random.seed(0)
     torch.manual_seed(0)
@@ -288,6 +314,10 @@ def main() -> None:
             f"{100 * flops / e / peak:.0f}% of the {str(peak_dtype).replace('torch.', '')} 4096² matmul peak "
             f"measured now ({peak / 1e12:.2f} TFLOP/s)"
         )
+        if args.threads:
+            thread_sweep(
+                e_cfg, Path(tmp), [int(n) for n in args.threads.split(",")], args.warmup, args.steps, args.batch
+            )
         if args.profile:
             profile(sides["essl E-SimCLR"], args.profile)
 

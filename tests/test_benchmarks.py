@@ -17,8 +17,10 @@ def _run(script: str, *args: str) -> str:
 
 @pytest.mark.slow
 def test_train_step_benchmark_runs_the_pretrainer_and_reports_flops():
-    out = _run("bench_train_step.py", "--batch", "8", "--steps", "1", "--warmup", "0", "--workers", "0")
-    for needle in ("baseline", "essl E-SimCLR", "essl SimCLR", "speed-up", "prediction branch", "TFLOP", "matmul peak"):
+    out = _run(
+        "bench_train_step.py", "--batch", "8", "--steps", "1", "--warmup", "0", "--workers", "0", "--threads", "1"
+    )
+    for needle in ("baseline", "essl SimCLR", "speed-up", "prediction branch", "TFLOP", "matmul peak", "1 thread(s)"):
         assert needle in out, out
     # 8 images: 16 32-px views + 32 16-px crops through a CIFAR ResNet-18 (0.56 GMAC per 32-px image, a quarter per
     # 16-px crop), forward + backward ≈ 3 × 2 × 24 × 0.56 GFLOP ≈ 0.08 TFLOP
