@@ -32,3 +32,8 @@ def test_train_step_benchmark_runs_the_pretrainer_and_reports_flops():
 def test_cost_benchmark_runs_each_configuration():
     out = _run("bench_essl_cost.py", "--methods", "simclr", "--batch", "8", "--rounds", "1", "--warmup", "0")
     assert "| simclr | base |" in out and "| simclr | E- (all 4 rotations) |" in out, out
+
+
+def test_conv_layer_benchmark_runs():
+    out = _run("bench_conv_layers.py", "--reps", "1")
+    assert out.count("| 256, 512, 2 |") == 4, out
