@@ -90,6 +90,10 @@ CASES = [
     ),
     pre("unknown-invariance", "invariances=[wobble]", names=("wobble",)),
     pre("cifar-without-data_root", "dataset=cifar10", names=("data_root",)),
+    pre("unknown-logger", "logger=mlflow", names=("logger", "mlflow")),
+    pre("channels-two", "channels=2", names=("channels", "2")),
+    pre("channels-on-a-builtin-dataset", "channels=1", names=("channels", "image folders")),
+    pre("dataset-memory-on-the-command-line", "dataset=memory", names=("dataset=memory", "essl.pretrain", "npy")),
     pre("cifar-missing-folder", "dataset=cifar10", "data_root=nowhere", names=("nowhere",)),
     # presets and the command line
     Case("preset-unknown", ("pretrain", "no-such-preset", "--out", "r"), ("no-such-preset",)),
