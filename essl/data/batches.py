@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from essl.augmentation.crops import PaddedImages
 from essl.errors import EsslError
 
 
@@ -28,8 +29,9 @@ class BatchSource(Protocol):
     def __len__(self) -> int:
         """Steps (global batches) per epoch."""
 
-    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[torch.Tensor]:
-        """This rank's uint8 slice of every global batch of ``epoch``, from ``start_step`` on."""
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[torch.Tensor | PaddedImages]:
+        """This rank's uint8 slice of every global batch of ``epoch``, from ``start_step`` on (decoded image files
+        come as :class:`~essl.augmentation.crops.PaddedImages`: padded to the largest, with their sizes)."""
 
 
 def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> torch.Tensor:

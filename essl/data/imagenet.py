@@ -187,22 +187,34 @@ class ImageFolderBatches(ShardedOrder):
         super().__init__(len(self.files), global_batch, seed, rank, world_size, shuffle)
         self.root, self.image_size, self.channels = Path(root).expanduser(), image_size, channels
         self.workers, self.pin_memory, self.prefetch = workers, pin_memory, prefetch
-        self.mean, self.std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.5,))
+        norm: tuple[tuple[float, ...], tuple[float, ...]] = (
+            (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.5,))
+        )
+        self.mean, self.std = norm
         self.dataset = DecodedFiles(self.files, image_size, channels)
 
     def fingerprint(self) -> str:
         """Text that must be equal on every rank (checked by the trainer): the file list."""
         return f"{len(self.files)}\n" + "\n".join(str(f.relative_to(self.root)) for f in self.files)
 
-    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[torch.Tensor]:
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[PaddedImages]:
         indices = self.rank_indices(epoch, start_step).tolist()
         if not indices:
             return
-        kw = dict(num_workers=self.workers, pin_memory=self.pin_memory, drop_last=False)
-        if self.workers > 0:
-            kw.update(prefetch_factor=self.prefetch, persistent_workers=False, worker_init_fn=_ignore_sigterm)
+        workers = self.workers > 0
         # A new loader (and new workers) per epoch: simple, and negligible next to an ImageNet epoch.
-        loader = DataLoader(self.dataset, batch_size=self.local_batch, sampler=indices, shuffle=False, **kw)
+        loader = DataLoader(
+            self.dataset,
+            batch_size=self.local_batch,
+            sampler=indices,
+            shuffle=False,
+            num_workers=self.workers,
+            pin_memory=self.pin_memory,
+            drop_last=False,
+            prefetch_factor=self.prefetch if workers else None,
+            persistent_workers=False,
+            worker_init_fn=_ignore_sigterm if workers else None,
+        )
         for images, sizes in loader:
             yield PaddedImages(images, sizes)
 
