@@ -31,19 +31,13 @@ from essl.data.imagenet import STREAMED_DATASETS
 from essl.errors import EsslError
 from essl.evaluation.loading import file_digest, load_run
 from essl.models.layouts import split_layout
-from essl.models import make_backbone
+from essl.models import feature_dim, make_backbone
 from essl.runs import MILESTONE_DIR, RUN_JSON, load_checkpoint, load_safetensors, read_results
 from essl.training.config import PretrainConfig
 
 FORMAT, FORMAT_VERSION = "essl-backbone", 1
 WEIGHT_FORMATS = {".safetensors": "safetensors", ".pt": "pt"}
 TORCHVISION_ARCHS = ("resnet18_cifar", "resnet18", "resnet50")
-
-
-def feature_dim(backbone: nn.Module) -> int:
-    """The backbone's ``feature_dim`` attribute (every essl backbone and factory backbone has one)."""
-    dim: Any = backbone.feature_dim
-    return int(dim)
 
 
 def metadata_path(weights: Path | str) -> Path:

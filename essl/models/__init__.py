@@ -51,6 +51,15 @@ def make_backbone(name: str, in_channels: int = 3) -> nn.Module:
     return BACKBONES[name](in_channels=in_channels)
 
 
+def feature_dim(backbone: nn.Module) -> int:
+    """The width of the backbone's output features: its integer ``feature_dim`` attribute, which every backbone of
+    :func:`make_backbone` has (a factory's backbone is checked for it)."""
+    dim = getattr(backbone, "feature_dim", None)
+    if not isinstance(dim, int):
+        raise EsslError(f"{type(backbone).__name__} has no integer feature_dim (the width of its output features).")
+    return dim
+
+
 def backbone_from_factory(spec: str, in_channels: int = 3) -> nn.Module:
     """Bring your own backbone: ``spec`` is ``package.module:function``, a callable that returns an ``nn.Module``
     mapping images ``(N, C, H, W)`` to features ``(N, feature_dim)`` and exposing an integer ``feature_dim``.
@@ -93,6 +102,7 @@ __all__ = [
     "BACKBONES",
     "make_backbone",
     "backbone_from_factory",
+    "feature_dim",
     "ResNet",
     "SmallCNN",
     "resnet18_cifar",

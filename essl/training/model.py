@@ -12,12 +12,15 @@ optimiser step.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
 from essl.groups import make_group
 from essl.models import (
     ema_update,
+    feature_dim,
     frozen_copy,
     make_backbone,
     method_predictor,
@@ -48,7 +51,7 @@ class ESSLModel(nn.Module):
         self.vicreg_weights = (cfg.vicreg_sim, cfg.vicreg_var, cfg.vicreg_cov)
         self.barlow_official_gpus = cfg.barlow_official_gpus
         self.backbone = make_backbone(cfg.backbone, in_channels)
-        dim = self.backbone.feature_dim
+        dim = feature_dim(self.backbone)
         self.projector = projector(cfg.projector, dim)
         self.predictor = method_predictor(cfg.method, projector_dim(self.projector), cfg.predictor_hidden)
         # the momentum target network starts as a copy (ξ = θ) and is saved with the model's state_dict
@@ -71,6 +74,8 @@ class ESSLModel(nn.Module):
     @torch.no_grad()
     def update_target(self, tau: float) -> None:
         """Momentum update of the target network, ξ ← τ·ξ + (1 − τ)·θ (BYOL §3.1, MoCo v3 Algorithm 1)."""
+        if self.target is None:
+            raise RuntimeError(f"{self.method} has no momentum target network (only {', '.join(MOMENTUM_METHODS)})")
         ema_update(self.target["backbone"], self.backbone, tau)
         ema_update(self.target["projector"], self.projector, tau)
 
@@ -108,7 +113,7 @@ class ESSLModel(nn.Module):
         self,
         x1: torch.Tensor,
         x2: torch.Tensor,
-        predictions: list[tuple[torch.Tensor, torch.Tensor]] = (),
+        predictions: Sequence[tuple[torch.Tensor, torch.Tensor]] = (),
         return_features: bool = False,
     ) -> dict[str, torch.Tensor]:
         """``predictions[i]`` is ``(orbit images, element labels)`` for the i-th predicted group; for a relative task
