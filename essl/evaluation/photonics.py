@@ -63,7 +63,7 @@ from essl.data.photonics import FAMILIES, LabelledSplits, load_labelled_splits
 from essl.errors import EsslError
 from essl.evaluation.loading import file_digest, load_run
 from essl.groups import make_group
-from essl.models import make_backbone
+from essl.models import feature_dim, make_backbone
 from essl.models.layouts import split_layout
 from essl.models.photonics import dos_head, encoder_for_state
 from essl.photonics.bands import fractional_error
@@ -125,7 +125,10 @@ class FinetuneSettings:
         ):
             flag = "--" + name.replace("_", "-")
             for value in getattr(self, name) if name == "seeds" else [getattr(self, name)]:
-                option_rule("phc finetune", name).check(flag, value)
+                rule = option_rule("phc finetune", name)
+                if rule is None:
+                    raise KeyError(f"the validation table has no rule for `essl phc finetune {flag}`")
+                rule.check(flag, value)
         if not self.seeds:
             raise EsslError("Give at least one fine-tuning seed (e.g. --seeds 1 2 3).")
         if len(set(self.seeds)) != len(self.seeds):
@@ -177,7 +180,7 @@ def regressor(
 ) -> tuple[DOSRegressor, torch.optim.Optimizer]:
     """A copy of ``encoder`` with a fresh head of ``outputs`` values, and its Adam optimiser over the trainable
     parameters (the head only with ``freeze_encoder``)."""
-    model = DOSRegressor(copy.deepcopy(encoder), dos_head(encoder.feature_dim, out_dim=outputs)).to(device)
+    model = DOSRegressor(copy.deepcopy(encoder), dos_head(feature_dim(encoder), out_dim=outputs)).to(device)
     if settings.freeze_encoder:
         model.encoder.requires_grad_(False)
     opt = torch.optim.Adam(
@@ -301,8 +304,8 @@ def encoder_from_run(run_dir: Path | str, checkpoint: str | None = None) -> Enco
         "invariances": list(cfg.invariances),
         "equivariance": [{"group": t.group, "weight": t.weight} for t in cfg.equivariance],
     }
-    checkpoint = {"path": str(ckpt_path), "epoch": meta.get("epoch"), "sha256": file_digest(ckpt_path)}
-    return EncoderSource(backbone, family, list(cfg.invariances), out_dir, source, checkpoint, cfg.data_root)
+    record = {"path": str(ckpt_path), "epoch": meta.get("epoch"), "sha256": file_digest(ckpt_path)}
+    return EncoderSource(backbone, family, list(cfg.invariances), out_dir, source, record, cfg.data_root)
 
 
 def encoder_from_file(
