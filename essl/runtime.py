@@ -9,6 +9,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
+from torch import nn
 
 from essl.catalog import PRECISIONS
 from essl.errors import EsslError
@@ -54,6 +55,12 @@ def resolve_runtime(device: str, precision: str) -> tuple[torch.device, torch.dt
 def resolve_channels_last(value: str) -> bool:
     """auto: on (channels_last helps convolutions with oneDNN on CPUs and with cuDNN on GPUs)."""
     return str(value).lower() in ("true", "auto")
+
+
+def to_channels_last(module: nn.Module) -> nn.Module:
+    """``module.to(memory_format=torch.channels_last)``: its 4-D parameters and buffers in NHWC order (the
+    ``channels_last`` setting). torch's type stubs do not list ``memory_format`` for ``Module.to``, which takes it."""
+    return module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
 def autocast_context(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager:

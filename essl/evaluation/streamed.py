@@ -54,7 +54,7 @@ from essl.evaluation.classifier import end_epoch, feature_dim, make_linear, make
 from essl.evaluation.diagnostics import orbit_features, scores, seeded_subset
 from essl.evaluation.catalog import EvalProtocol
 from essl.evaluation.protocols import lr_schedule
-from essl.runtime import autocast_context
+from essl.runtime import autocast_context, to_channels_last
 from essl.training.features import extract_dataset_features, shard
 
 DEFAULT_WORKING_SIZE = 256
@@ -86,8 +86,8 @@ class StreamedSplit:
             raise EsslError(
                 f"{root} has no class subfolders; evaluation needs labelled images (one subfolder per class)."
             )
-        norm = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.5,))
-        return cls(files, torch.tensor(labels), len(classes), size, name, channels, *norm, workers=workers)
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.5,))
+        return cls(files, torch.tensor(labels), len(classes), size, name, channels, mean, std, workers=workers)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -130,7 +130,8 @@ def cached_features(
     with the same checkpoint, file list and transform exists, else extracted (split over processes) and written
     (atomically: a partial file never carries the final name)."""
     rank, world = dist_info()
-    prec = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+    names: dict[torch.dtype | None, str] = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+    prec = names.get(dtype, "fp32")
     transform = f"resize{split.size}-center{split.image_size}-{prec}"
     key = hashlib.sha256(f"{checkpoint_sha}|{split.digest()}|{transform}".encode()).hexdigest()[:20]
     path = Path(cache_dir) / f"features-{split.name}-{key}.f16"
@@ -333,7 +334,7 @@ def train_classifier_streamed(
     model = copy.deepcopy(backbone).to(device)
     model.requires_grad_(finetune)
     if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = to_channels_last(model)
     norm = Normalize(train.mean, train.std).to(device)
     crop, n = train.image_size, len(train)
     with torch.random.fork_rng(devices=[]):
@@ -347,7 +348,8 @@ def train_classifier_streamed(
     steps = n // batch if protocol.drop_last else math.ceil(n / batch)
     factors = lr_schedule(protocol, steps)
     data = DecodedFiles(train.files, train.size, train.channels)
-    test_curve, loss_curve = [], []
+    test_curve: list[dict[str, Any]] = []
+    loss_curve: list[float] = []
     t0 = time.perf_counter()
     for epoch in range(protocol.epochs):
         model.train(finetune)
@@ -366,7 +368,7 @@ def train_classifier_streamed(
                 images, sizes = next(batches)
                 u = _aug_numbers(seed, epoch, step, global_n)[offset : offset + len(idx)]
                 with torch.no_grad():
-                    boxes = sample_crop_boxes(sizes, tuple(protocol.crop_scale), (3 / 4, 4 / 3), u[:, :-1])
+                    boxes = sample_crop_boxes(sizes, protocol.crop_scale, (3 / 4, 4 / 3), u[:, :-1])
                     x = crop_resize(
                         images.to(device, non_blocking=True).float().div_(255), boxes, crop, protocol.resample
                     )
