@@ -7,6 +7,7 @@ import types
 import pytest
 import yaml
 
+from essl.errors import EsslError
 from essl.extras import MissingExtra
 from essl.runs import read_metrics
 from essl.training import loggers, provenance
@@ -141,6 +142,14 @@ def test_wandb_is_offline_unless_configured_and_resumes_its_run(tmp_path, monkey
     assert fake.inits[1]["mode"] == "online" and fake.inits[1]["id"] == init["id"]
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert loggers.wandb_mode() == "disabled"
+
+    def no_network(**kwargs):
+        raise ConnectionError("api.wandb.ai unreachable")
+
+    monkeypatch.setattr(fake, "init", no_network)  # W&B fails to start: a clear error, the run's end recorded
+    with pytest.raises(EsslError, match="W&B did not start in disabled mode .ConnectionError: api.wandb.ai"):
+        pretrain(None, run, resume=True, progress=False, changes={"epochs": 3})
+    assert json.loads((run / "run.json").read_text())["resumes"][-1]["status"] == "failed"
 
 
 def test_git_commit_outside_a_checkout_is_none(tmp_path):

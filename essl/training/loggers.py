@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from essl.errors import EsslError
 from essl.extras import require_extra
 from essl.runs import TENSORBOARD_DIR
 
@@ -80,15 +81,22 @@ def wandb_mode() -> str:
 class WandbLogger(Logger):
     def __init__(self, run_dir: Path, config: dict[str, Any], run_id: str):
         (wandb,) = require_extra("wandb")
-        self.run = wandb.init(
-            project=os.environ.get("WANDB_PROJECT", "essl"),
-            name=Path(run_dir).name,
-            dir=str(run_dir),
-            config=config,
-            mode=wandb_mode(),
-            id=run_id,
-            resume="allow",
-        )
+        mode = wandb_mode()
+        try:
+            self.run = wandb.init(
+                project=os.environ.get("WANDB_PROJECT", "essl"),
+                name=Path(run_dir).name,
+                dir=str(run_dir),
+                config=config,
+                mode=mode,
+                id=run_id,
+                resume="allow",
+            )
+        except Exception as exc:  # wandb raises its own types (no network, bad key, bad settings)
+            raise EsslError(
+                f"logger=wandb: W&B did not start in {mode} mode ({type(exc).__name__}: {exc}). Log offline with "
+                f"WANDB_MODE=offline (upload later with `wandb sync`), or check `wandb login`."
+            ) from None
 
     def log(self, scalars: Mapping[str, float | None], step: int) -> None:
         self.run.log(finite(scalars), step=step)

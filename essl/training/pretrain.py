@@ -758,9 +758,9 @@ def train_and_record(trainer: Pretrainer, resumed: bool) -> None:
         record.update(trainer.describe())
     write_run_record(run_dir, record)
     start_step = trainer.start_epoch * len(trainer.batches) + trainer.start_step
-    trainer.logger = make_logger(cfg.logger, run_dir, cfg.to_dict(), record.get("started", ""), start_step)
     status = "failed"
     try:
+        trainer.logger = make_logger(cfg.logger, run_dir, cfg.to_dict(), record.get("started", ""), start_step)
         trainer.fit()
         status = "finished"
     except Preempted:
