@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sized
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -45,6 +45,37 @@ def extract_features(
 def shard(n: int, rank: int, world: int) -> range:
     """The contiguous block of ``range(n)`` that process ``rank`` of ``world`` handles."""
     return range(n * rank // world, n * (rank + 1) // world)
+
+
+@overload
+def extract_dataset_features(
+    backbone: nn.Module,
+    dataset: Dataset,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    batch_size: int = ...,
+    workers: int = ...,
+    device: torch.device | str = ...,
+    dtype: torch.dtype | None = ...,
+    channels_last: bool = ...,
+    out: None = None,
+) -> torch.Tensor: ...
+
+
+@overload
+def extract_dataset_features(
+    backbone: nn.Module,
+    dataset: Dataset,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    batch_size: int = ...,
+    workers: int = ...,
+    device: torch.device | str = ...,
+    dtype: torch.dtype | None = ...,
+    channels_last: bool = ...,
+    *,
+    out: np.ndarray,
+) -> None: ...
 
 
 @torch.no_grad()

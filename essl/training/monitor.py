@@ -54,9 +54,11 @@ class KnnMonitor:
     @classmethod
     def in_memory(cls, bank: ImageData, test: ImageData, per_class: int, seed: int, k: int, t: float) -> KnnMonitor:
         if per_class:
-            bank = bank.subset(per_class_subset(bank.labels, per_class, seed))
-            test = test.subset(per_class_subset(test.labels, per_class, seed + 1))
-        return cls(bank, bank.labels, test, test.labels, bank.num_classes, bank.mean, bank.std, k, t)
+            bank = bank.subset(per_class_subset(bank.require_labels(), per_class, seed))
+            test = test.subset(per_class_subset(test.require_labels(), per_class, seed + 1))
+        return cls(
+            bank, bank.require_labels(), test, test.require_labels(), bank.num_classes, bank.mean, bank.std, k, t
+        )
 
     @classmethod
     def streamed_folders(
@@ -122,10 +124,20 @@ class KnnMonitor:
         dtype: torch.dtype,
         channels_last: bool,
     ) -> torch.Tensor:
-        kw = dict(mean=self.mean, std=self.std, device=device, dtype=dtype, channels_last=channels_last)
-        if self.streamed:
-            return extract_dataset_features(backbone, data, workers=self.workers, **kw)
-        return extract_features(backbone, data.images, **kw)
+        if isinstance(data, CenterCropFiles):  # streamed (self.streamed): decoded in workers
+            return extract_dataset_features(
+                backbone,
+                data,
+                self.mean,
+                self.std,
+                workers=self.workers,
+                device=device,
+                dtype=dtype,
+                channels_last=channels_last,
+            )
+        return extract_features(
+            backbone, data.images, self.mean, self.std, device=device, dtype=dtype, channels_last=channels_last
+        )
 
     def measure(
         self,
