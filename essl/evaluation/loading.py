@@ -180,6 +180,7 @@ def load_target(
                 "--backbone-file needs --dataset (e.g. --dataset folder --data-root PATH with train/ "
                 "and test/ class folders, or --dataset cifar10 --data-root PATH)."
             )
+        assert backbone_file is not None  # exactly one of run_dir and backbone_file (checked above)
         path = Path(backbone_file)
         backbone, info = load_backbone_file(path, arch)
         ckpt_path, meta = path, {"epoch": None}
@@ -201,7 +202,9 @@ def load_target(
     folders = image_folder_splits(name, root)
     streamed = folders is not None and (name == "imagenet" or not fits_in_memory(folders, size))
     channels = 1 if _in_channels(backbone) == 1 else 3  # a greyscale backbone reads image folders as grey
-    if streamed:
+    train: ImageData | StreamedSplit
+    test: ImageData | StreamedSplit
+    if folders is not None and streamed:
         if run_dir is None and not image_size:
             size = DEFAULT_WORKING_SIZE
         train, test = (
@@ -222,9 +225,12 @@ def load_target(
         raise EsslError(
             f"The backbone takes {_in_channels(backbone)}-channel images but {name} has {train.channels} channel(s)."
         )
-    checkpoint = {"path": str(ckpt_path), "epoch": meta.get("epoch"), "sha256": file_digest(ckpt_path)}
-    train_files = train.files if streamed else (scan_image_folder(folders[0])[0] if folders else None)
-    return EvalTarget(backbone, train, test, out_dir, checkpoint, source, seeds, train_files)
+    record = {"path": str(ckpt_path), "epoch": meta.get("epoch"), "sha256": file_digest(ckpt_path)}
+    if isinstance(train, StreamedSplit):
+        train_files: list[Path] | None = train.files
+    else:
+        train_files = scan_image_folder(folders[0])[0] if folders else None
+    return EvalTarget(backbone, train, test, out_dir, record, source, seeds, train_files)
 
 
 def image_folder_splits(name: str, root: str | None) -> tuple[Path, Path] | None:
