@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from typing import Any
+from typing import Any, TypeVar
 from collections.abc import Callable
 
 import torch
@@ -29,6 +29,9 @@ from essl.runtime import autocast_context
 from essl.evaluation.catalog import EvalProtocol
 from essl.evaluation.protocols import lr_schedule
 from essl.training.optim import LARS
+
+#: the splits a trainer takes: ImageData (:func:`train_classifier`) or streamed ones
+Split = TypeVar("Split")
 
 
 def train_view(protocol: EvalProtocol, size: int, channels: int, mean, std) -> nn.Module:
@@ -262,8 +265,8 @@ def run_record(
 
 def run_protocol(
     backbone: nn.Module,
-    train: ImageData,
-    test: ImageData,
+    train: Split,
+    test: Split,
     protocol: EvalProtocol,
     *,
     seed: int = 0,
@@ -277,12 +280,12 @@ def run_protocol(
     official ``np.std``) of each run's selected top-1, plus every run. ``trainer`` is one run
     (:func:`train_classifier`, or :func:`essl.evaluation.streamed.train_classifier_streamed` for folders read
     from disk)."""
-    trainer = trainer or train_classifier
+    run_one: Callable[..., dict[str, Any]] = trainer or train_classifier
     runs = []
     for r in range(protocol.repeats):
         say = (lambda m, r=r: progress(f"[run {r + 1}/{protocol.repeats}] {m}")) if progress else None
         runs.append(
-            trainer(
+            run_one(
                 backbone,
                 train,
                 test,

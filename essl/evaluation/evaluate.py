@@ -22,7 +22,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from essl.data import datasets
+from essl.data import ImageData, datasets
 from essl.errors import EsslError
 from essl.evaluation.classifier import run_protocol
 from essl.evaluation.diagnostics import diagnose
@@ -33,6 +33,7 @@ from essl.evaluation.loading import EvalTarget, load_target
 from essl.evaluation.catalog import DIAGNOSTICS_MAX_TEST, DIAGNOSTICS_MAX_TRAIN, LBFGS_WEIGHT_DECAY, OTHER_PROTOCOLS
 from essl.evaluation.protocols import adapt_protocol, get_protocol, result_name, stratified_subset
 from essl.evaluation.streamed import (
+    StreamedSplit,
     cached_features,
     diagnose_streamed,
     dist_info,
@@ -48,6 +49,20 @@ from essl.training.validation import OPTION_RULES
 
 def as_target(target: EvalTarget | Path | str, data_root: str | None = None) -> EvalTarget:
     return target if isinstance(target, EvalTarget) else load_target(target, data_root=data_root)
+
+
+def streamed_splits(target: EvalTarget) -> tuple[StreamedSplit, StreamedSplit] | None:
+    """``(train, test)`` when the target is read from disk batch by batch (both splits are, or neither)."""
+    if isinstance(target.train, StreamedSplit) and isinstance(target.test, StreamedSplit):
+        return target.train, target.test
+    return None
+
+
+def memory_splits(target: EvalTarget) -> tuple[ImageData, ImageData]:
+    """``(train, test)`` of a target held in memory."""
+    if isinstance(target.train, ImageData) and isinstance(target.test, ImageData):
+        return target.train, target.test
+    raise TypeError(f"{target.dataset}: the train and test splits are not both in memory")
 
 
 def _data_record(
@@ -76,10 +91,12 @@ def _data_record(
         "label_subset": subset,
         "streamed": target.streamed,
     }
-    if target.streamed:
+    streamed = streamed_splits(target)
+    if streamed is not None:
+        train = streamed[0]
         record["transform"] = {
-            "working_size": target.train.size,
-            "eval": f"Resize({target.train.size}) + CenterCrop({target.train.image_size})",
+            "working_size": train.size,
+            "eval": f"Resize({train.size}) + CenterCrop({train.image_size})",
             "train_crops": "from the whole image",
         }
     return record
@@ -141,7 +158,7 @@ def _label_subset(
         return index, len(index) / len(target.train)
     if label_fraction is None:
         return None, None
-    index = stratified_subset(target.train.labels, label_fraction, seed)  # also validates the value
+    index = stratified_subset(target.train.require_labels(), label_fraction, seed)  # also validates the value
     return (None, None) if label_fraction == 1 else (index, label_fraction)
 
 
@@ -151,22 +168,18 @@ def frozen_features(target: EvalTarget, device: str = "cpu", precision: str = "f
     streamed target, float16 memmaps read from (or written to) the on-disk cache ``OUT/eval/cache``."""
     dev, dtype, name = resolve_runtime(device, precision)
     torch.manual_seed(0)
-    if target.streamed:
-        kw = dict(
-            cache_dir=target.out_dir / "eval" / "cache",
-            checkpoint_sha=target.checkpoint["sha256"],
-            device=dev,
-            dtype=dtype,
-        )
+    streamed = streamed_splits(target)
+    if streamed is not None:
+        cache, sha = target.out_dir / "eval" / "cache", target.checkpoint["sha256"]
         return {
-            "train": cached_features(target.backbone, target.train, **kw),
-            "test": cached_features(target.backbone, target.test, **kw),
-            "runtime": {"device": str(dev), "precision": name, "feature_cache": str(kw["cache_dir"])},
+            "train": cached_features(target.backbone, streamed[0], cache, sha, device=dev, dtype=dtype),
+            "test": cached_features(target.backbone, streamed[1], cache, sha, device=dev, dtype=dtype),
+            "runtime": {"device": str(dev), "precision": name, "feature_cache": str(cache)},
         }
-    kw = dict(mean=target.train.mean, std=target.train.std, device=dev, dtype=dtype)
+    train, test = memory_splits(target)
     return {
-        "train": extract_features(target.backbone, target.train.images, **kw),
-        "test": extract_features(target.backbone, target.test.images, **kw),
+        "train": extract_features(target.backbone, train.images, train.mean, train.std, device=dev, dtype=dtype),
+        "test": extract_features(target.backbone, test.images, train.mean, train.std, device=dev, dtype=dtype),
         "runtime": {"device": str(dev), "precision": name},
     }
 
@@ -187,7 +200,8 @@ def evaluate_knn(
     t0 = time.perf_counter()
     f = frozen_features(target, device, precision)
     knn = knn_accuracy_chunked if target.streamed else knn_accuracy
-    acc = knn(f["train"], target.train.labels, f["test"], target.test.labels, target.train.num_classes, k, t)
+    train_labels, test_labels = target.train.require_labels(), target.test.require_labels()
+    acc = knn(f["train"], train_labels, f["test"], test_labels, target.train.num_classes, k, t)
     protocol = {
         "name": "knn",
         "kind": "knn",
@@ -235,7 +249,8 @@ def evaluate_linear_lbfgs(
     t0 = time.perf_counter()
     index, frac = _label_subset(target, label_fraction, seed, label_list)
     f = frozen_features(target, device, precision)
-    labels = target.train.labels if index is None else target.train.labels[index]
+    train_labels, test_labels = target.train.require_labels(), target.test.require_labels()
+    labels = train_labels if index is None else train_labels[index]
     if target.streamed:  # L-BFGS needs the (float64) training features in memory; the test set is read in chunks
         need = len(labels) * f["train"].shape[1] * 8
         if need > datasets.IN_MEMORY_LIMIT_BYTES:
@@ -251,23 +266,15 @@ def evaluate_linear_lbfgs(
             target.train.num_classes,
             weight_decay,
         )
-        hits = sum(
-            (
-                predict_logistic_regression(
-                    params, torch.from_numpy(np.asarray(f["test"][i : i + 8192], dtype=np.float32))
-                ).argmax(1)
-                == target.test.labels[i : i + 8192]
-            )
-            .sum()
-            .item()
-            for i in range(0, len(target.test), 8192)
-        )
+        hits = 0
+        for i in range(0, len(target.test), 8192):
+            test_features = torch.from_numpy(np.asarray(f["test"][i : i + 8192], dtype=np.float32))
+            pred = predict_logistic_regression(params, test_features).argmax(1)
+            hits += int((pred == test_labels[i : i + 8192]).sum().item())
         acc, n_used = 100.0 * hits / len(target.test), len(labels)
     else:
         feats = f["train"] if index is None else f["train"][index]
-        acc = linear_probe_accuracy(
-            feats, labels, f["test"], target.test.labels, target.train.num_classes, weight_decay
-        )
+        acc = linear_probe_accuracy(feats, labels, f["test"], test_labels, target.train.num_classes, weight_decay)
         n_used = len(feats)
     # a weight decay other than the default, or another label-subset seed, gives its own result file and row
     seeded = frac is not None and not label_list
@@ -391,20 +398,38 @@ def evaluate_diagnostics(
     g = make_group(group)
     dev, dtype, prec = resolve_runtime(device, precision)
     t0 = time.perf_counter()
-    run = diagnose_streamed if target.streamed else diagnose
-    numbers = run(
-        target.backbone,
-        *((target.train, target.test) if target.streamed else (target.train.images, target.test.images)),
-        g,
-        target.train.mean,
-        target.train.std,
-        device=dev,
-        dtype=dtype,
-        weight_decay=weight_decay,
-        seed=seed,
-        max_train=max_train,
-        max_test=max_test,
-    )
+    mean, std = target.train.mean, target.train.std
+    streamed = streamed_splits(target)
+    if streamed is not None:
+        numbers = diagnose_streamed(
+            target.backbone,
+            *streamed,
+            g,
+            mean,
+            std,
+            device=dev,
+            dtype=dtype,
+            weight_decay=weight_decay,
+            seed=seed,
+            max_train=max_train,
+            max_test=max_test,
+        )
+    else:
+        train, test = memory_splits(target)
+        numbers = diagnose(
+            target.backbone,
+            train.images,
+            test.images,
+            g,
+            mean,
+            std,
+            device=dev,
+            dtype=dtype,
+            weight_decay=weight_decay,
+            seed=seed,
+            max_train=max_train,
+            max_test=max_test,
+        )
     protocol = {
         "name": "equivariance_diagnostics",
         "kind": "diagnostics",

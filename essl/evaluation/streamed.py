@@ -92,6 +92,10 @@ class StreamedSplit:
     def __len__(self) -> int:
         return len(self.files)
 
+    def require_labels(self) -> torch.Tensor:
+        """The labels (a streamed split always has them), as :meth:`essl.data.ImageData.require_labels`."""
+        return self.labels
+
     @property
     def image_size(self) -> int:
         return center_crop_size(self.size)
