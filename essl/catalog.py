@@ -14,3 +14,5 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 #: Checkpoint selection of photonics fine-tuning (``essl phc finetune | experiment --protocol``; implemented in
 #: :mod:`essl.evaluation.photonics`): the official two milestones, or the last checkpoint.
 CHECKPOINT_PROTOCOLS = ("official", "last")
+#: Experiment loggers of ``logger=`` (implemented in :mod:`essl.training.loggers`; each but ``none`` an extra).
+LOGGERS = ("none", "tensorboard", "wandb")

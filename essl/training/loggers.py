@@ -23,11 +23,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from essl.catalog import LOGGERS
 from essl.errors import EsslError
 from essl.extras import require_extra
 from essl.runs import TENSORBOARD_DIR
-
-LOGGERS = ("none", "tensorboard", "wandb")
 
 
 class Logger:
@@ -106,7 +105,9 @@ class WandbLogger(Logger):
 
 
 def check_logger(kind: str) -> None:
-    """Fail early (before the run folder is touched) when the extra of ``logger=kind`` is not installed."""
+    """Fail early (before the run folder is touched) on an unknown logger or one whose extra is not installed."""
+    if kind not in LOGGERS:
+        raise EsslError(f"logger must be one of {', '.join(LOGGERS)}; got {kind!r}.")
     if kind != "none":
         require_extra(kind)
 

@@ -22,7 +22,7 @@ from typing import Any
 from collections.abc import Callable, Iterable
 
 from essl.augmentation.views import resolve_view
-from essl.catalog import CHECKPOINT_PROTOCOLS, PRECISIONS
+from essl.catalog import CHECKPOINT_PROTOCOLS, LOGGERS, PRECISIONS
 from essl.data.datasets import CHANNEL_DATASETS, DATASETS
 from essl.errors import EsslError
 from essl.groups import make_group
@@ -263,7 +263,7 @@ CONFIG_RULES: dict[str, Rule] = {
     "init_from": Rule("str", optional=True, note="a run folder, an exported backbone or a released checkpoint"),
     "barlow_official_gpus": Int(ge=0, note="0: the exact gradient; W: the official code's on W GPUs"),
     "log_every": Int(ge=1, note="steps between reads of the losses"),
-    "logger": Choice("none", "tensorboard", "wandb"),
+    "logger": Choice(*LOGGERS),
     "checkpoint_every": Int(ge=0, note="steps; 0 writes checkpoint.pt at the end of each epoch only"),
     "keep_checkpoints": Rule("epochs", note="e.g. [100, 200]"),
     "keep_every": Int(ge=0, note="0: off"),
