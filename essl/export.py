@@ -143,6 +143,8 @@ def export_backbone(
             raise EsslError(f"{path} already exists. Choose another OUT, or pass --overwrite to replace it.")
         if path.exists() and not path.is_file():
             raise EsslError(f"{path} exists and is not a file. Choose another OUT.")
+    if weights.parent.exists() and not weights.parent.is_dir():
+        raise EsslError(f"{weights.parent} is a file, not a folder. Choose another OUT.")
     if not weights.parent.is_dir():
         raise EsslError(f"The folder {weights.parent} does not exist. Create it first, or choose another OUT.")
     run = Path(run)

@@ -319,7 +319,8 @@ def _unreadable(path: Path, exc: Exception) -> str:
     if isinstance(exc, PermissionError):
         return f"Cannot read checkpoint {path}: permission denied. Make the file readable (chmod u+r) and retry."
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "weights_only" not in ln]
-    detail = f"{type(exc).__name__}: {lines[0][:120]}" if lines else type(exc).__name__
+    first = lines[0].split(". ")[0].rstrip(".")[:160] if lines else ""  # torch's first sentence: what failed
+    detail = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
     return (
         f"Cannot read checkpoint {path} ({detail}): the file is corrupt, truncated or not a PyTorch checkpoint. "
         f"Use another copy (a kept milestone in {MILESTONE_DIR}/, or the file it came from)."

@@ -54,6 +54,7 @@ from essl.evaluation.classifier import end_epoch, feature_dim, make_linear, make
 from essl.evaluation.diagnostics import orbit_features, scores, seeded_subset
 from essl.evaluation.catalog import EvalProtocol
 from essl.evaluation.protocols import lr_schedule
+from essl.runs import write_atomic
 from essl.runtime import autocast_context, to_channels_last
 from essl.training.features import extract_dataset_features, shard
 
@@ -140,9 +141,9 @@ def cached_features(
     key = hashlib.sha256(f"{checkpoint_sha}|{split.digest()}|{transform}".encode()).hexdigest()[:20]
     path = Path(cache_dir) / f"features-{split.name}-{key}.f16"
     meta_path = path.with_suffix(".json")
-    if path.is_file() and meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        return np.memmap(path, dtype=np.float16, mode="r", shape=(meta["n"], meta["dim"]))
+    cached = _cached_features(path, meta_path, len(split))
+    if cached is not None:
+        return cached
     dim = _feature_dim(backbone, split, device)
     # every process writes its own block to its own file (safe on a shared file system across nodes); the first
     # process joins them into the cache file, written under a temporary name and renamed when complete
@@ -177,7 +178,8 @@ def cached_features(
                         shutil.copyfileobj(fh, joined, 1 << 24)
                     piece.unlink()
         os.replace(tmp, path)
-        meta_path.write_text(
+        write_atomic(
+            meta_path,
             json.dumps(
                 {
                     "n": len(split),
@@ -187,11 +189,26 @@ def cached_features(
                     "transform": transform,
                     "split": split.name,
                 }
-            )
+            ),
         )
     if world > 1:
         dist.barrier()
     return np.memmap(path, dtype=np.float16, mode="r", shape=(len(split), dim))
+
+
+def _cached_features(path: Path, meta_path: Path, n: int) -> np.ndarray | None:
+    """The cached features when the cache file and its metadata are complete and agree (``n`` rows of ``dim``
+    float16 values); None otherwise (none yet, or a cache a killed process left damaged: extracted again)."""
+    if not (path.is_file() and meta_path.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        rows, dim = int(meta["n"]), int(meta["dim"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if rows != n or dim < 1 or path.stat().st_size != rows * dim * 2:
+        return None
+    return np.memmap(path, dtype=np.float16, mode="r", shape=(rows, dim))
 
 
 def _feature_dim(backbone: nn.Module, split: StreamedSplit, device: torch.device) -> int:

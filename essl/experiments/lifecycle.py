@@ -25,6 +25,7 @@ from essl.runs import (
     has_config,
     load_checkpoint,
     read_config,
+    read_metrics,
     result_path,
 )
 from essl.training.checkpoint import checkpoint_config
@@ -117,6 +118,7 @@ def run_state(run_dir: Path, cfg: PretrainConfig, result: str | None = None) -> 
         return "restart"
     ckpt = load_checkpoint(checkpoint_path(run_dir))
     checkpoint_config(ckpt, checkpoint_path(run_dir), resume=True)  # a damaged checkpoint: an error naming it
+    read_metrics(run_dir)  # so is a damaged metrics.jsonl, before the run is evaluated or continued
     epoch = ckpt["epoch"]
     return "trained" if epoch >= cfg.epochs else "resume"
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from .harness import Case, both, check, copy_in, params, tiny_run, write_file
+from .harness import Case, both, cached, check, copy_in, params, tiny_run, write_file
 
 RUN = copy_in(tiny_run, "run")
 RESUME = ("pretrain", "--resume", "run", "epochs=2", "--no-progress")
@@ -127,6 +127,57 @@ def blocked_out(ws: Path) -> None:
     (ws / "blocker").write_text("a file where the output folder should go\n")
 
 
+SWEEP = (
+    "sweep",
+    "--out",
+    "s",
+    "--transforms",
+    "hflip",
+    "--seeds",
+    "1",
+    "epochs=1",
+    "subset=64",
+    "batch_size=32",
+    "num_threads=1",
+    "knn_every=0",
+    "--no-progress",
+)
+
+
+def _build_sweep(path: Path) -> None:
+    import contextlib
+    import io
+
+    from essl.cli import main
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main([*SWEEP[:2], str(path), *SWEEP[3:]]) == 0
+
+
+def sweep_with(change):
+    """Setup: a finished tiny sweep as ``s``, its baseline run's result removed (so the sweep reads the run again)
+    and ``change(s/baseline-seed0)`` applied."""
+
+    def setup(ws: Path) -> None:
+        copy_in(lambda: cached("sweep", _build_sweep), "s")(ws)
+        run = ws / "s" / "baseline-seed0"
+        (run / "eval" / "knn.json").unlink()
+        change(run)
+
+    return setup
+
+
+def _truncate(run: Path) -> None:
+    path = run / "checkpoint.pt"
+    path.write_bytes(path.read_bytes()[:4096])
+
+
+def _sweep_shape(run: Path) -> None:
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    _shape(ckpt)
+    torch.save(ckpt, run / "checkpoint.pt")
+
+
 CK = "checkpoint.pt"
 DAMAGED = r"damaged.*intact copy"
 CASES = [
@@ -222,6 +273,35 @@ CASES = [
     ),
     Case("report-eval-json-list", ("report", "run"), ("knn.json", "list"), r"delete it", eval_json("[1, 2]\n")),
     Case("export-eval-json-bad", ("export", "run", "exported"), ("knn.json",), r"delete it", eval_json("{")),
+    # the sweep's run lifecycle reads the same files the same way
+    Case(
+        "sweep-ckpt-truncated",
+        SWEEP,
+        ("baseline-seed0/checkpoint.pt", "corrupt"),
+        r"another copy",
+        sweep_with(_truncate),
+    ),
+    Case(
+        "sweep-ckpt-wrong-shape",
+        SWEEP,
+        ("baseline-seed0/checkpoint.pt", "projector.0.weight"),
+        DAMAGED,
+        sweep_with(_sweep_shape),
+    ),
+    Case(
+        "sweep-metrics-bad-line",
+        SWEEP,
+        ("baseline-seed0/metrics.jsonl", "line 1"),
+        r"repair",
+        sweep_with(lambda run: (run / "metrics.jsonl").write_text("{oops\n")),
+    ),
+    Case(
+        "sweep-eval-json-bad",
+        SWEEP,
+        ("baseline-seed0/eval/knn.json", "not valid JSON"),
+        r"delete it",
+        sweep_with(lambda run: (run / "eval" / "knn.json").write_text('{"top1": ')),
+    ),
     # a result computed but not writable: printed in full, exit non-zero
     Case(
         "knn-result-not-writable",
@@ -236,6 +316,46 @@ CASES = [
         ("blocker/x/eval/", '"top1"', "could not be saved"),
         r"standard output",
         blocked_out,
+    ),
+    Case(
+        "diagnose-result-not-writable",
+        ("diagnose", "run", "--out", "blocker/x", "--max-train", "16"),
+        ("blocker/x/eval/diagnostics", '"evaluation": "diagnostics"', "could not be saved"),
+        r"standard output",
+        blocked_out,
+    ),
+    Case(
+        "finetune-result-not-writable",
+        ("finetune", "run", "--out", "blocker/x", "--epochs", "1"),
+        ("blocker/x/eval/finetune", '"evaluation": "finetune"', "could not be saved"),
+        r"standard output",
+        blocked_out,
+    ),
+    Case("export-out-in-a-file", ("export", "run", "blocker/x"), ("blocker", "not a folder"), r"choose", blocked_out),
+    # released files and warm starts go through the same weights-only reader
+    Case(
+        "knn-backbone-file-pickled",
+        ("knn", "--backbone-file", "w.pth", "--dataset", "folder", "--data-root", "data"),
+        ("w.pth", "`posix.system`"),
+        r"plain state dict",
+        lambda ws: torch.save({"conv1.weight": torch.zeros(1), "x": Payload()}, ws / "w.pth"),
+    ),
+    Case(
+        "init-from-pickled",
+        (
+            "pretrain",
+            "mnist5k-simclr",
+            "epochs=1",
+            "subset=64",
+            "batch_size=32",
+            "init_from=w.pth",
+            "--out",
+            "r",
+            "--no-progress",
+        ),
+        ("w.pth", "`numpy._core.multiarray._reconstruct`"),
+        r"plain state dict",
+        lambda ws: torch.save({"backbone": {"conv1.weight": np.zeros(2)}}, ws / "w.pth"),
     ),
     # npy: test labels that the training split never has
     Case(

@@ -229,3 +229,15 @@ def test_a_greyscale_backbone_reads_the_folder_as_grey(imagenet, tmp_path):
     t = target(path, imagenet, tmp_path)
     assert t.train.channels == 1 and t.train.eval_dataset()[0].shape == (1, 35, 35) and t.train.mean == (0.5,)
     assert 0 <= ev.evaluate_knn(t, k=5, device="cpu")["top1"] <= 100
+
+
+def test_a_damaged_feature_cache_is_extracted_again(imagenet, backbone_file, tmp_path):
+    """A cache that a killed evaluation left damaged (truncated metadata or features) is not read: the features
+    are extracted again and the result is the same."""
+    first = ev.evaluate_knn(target(backbone_file, imagenet, tmp_path), k=5, t=0.1, device="cpu", precision="fp32")
+    feats = sorted((tmp_path / "out" / "eval" / "cache").glob("features-*.f16"))
+    feats[0].with_suffix(".json").write_text('{"n": ')
+    feats[1].write_bytes(feats[1].read_bytes()[:10])
+    again = ev.evaluate_knn(target(backbone_file, imagenet, tmp_path), k=5, t=0.1, device="cpu", precision="fp32")
+    assert again["top1"] == first["top1"]
+    assert all(np.memmap(f, dtype=np.float16, mode="r").size % 512 == 0 for f in feats)
