@@ -7,12 +7,15 @@ photonics fine-tuning (:mod:`essl.evaluation.photonics`), so that ``auto`` means
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
+from typing import TypeVar
 
 import torch
 from torch import nn
 
 from essl.catalog import PRECISIONS
 from essl.errors import EsslError
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -57,7 +60,7 @@ def resolve_channels_last(value: str) -> bool:
     return str(value).lower() in ("true", "auto")
 
 
-def to_channels_last(module: nn.Module) -> nn.Module:
+def to_channels_last(module: ModuleT) -> ModuleT:
     """``module.to(memory_format=torch.channels_last)``: its 4-D parameters and buffers in NHWC order (the
     ``channels_last`` setting). torch's type stubs do not list ``memory_format`` for ``Module.to``, which takes it."""
     return module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]

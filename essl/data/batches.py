@@ -23,6 +23,7 @@ from essl.errors import EsslError
 
 @runtime_checkable
 class BatchSource(Protocol):
+    n: int  # images per epoch (the last incomplete global batch included)
     global_batch: int
     local_batch: int
 

@@ -15,6 +15,7 @@ import math
 import sys
 import time
 from datetime import datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from essl.augmentation import Normalize, build_view, resolve_view
+from essl.augmentation.crops import PaddedImages
 from essl.data import ImageData, as_image_data
 from essl.data.batches import TensorBatches
 from essl.data.sources import training_data
@@ -30,6 +32,7 @@ from essl.errors import EsslError, Interrupted, Preempted, interrupts_deferred, 
 from essl.training import provenance
 from essl.training.loggers import Logger, check_logger, make_logger
 from essl.groups import make_group
+from essl.models import feature_dim
 from essl.models.layouts import init_from_weights, split_layout
 from essl.runs import (
     CHECKPOINT,
@@ -52,6 +55,7 @@ from essl.runs import (
 )
 from essl.runtime import (
     autocast_context,
+    to_channels_last,
     precision_name,
     resolve_channels_last,
     resolve_device,
@@ -163,7 +167,7 @@ class Pretrainer:
 
         self.model = ESSLModel(cfg, channels).to(self.device)
         if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+            self.model = to_channels_last(self.model)
         if self.denv.enabled and self.device.type == "cuda":
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.scaled_lr = scaled_lr = cfg.lr * cfg.batch_size / 256
@@ -181,7 +185,7 @@ class Pretrainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.labels = labels
         self.probe = (
-            OnlineProbe(self.model.backbone.feature_dim, classes, self.device, cfg.seed)
+            OnlineProbe(feature_dim(self.model.backbone), classes, self.device, cfg.seed)
             if cfg.online_probe and labels is not None
             else None
         )
@@ -194,7 +198,10 @@ class Pretrainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
         if cfg.compile:
-            self.net = torch.compile(self.net)
+            compiled = torch.compile(self.net)
+            if not isinstance(compiled, torch.nn.Module):  # torch.compile wraps a module in a module
+                raise TypeError(f"torch.compile returned a {type(compiled).__name__}, not a module")
+            self.net = compiled
         self.logger = Logger()  # the first process's logger=... (set by pretrain()); others drop their scalars
         self.echo = True  # without the progress bar, a line per epoch on stderr
 
@@ -275,7 +282,7 @@ class Pretrainer:
         steps = len(self.batches)
         step = epoch * steps + step_in_epoch
         tau = float(self.taus[step - 1]) if self.taus is not None and step else None  # of the last step taken
-        state = {
+        state: dict[str, Any] = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -308,7 +315,9 @@ class Pretrainer:
         write says what happened and which checkpoint is intact."""
         state = self.state(epoch, step_in_epoch, partial)
         if self.denv.is_main:
-            writes = [(self.run_dir / CHECKPOINT, lambda: save_checkpoint(self.run_dir / CHECKPOINT, state))]
+            writes: list[tuple[Path, Callable[[], object]]] = [
+                (self.run_dir / CHECKPOINT, lambda: save_checkpoint(self.run_dir / CHECKPOINT, state))
+            ]
             if rows is not None:
                 writes.insert(0, (self.run_dir / METRICS, lambda: write_metrics(self.run_dir, rows)))
                 if is_milestone(self.cfg, epoch):
@@ -390,7 +399,7 @@ class Pretrainer:
 
     # -- one step's inputs
     @torch.no_grad()
-    def make_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list]:
+    def make_inputs(self, x: torch.Tensor | PaddedImages) -> tuple[torch.Tensor, torch.Tensor, list]:
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         views = []
         for aug in self.views:
@@ -409,7 +418,9 @@ class Pretrainer:
             predictions.append((self.normalize(xg).contiguous(memory_format=fmt), g))
         return views[0], views[1], predictions
 
-    def train_step(self, x: torch.Tensor, it: int, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def train_step(
+        self, x: torch.Tensor | PaddedImages, it: int, labels: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """One optimisation step (global step ``it``) on this rank's uint8 batch ``x`` (and one step of the online
         probe on ``labels``); returns the loss terms and accuracies as device tensors (nothing is read back to the
         host here)."""
@@ -430,7 +441,7 @@ class Pretrainer:
         self.scaler.update()
         if self.taus is not None:  # momentum target network: ξ ← τ·ξ + (1 − τ)·θ
             self.model.update_target(float(self.taus[it]))
-        if self.probe is not None:  # detached features of view 1: the backbone's gradients are done
+        if self.probe is not None and labels is not None:  # features of view 1: the backbone's gradients are done
             self.probe.step(features, labels.to(self.device, non_blocking=True))
         return out
 
@@ -474,7 +485,9 @@ class Pretrainer:
                 seen, spent = (part["seen"], part["elapsed"]) if part else (0, 0.0)
                 t0, logged = time.perf_counter(), (first, sums.get("loss", 0.0))
                 mark = self.mark(first, seen, spent, sums)
-                targets = epoch_labels(self.batches, self.labels, epoch) if self.probe else None
+                targets = (
+                    epoch_labels(self.batches, self.labels, epoch) if self.probe and self.labels is not None else None
+                )
                 for i, x in enumerate(self.batches.epoch(epoch, first), start=first):
                     it = epoch * steps + i
                     out = self.train_step(x, it, targets[i] if targets is not None else None)
