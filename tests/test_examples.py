@@ -32,3 +32,12 @@ def test_custom_backbone_example_runs(monkeypatch, capsys, tmp_path):
     out = capsys.readouterr().out
     assert "custom_backbone:tiny_convnet, 64-d features" in out
     assert (tmp_path / "run" / "tiny.safetensors").is_file()
+
+
+def test_own_data_example_runs(monkeypatch, capsys, tmp_path):
+    example = EXAMPLE.parent / "own_data.py"
+    argv = ["own_data.py", "--epochs", "1", "--subset", "128", "--out", str(tmp_path / "run")]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(example), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "trained on 128 images in memory" in out and "encoder.safetensors: small_cnn, features (8, 256)" in out
