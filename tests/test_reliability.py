@@ -130,7 +130,7 @@ def test_os_failures_are_described_through_torch_wrappers(code, reason):
 
 def test_ctrl_c_in_other_commands_gives_no_pretraining_advice(monkeypatch, capsys):
     import essl.evaluation.commands as commands
-    import essl.photonics.commands as phc_cli
+    import essl.photonics.generate as phc_generate
     from essl.cli import main
 
     def ctrl_c(*args, **kwargs):
@@ -140,7 +140,7 @@ def test_ctrl_c_in_other_commands_gives_no_pretraining_advice(monkeypatch, capsy
     assert main(["knn", "runs/x"]) == 130
     err = capsys.readouterr().err
     assert "result being computed was not written" in err and "--resume" not in err and "checkpoint" not in err
-    monkeypatch.setattr(phc_cli, "generate", ctrl_c)
+    monkeypatch.setattr(phc_generate, "generate", ctrl_c)
     assert main(["phc", "generate", "--family", "p1", "--n", "2", "--no-progress"]) == 130
     err = capsys.readouterr().err
     assert "run the same command again to continue" in err and "--resume" not in err

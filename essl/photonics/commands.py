@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,10 +29,10 @@ from essl.cli import positive_int
 from essl.errors import EsslError
 from essl.experiments.catalog import BUDGETS
 from essl.photonics.cells import FAMILIES
-from essl.photonics.generate import GenerationSpec, generate, merge_shards
 from essl.photonics.h5io import DATASETS
-from essl.photonics.label import LabelConfig, label_images
-from essl.photonics.solver import plane_wave_orders
+
+if TYPE_CHECKING:
+    from essl.photonics.label import LabelConfig
 
 __all__ = ["cmd_generate", "cmd_label", "cmd_merge", "cmd_finetune", "cmd_experiment", "register"]
 
@@ -58,6 +58,9 @@ def _add_label_options(p: argparse.ArgumentParser) -> None:
 
 
 def _label_config(args: argparse.Namespace) -> LabelConfig:
+    from essl.photonics.label import LabelConfig
+    from essl.photonics.solver import plane_wave_orders
+
     waves = len(plane_wave_orders(args.pw_cutoff))  # the range of --pw-cutoff is checked with every option
     if args.nbands > waves:
         raise EsslError(
@@ -150,6 +153,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """Handler of ``essl phc generate``."""
+    from essl.photonics.generate import GenerationSpec, generate
+
     preset = DATASETS[args.dataset] if args.dataset else None
     family = args.family or (preset.family if preset else None)
     count = args.n or (preset.count if preset else None)
@@ -198,6 +203,7 @@ def _load_images(path: Path) -> np.ndarray:
 
 def cmd_label(args: argparse.Namespace) -> int:
     """Handler of ``essl phc label IMAGES.npy OUT.npy``."""
+    from essl.photonics.label import label_images
     from essl.runs import write_atomic
 
     out = Path(args.out)
@@ -217,6 +223,8 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     """Handler of ``essl phc merge``."""
+    from essl.photonics.generate import merge_shards
+
     paths: list[Path] = []
     for item in map(Path, args.shards):
         if item.is_dir():

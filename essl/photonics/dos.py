@@ -34,7 +34,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d
 
 __all__ = [
     "DOS_POINTS",
@@ -153,6 +152,8 @@ def smooth_and_rescale(centres: np.ndarray, dos: np.ndarray, epsavg: float, sigm
 
     Returns the ``(500,)`` float32 ``mpbcal/DOS`` label on :func:`label_frequencies`.
     """
+    from scipy.ndimage import gaussian_filter1d  # a second's import on a loaded machine; only labelling needs it
+
     smooth = gaussian_filter1d(np.asarray(dos, dtype=np.float64), sigma_bins)
     axis = np.asarray(centres, dtype=np.float64) * np.sqrt(float(epsavg))
     return np.interp(label_frequencies(), axis, smooth).astype(np.float32)
