@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from essl.extras import MissingExtra, require_extra
+
 ROOT = Path(__file__).resolve().parent.parent
 
 SCRIPT = r"""
@@ -51,11 +53,22 @@ def _help_texts() -> dict[str, dict]:
     return json.loads(done.stdout)
 
 
+def _phc_installed() -> bool:
+    try:
+        require_extra("phc")
+    except MissingExtra:
+        return False
+    return True
+
+
 def test_help_of_every_command_imports_no_torch():
     report = _help_texts()
     top = {c for c in report if c and " " not in c}
     assert {"pretrain", "presets", "knn", "probe", "report", "demo", "sweep", "export", "phc"} <= top
-    assert {"phc generate", "phc finetune", "phc experiment"} <= set(report)
+    if _phc_installed():
+        assert {"phc generate", "phc finetune", "phc experiment"} <= set(report)
+    else:  # listed, and `essl phc --help` is the error naming the extra (tests/test_packaging.py)
+        del report["phc"]
     for command, seen in report.items():
         line = " ".join(filter(None, ["essl", command, "--help"]))
         assert seen["help"].startswith(" ".join(filter(None, ["usage: essl", command]))), line
