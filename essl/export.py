@@ -145,6 +145,12 @@ def export_backbone(
             raise EsslError(f"{path} exists and is not a file. Choose another OUT.")
     if weights.parent.exists() and not weights.parent.is_dir():
         raise EsslError(f"{weights.parent} is a file, not a folder. Choose another OUT.")
+    if overwrite and (weights.exists() or meta_file.exists()) and not _is_export_of(meta_file, weights):
+        raise EsslError(
+            f"--overwrite will not replace {weights if weights.exists() else meta_file}: it is not an earlier "
+            f"`essl export` ({meta_file.name} beside it does not describe {weights.name}). Nothing was touched. "
+            f"Choose another OUT, or move the file away yourself."
+        )
     if not weights.parent.is_dir():
         raise EsslError(f"The folder {weights.parent} does not exist. Create it first, or choose another OUT.")
     run = Path(run)
@@ -232,6 +238,16 @@ def _load_from_run(path: Path) -> tuple[nn.Module, dict[str, Any]]:
         }
     metadata["source"] = "run"
     return backbone.eval(), metadata
+
+
+def _is_export_of(meta_file: Path, weights: Path) -> bool:
+    """True when ``meta_file`` is the metadata ``essl export`` wrote for ``weights`` (what --overwrite may
+    replace)."""
+    try:
+        meta = json.loads(meta_file.read_text())
+        return meta.get("format") == FORMAT and meta["weights"]["file"] == weights.name
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return False
 
 
 def _is_export_metadata(path: Path) -> bool:

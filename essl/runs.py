@@ -15,16 +15,32 @@ A run folder holds::
 Experiment folders (``essl demo``, ``essl sweep``, ``essl phc experiment``) hold run folders plus their own
 ``results.md`` / ``results.json``. Every file is written with :func:`write_atomic`: a crash leaves the old file
 or the new one, never half of one. This module is the only place that spells these file names.
+
+Ownership. Every folder essl creates carries a marker, ``.essl-run`` (JSON: kind, essl version, creation
+time), and ``--overwrite`` replaces only a marked folder of the same kind whose every file is one essl writes
+there (:data:`RUN_FILES`, :func:`experiment_files`), never the working directory or one of its parents, the home
+folder, the file system root, or a folder that is, holds or lies in one of the command's inputs (a data root,
+an ``init_from`` run); anything else is refused with nothing touched (:func:`check_replaceable`). A folder
+written by essl before the marker existed is refused too: delete it yourself if it is yours to replace.
+
+One process at a time. A run folder (and an evaluation result, a sweep shard, a demo) is held by one process
+through a lock file created with ``O_CREAT | O_EXCL`` (:func:`hold_lock`): pid, host and start time of the
+holder. A second process is refused with the holder named; a lock left by a process of this host that no longer
+runs is taken over (with a note); a lock of another host is never guessed stale.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
 import json
 import os
 import re
 import shutil
+import socket
+import sys
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
@@ -46,9 +62,31 @@ RUN_JSON = "run.json"  # provenance of a run (versions, command, device, start/e
 MILESTONE_DIR = "checkpoints"
 CHANGES = "changes.jsonl"
 TENSORBOARD_DIR = "tensorboard"  # logger=tensorboard
+WANDB_DIR = "wandb"  # logger=wandb: the folder W&B creates in the run folder
 #: Summary files of an experiment folder (demo, sweep).
 RESULTS_MD = "results.md"
 RESULTS_JSON = "results.json"
+#: The ownership marker of every folder essl creates (JSON: kind, essl version, created).
+MARKER = ".essl-run"
+#: The lock file of a folder held by one process (JSON: pid, host, started, command).
+LOCK = ".essl-lock"
+#: What essl writes into a run folder (patterns relative to it; ``*`` matches within one name): the files
+#: ``--overwrite`` may delete. ``report/`` is the default folder of ``essl report RUN``.
+RUN_FILES = (
+    CONFIG,
+    METRICS,
+    CHECKPOINT,
+    CHANGES,
+    RUN_JSON,
+    f"{MILESTONE_DIR}/epoch_*.pt",
+    f"{EVAL_DIR}/*.json",
+    f"{EVAL_DIR}/cache/*",
+    "report/*",
+    f"{TENSORBOARD_DIR}/**",
+    f"{WANDB_DIR}/**",
+)
+#: Names of the temporaries of atomic writes and of bookkeeping files, in any folder essl writes.
+_BOOKKEEPING = (MARKER, f"{LOCK}*", ".*.tmp-*", ".*.partial", ".*.part[0-9]*")
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -136,11 +174,179 @@ def default_run_dir(preset: str) -> Path:
     return Path("runs") / f"{Path(preset).stem}-{stamp}"
 
 
-def check_run_dir(out: Path, overwrite: bool) -> None:
-    """Refuse an ``out`` that is a file, or a non-empty folder unless ``overwrite``; changes nothing on disk."""
+def experiment_files(*own: str) -> tuple[str, ...]:
+    """The patterns of an experiment folder (demo, sweep, phc experiment): ``results.md``, ``results.json``, the
+    command's ``own`` files, and run folders one level down (:data:`RUN_FILES`)."""
+    return (RESULTS_MD, RESULTS_JSON, *own, *(f"*/{p}" for p in RUN_FILES))
+
+
+def _known(rel: tuple[str, ...], patterns: Iterable[str]) -> bool:
+    if any(fnmatch.fnmatchcase(rel[-1], b) for b in _BOOKKEEPING):
+        return True
+    for pattern in patterns:
+        parts = pattern.split("/")
+        if parts[-1] == "**":  # anything below a folder
+            head = parts[:-1]
+            if len(rel) > len(head) and all(fnmatch.fnmatchcase(a, b) for a, b in zip(rel, head)):
+                return True
+            continue
+        if len(parts) == len(rel) and all(fnmatch.fnmatchcase(a, b) for a, b in zip(rel, parts)):
+            return True
+    return False
+
+
+def foreign_files(folder: Path | str, patterns: Iterable[str], limit: int = 5) -> list[str]:
+    """Up to ``limit`` paths (relative to ``folder``) of files, links or other entries that essl does not write
+    there (``patterns``, plus the marker, locks and temporaries); empty folders do not count."""
+    folder, patterns, found = Path(folder), tuple(patterns), []
+    for root, dirs, files in os.walk(folder):
+        base = Path(root).relative_to(folder).parts
+        for name in sorted(files) + sorted(d for d in dirs if os.path.islink(os.path.join(root, d))):
+            if not _known((*base, name), patterns) or os.path.islink(os.path.join(root, name)):
+                found.append("/".join((*base, name)))
+                if len(found) >= limit:
+                    return found
+        dirs[:] = sorted(d for d in dirs if not os.path.islink(os.path.join(root, d)))
+    return found
+
+
+def is_empty_dir(folder: Path | str) -> bool:
+    """True for a folder holding nothing but essl's bookkeeping (the marker, a lock, temporaries) and empty
+    folders."""
+    return not foreign_files(folder, ())
+
+
+def read_marker(folder: Path | str) -> dict[str, Any] | None:
+    """The ownership marker of ``folder`` (``{"kind", "essl_version", "created"}``), or None when unmarked."""
+    path = Path(folder) / MARKER
+    try:
+        marker = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) else None
+
+
+def write_marker(folder: Path | str, kind: str) -> None:
+    """Mark ``folder`` as essl's ``kind`` folder (``run``, ``demo``, ``sweep``, ``phc-experiment``); an existing
+    marker is kept."""
+    if not (Path(folder) / MARKER).is_file():
+        marker = {"kind": kind, "essl_version": __version__, "created": datetime.now(timezone.utc).isoformat()}
+        write_atomic(Path(folder) / MARKER, json.dumps(marker) + "\n")
+
+
+def _named(paths: list[str], limit: int = 4) -> str:
+    return ", ".join(paths[:limit]) + (" and more" if len(paths) > limit else "")
+
+
+def _protected(folder: Path, inputs: Mapping[str, Path | str | None] | None) -> str | None:
+    """Why ``folder`` must never be replaced, or None."""
+    real, cwd, home = folder.resolve(), Path.cwd().resolve(), Path.home().resolve()
+    if real == cwd:
+        return "the working directory"
+    if real in cwd.parents:
+        return "a parent of the working directory"
+    if real == home or real in home.parents:
+        return "your home folder" if real == home else "a parent of your home folder"
+    if real == Path(real.anchor):
+        return "the file system root"
+    for label, item in (inputs or {}).items():
+        if not item:
+            continue
+        given = Path(str(item)).expanduser()
+        path = given.resolve()
+        if path == real:
+            return f"the {label} of this command ({given})"
+        if real in path.parents:
+            return f"a folder that holds the {label} of this command ({given})"
+        if path in real.parents:
+            return f"inside the {label} of this command ({given})"
+    return None
+
+
+def check_replaceable(
+    folder: Path | str, kind: str, patterns: Iterable[str], inputs: Mapping[str, Path | str | None] | None = None
+) -> None:
+    """Refuse (with an :class:`EsslError`, changing nothing) to replace ``folder`` unless essl owns it: it carries
+    the marker of ``kind`` and holds only files essl writes there (``patterns``), it is not the working directory,
+    one of its parents, the home folder or the root, and it is not, holds or lies in one of ``inputs`` (the
+    command's ``{"data_root": path, "init_from": path}`` ...)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise EsslError(
+            f"{folder} exists and is not a folder; --overwrite replaces only folders. Choose another --out."
+        )
+    if not folder.is_dir():
+        return
+    why = _protected(folder, inputs)
+    if why is not None:
+        raise EsslError(
+            f"--overwrite will not replace {folder}: it is {why}. Nothing was touched. Choose another --out "
+            f"(a new folder, e.g. runs/NAME)."
+        )
+    foreign = foreign_files(folder, patterns)
+    if foreign:
+        raise EsslError(
+            f"--overwrite will not replace {folder}: it holds {_named(foreign)}, which essl does not write "
+            f"there. Nothing was touched. Choose another --out, or move those files away (or delete the folder "
+            f"yourself if it is yours to delete)."
+        )
+    marker = read_marker(folder)
+    if marker is None and not is_empty_dir(folder):
+        raise EsslError(
+            f"--overwrite will not replace {folder}: it has no {MARKER} marker (it was written by an essl "
+            f"older than {__version__}, or not by essl). Nothing was touched. If it is yours to replace, delete "
+            f"it yourself (rm -r {folder}); otherwise choose another --out."
+        )
+    if marker is not None and marker.get("kind") != kind:
+        raise EsslError(
+            f"--overwrite will not replace {folder}: it is an essl {marker.get('kind')} folder, not a {kind} "
+            f"folder. Nothing was touched. Choose another --out."
+        )
+
+
+def check_writable(folder: Path | str, kind: str, patterns: Iterable[str], signature: Iterable[str] = ()) -> None:
+    """Refuse (changing nothing) to write essl's ``kind`` files into an existing ``folder`` that holds anything
+    else (e.g. ``essl sweep --out`` a folder of the user's), that another kind of essl folder owns, or that is
+    unmarked and holds neither a run folder nor one of the ``signature`` files (e.g. ``sweep.json``), so that a
+    user's ``results.md`` is never taken for essl's. An unmarked folder of an older essl (its files only) is
+    continued, and marked by :func:`prepare_folder`."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise EsslError(f"{folder} exists and is not a folder. Choose another --out.")
+    if not folder.is_dir():
+        return
+    foreign = foreign_files(folder, patterns)
+    if foreign:
+        raise EsslError(
+            f"{folder} already exists and holds {_named(foreign)}, which are not files of an essl {kind}; it is "
+            f"left untouched. Choose another --out (a new or empty folder)."
+        )
+    marker = read_marker(folder)
+    if marker is not None and marker.get("kind") != kind:
+        raise EsslError(
+            f"{folder} is an essl {marker.get('kind')} folder, not a {kind} folder; it is left untouched. "
+            f"Choose another --out."
+        )
+    older = any((folder / name).is_file() for name in signature) or any(  # an essl before the markers
+        (p / CONFIG).is_file() for p in folder.iterdir() if p.is_dir()
+    )
+    if marker is None and not older and not is_empty_dir(folder):
+        raise EsslError(
+            f"{folder} already exists and holds {_named(foreign_files(folder, ()))}, but it is not an essl {kind} "
+            f"folder (no {MARKER} marker, no run folders); it is left untouched. Choose another --out (a new or "
+            f"empty folder)."
+        )
+
+
+def check_run_dir(out: Path, overwrite: bool, inputs: Mapping[str, Path | str | None] | None = None) -> None:
+    """Refuse an ``out`` that is a file, or a non-empty folder unless ``overwrite`` and essl may replace it
+    (:func:`check_replaceable`); changes nothing on disk."""
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise EsslError(f"{out} exists and is not a folder. Choose another --out.")
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir():
+        check_lock(out, f"run folder {out}")
+    if out.is_dir() and not is_empty_dir(out):
         if not overwrite:
             hint = (
                 " It holds a checkpoint: continue it with `essl pretrain --resume " + str(out) + "`."
@@ -149,16 +355,239 @@ def check_run_dir(out: Path, overwrite: bool) -> None:
             )
             raise EsslError(
                 f"Run folder {out} already exists and is not empty.{hint} Choose another --out, or pass "
-                f"--overwrite to replace it."
+                f"--overwrite to replace it (only a run folder essl wrote is replaced)."
             )
+        check_replaceable(out, "run", RUN_FILES, inputs)
 
 
-def prepare_run_dir(out: Path, overwrite: bool) -> None:
-    """Create a fresh run folder; an existing non-empty folder is an error unless ``overwrite`` (then replaced)."""
-    check_run_dir(out, overwrite)
-    if out.is_dir() and any(out.iterdir()):
-        shutil.rmtree(out)
+def _clear(folder: Path) -> None:
+    """Delete everything in ``folder`` but its lock files (the caller checked that essl owns it all)."""
+    for entry in folder.iterdir():
+        if entry.name.startswith(LOCK):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def prepare_folder(
+    out: Path | str,
+    kind: str,
+    patterns: Iterable[str],
+    *,
+    overwrite: bool = False,
+    inputs: Mapping[str, Path | str | None] | None = None,
+    keep: bool = False,
+    signature: Iterable[str] = (),
+) -> Path:
+    """Create ``out`` (when missing) and mark it as essl's ``kind`` folder. An existing non-empty folder is kept
+    when ``keep`` (after :func:`check_writable`), replaced when ``overwrite`` (after :func:`check_replaceable`),
+    and refused otherwise. Call it while holding the folder's lock (:func:`claim_folder`) so the check and the
+    replacement see the same folder."""
+    out = Path(out)
+    if out.is_dir() and not is_empty_dir(out):
+        if keep:
+            check_writable(out, kind, patterns, signature)
+        elif overwrite:
+            check_replaceable(out, kind, patterns, inputs)
+            _clear(out)
+        elif kind == "run":
+            check_run_dir(out, False)
+        else:
+            raise EsslError(f"{out} already exists and is not empty. Choose another --out.")
     out.mkdir(parents=True, exist_ok=True)
+    write_marker(out, kind)
+    return out
+
+
+def prepare_run_dir(out: Path, overwrite: bool, inputs: Mapping[str, Path | str | None] | None = None) -> None:
+    """Create a fresh, marked run folder; an existing non-empty folder is an error unless ``overwrite`` and essl
+    may replace it (:func:`check_replaceable`; then its contents are replaced)."""
+    check_run_dir(out, overwrite, inputs)
+    prepare_folder(out, "run", RUN_FILES, overwrite=overwrite, inputs=inputs)
+
+
+@contextlib.contextmanager
+def claim_folder(
+    out: Path | str,
+    kind: str,
+    patterns: Iterable[str],
+    *,
+    overwrite: bool = False,
+    inputs: Mapping[str, Path | str | None] | None = None,
+    keep: bool = False,
+    what: str | None = None,
+    lock: str | None = LOCK,
+    signature: Iterable[str] = (),
+) -> Iterator[Path]:
+    """Hold ``out`` for this process (:func:`hold_lock`, creating the folder when missing), then check and
+    prepare it under the lock (:func:`prepare_folder`); the lock is released on leaving, also on an error or
+    Ctrl-C. ``lock`` names the lock file (a sweep shard holds its own, so shards share the folder; None holds
+    none). A folder this call created is removed again when the claim fails before anything was written."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise EsslError(f"{out} exists and is not a folder. Choose another --out.")
+    created = [p for p in (out, *out.parents) if not p.exists()]  # the folders this call creates
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with hold_lock(out, what or f"{kind} folder {out}", lock or LOCK, enabled=lock is not None):
+            prepare_folder(out, kind, patterns, overwrite=overwrite, inputs=inputs, keep=keep, signature=signature)
+            yield out
+    except BaseException:
+        for folder in created:  # innermost first; only while it holds nothing but this call's marker
+            if folder.is_dir() and is_empty_dir(folder):
+                with contextlib.suppress(OSError):
+                    (folder / MARKER).unlink(missing_ok=True)
+                    folder.rmdir()
+        raise
+
+
+# ------------------------------------------------------------------------------------------------ locks
+def _process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` in clock ticks since boot (Linux ``/proc``), or None when unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+def _holder_alive(pid: int, start: str | None) -> bool:
+    """Process ``pid`` runs and is the one that started at ``start`` (not another one reusing the pid)."""
+    if not _alive(pid):
+        return False
+    now = _process_start(pid)
+    return start is None or now is None or now == start
+
+
+def _read_lock(path: Path) -> dict[str, Any] | None:
+    try:
+        holder = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return holder if isinstance(holder, dict) else None
+
+
+def _holder_text(holder: dict[str, Any]) -> str:
+    command = f": {holder['command']}" if holder.get("command") else ""
+    return f"pid {holder.get('pid')} on {holder.get('host')}, since {holder.get('started')}{command}"
+
+
+def _stale(path: Path, holder: dict[str, Any] | None) -> bool:
+    """A lock of a process of this host that no longer runs (or an unreadable lock over a minute old)."""
+    if holder is None:
+        try:
+            age = datetime.now().timestamp() - path.stat().st_mtime
+        except OSError:
+            return False
+        return age > 60
+    if holder.get("host") != socket.gethostname():
+        return False
+    try:
+        pid = int(holder["pid"])
+    except (KeyError, TypeError, ValueError):
+        return True
+    return not _holder_alive(pid, holder.get("proc_start"))
+
+
+def _me() -> dict[str, Any]:
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "proc_start": _process_start(os.getpid()),
+        "command": " ".join(["essl", *sys.argv[1:]])[:300],
+    }
+
+
+def _mine(holder: dict[str, Any] | None, me: dict[str, Any]) -> bool:
+    return holder is not None and all(holder.get(k) == me[k] for k in ("pid", "host", "proc_start"))
+
+
+def _busy(path: Path, holder: dict[str, Any] | None, what: str) -> EsslError:
+    """The error for a lock held by another process: who holds it, and what to do."""
+    if holder is None:
+        return EsslError(
+            f"{what} is locked by another process ({path} is being written). Wait a moment and try again; if "
+            f"no essl process uses it, delete {path}."
+        )
+    if holder.get("host") != socket.gethostname():
+        advice = f"It runs on another machine; if you are sure it no longer does, delete {path}."
+    else:
+        advice = "Wait for it to finish (or stop it), or choose another output."
+    return EsslError(f"{what} is in use by another essl process ({_holder_text(holder)}). {advice}")
+
+
+def check_lock(folder: Path | str, what: str, name: str = LOCK) -> None:
+    """Refuse (changing nothing) when another live process holds ``folder/name``: the early check of a command,
+    before it loads data; the lock itself is taken later (:func:`hold_lock`)."""
+    path = Path(folder) / name
+    if path.exists():
+        holder = _read_lock(path)
+        if not _mine(holder, _me()) and not _stale(path, holder):
+            raise _busy(path, holder, what)
+
+
+def acquire_lock(folder: Path | str, what: str, name: str = LOCK) -> dict[str, Any] | None:
+    """Create ``folder/name`` exclusively (``O_CREAT | O_EXCL``) with this process's pid, host and start time; a
+    stale lock (:func:`_stale`) is taken over with a note on stderr. Raises :class:`EsslError` naming the holder
+    when another process holds it. Returns what was written, or None when this process holds the lock already."""
+    path = Path(folder) / name
+    me = _me()
+    for _ in range(5):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _read_lock(path)
+            if _mine(holder, me):
+                return None  # this process holds it already (a nested hold, e.g. essl sweep around pretrain)
+            if not _stale(path, holder):
+                raise _busy(path, holder, what) from None
+            aside = path.with_name(f"{name}.stale-{os.getpid()}")  # take it over: move the judged lock aside
+            try:
+                os.replace(path, aside)
+            except FileNotFoundError:
+                continue
+            if _read_lock(aside) != holder:  # another process replaced it in between: put its lock back
+                with contextlib.suppress(FileExistsError):
+                    os.link(aside, path)
+                aside.unlink()
+                continue
+            aside.unlink()
+            print(
+                f"essl: note: took over the lock of {what}, left by a process that no longer runs"
+                + (f" ({_holder_text(holder)})" if holder else "")
+                + ".",
+                file=sys.stderr,
+            )
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(me) + "\n")
+        return me
+    raise EsslError(f"Could not take the lock {path} of {what} (other processes keep changing it). Try again.")
+
+
+def release_lock(folder: Path | str, mine: dict[str, Any], name: str = LOCK) -> None:
+    """Remove ``folder/name`` if this process still holds it."""
+    path = Path(folder) / name
+    if _read_lock(path) == mine:
+        path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def hold_lock(folder: Path | str, what: str, name: str = LOCK, enabled: bool = True) -> Iterator[None]:
+    """Hold the lock ``folder/name`` (an existing folder) for the ``with`` block; released on leaving it, also on
+    an error or Ctrl-C. ``enabled=False`` (ranks other than 0 of a torchrun) holds nothing."""
+    if not enabled:
+        yield
+        return
+    mine = acquire_lock(folder, what, name)
+    try:
+        yield
+    finally:
+        if mine is not None:
+            release_lock(folder, mine, name)
 
 
 # ------------------------------------------------------------------------------------------------ config
@@ -452,6 +881,33 @@ def write_result(run_dir: Path | str, name: str, payload: dict[str, Any]) -> Pat
             "run the evaluation again (or save the printed JSON yourself)",
         )
         raise ResultNotSaved(str(why), text) from None
+
+
+def is_result_file(path: Path | str) -> bool:
+    """True for a result file :func:`write_result` wrote (what ``--overwrite`` may replace)."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and "essl_version" in record and "written" in record
+
+
+@contextlib.contextmanager
+def hold_result(run_dir: Path | str, name: str, what: str, enabled: bool = True) -> Iterator[None]:
+    """Hold the result ``RUN_DIR/eval/<name>.json`` for this process while it is computed and written (a lock
+    ``eval/.essl-lock.<name>``, see :func:`hold_lock`); an ``eval/`` folder created here and left empty is
+    removed again."""
+    folder = Path(run_dir) / EVAL_DIR
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
+    if enabled:
+        folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with hold_lock(folder, what, f"{LOCK}.{name}", enabled=enabled):
+            yield
+    finally:
+        for path in created:
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
 
 
 def read_result(run_dir: Path | str, name: str) -> dict[str, Any] | None:

@@ -13,7 +13,7 @@ import torch
 
 from essl.errors import EsslError
 from essl.data.batches import TensorBatches
-from essl.runs import load_checkpoint, read_metrics
+from essl.runs import load_checkpoint, prepare_run_dir, read_metrics
 from essl.training.config import load_config
 from essl.training.pretrain import pretrain
 from essl.training.schedule import warmup_cosine
@@ -116,8 +116,14 @@ def test_existing_run_folder_is_never_replaced_silently(tmp_path):
     with pytest.raises(EsslError, match="already exists"):
         pretrain(load_config("mnist5k-simclr", TINY + ["epochs=1"]), run, progress=False)
     assert (run / "precious.txt").read_text() == "keep me"
-    pretrain(load_config("mnist5k-simclr", TINY + ["epochs=1", "knn_every=0"]), run, overwrite=True, progress=False)
-    assert not (run / "precious.txt").exists() and (run / "checkpoint.pt").exists()
+    with pytest.raises(EsslError, match="precious.txt"):  # --overwrite replaces only what essl wrote
+        pretrain(load_config("mnist5k-simclr", TINY + ["epochs=1", "knn_every=0"]), run, overwrite=True, progress=False)
+    assert (run / "precious.txt").read_text() == "keep me"
+    (run / "precious.txt").unlink()
+    pretrain(load_config("mnist5k-simclr", TINY + ["epochs=1", "knn_every=0"]), run, progress=False)
+    first = (run / "checkpoint.pt").read_bytes()
+    pretrain(load_config("mnist5k-simclr", TINY + ["epochs=1", "seed=1"]), run, overwrite=True, progress=False)
+    assert (run / "checkpoint.pt").read_bytes() != first and read_metrics(run)[0]["epoch"] == 1
 
 
 def test_a_run_that_cannot_start_writes_and_replaces_nothing(tmp_path):
@@ -127,12 +133,12 @@ def test_a_run_that_cannot_start_writes_and_replaces_nothing(tmp_path):
     with pytest.raises(EsslError, match="fewer than batch_size"):
         pretrain(load_config("mnist5k-simclr", ["subset=8"]), tmp_path / "b", progress=False)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
-    old = tmp_path / "old"
-    old.mkdir()
-    (old / "precious.txt").write_text("keep me")
+    old = tmp_path / "old"  # an essl run folder (marked) that --overwrite may replace, once the new run can start
+    prepare_run_dir(old, overwrite=False)
+    (old / "config.yaml").write_text("keep me")
     with pytest.raises(EsslError, match="fewer than batch_size"):
         pretrain(load_config("mnist5k-simclr", ["subset=8"]), old, overwrite=True, progress=False)
-    assert (old / "precious.txt").read_text() == "keep me"
+    assert (old / "config.yaml").read_text() == "keep me"
 
 
 @pytest.mark.parametrize(

@@ -69,6 +69,8 @@ from essl.models.photonics import dos_head, encoder_for_state
 from essl.photonics.bands import fractional_error
 from essl.photonics.dos import relative_l1
 from essl.runs import (
+    hold_result,
+    is_result_file,
     has_config,
     list_milestones,
     load_checkpoint,
@@ -382,6 +384,27 @@ def finetune(
     log: Callable[[str], None] | None = print,
     verbose: bool = False,
 ) -> tuple[Path, dict[str, Any]]:
+    """:func:`finetune_all`, holding its result file (:func:`essl.runs.hold_result`) so that one process at a time
+    computes it; ``overwrite`` replaces only a result file essl wrote."""
+    settings.validate()
+    path = result_path(src.out_dir, result_stem(src, settings))
+    if path.exists() and overwrite and not is_result_file(path):
+        raise EsslError(
+            f"--overwrite will not replace {path}: it is not a result file written by essl. Nothing was "
+            f"touched. Move it away yourself, or evaluate into another folder."
+        )
+    with hold_result(src.out_dir, path.stem, f"the result {path}"):
+        return finetune_all(src, data_root, settings, overwrite, log, verbose)
+
+
+def finetune_all(
+    src: EncoderSource,
+    data_root: str | Path | None,
+    settings: FinetuneSettings,
+    overwrite: bool = False,
+    log: Callable[[str], None] | None = print,
+    verbose: bool = False,
+) -> tuple[Path, dict[str, Any]]:
     """Run the protocol for every seed and write ``OUT/eval/phc-finetune-n<N>-e<E>.json``; returns (path, payload).
 
     An existing result of the same name is an error unless ``overwrite``; it is written only when all seeds
@@ -444,6 +467,8 @@ def finetune(
         "per_seed": per_seed,
         "wall_time_s": time.perf_counter() - t0,
     }
+    if path.exists() and not overwrite:  # written by another process meanwhile (without the lock)
+        raise EsslError(f"{path} was written by another process meanwhile; it is left as it is: {summary}")
     out = write_result(src.out_dir, result_stem(src, settings), payload)
     if log:
         what = "fractional band error" if settings.target == "bands" else "relative DOS error"

@@ -18,7 +18,6 @@ and ``demo.png`` are written into the demo folder. Runs are trained through
 from __future__ import annotations
 
 import json
-import re
 import statistics
 import time
 from collections.abc import Callable
@@ -31,15 +30,23 @@ from essl.evaluation.plots import figure, png
 from essl.evaluation.report import markdown_lines
 from essl.experiments.catalog import DEFAULT_EPOCHS, DEMO_METHODS
 from essl.experiments.lifecycle import ensure_run
-from essl.runs import RESULTS_JSON, RESULTS_MD, prepare_run_dir, read_metrics, write_files
+from essl.runs import (
+    RESULTS_JSON,
+    RESULTS_MD,
+    check_replaceable,
+    check_writable,
+    claim_folder,
+    experiment_files,
+    read_metrics,
+    write_files,
+)
 from essl.training.config import load_config
 from essl.training.cost import backbone_passes, passes_text, pretraining_seconds, seconds_text
 
 VARIANTS = ("base", "essl", "equal_compute")
 DEMO_PNG = "demo.png"
-#: A run folder of the demo: ``<preset>-seed<N>`` or ``<preset>-equal-compute-seed<N>``.
-RUN_FOLDER = re.compile(r"^(?P<preset>mnist5k-[a-z0-9]+)(-equal-compute)?-seed\d+$")
-PRESETS = frozenset(p for _, *presets in DEMO_METHODS.values() for p in presets)
+#: What a demo folder holds (essl.runs ownership rule): its table, JSON and plot, and its run folders.
+DEMO_FILES = experiment_files(DEMO_PNG)
 
 
 def parse_methods(text: str) -> list[str]:
@@ -52,27 +59,6 @@ def parse_methods(text: str) -> list[str]:
             f"{', '.join(DEMO_METHODS)} (comma-separated)."
         )
     return list(dict.fromkeys(names))
-
-
-def _is_demo_entry(name: str) -> bool:
-    match = RUN_FOLDER.match(name)
-    return name in (RESULTS_MD, RESULTS_JSON, DEMO_PNG) or bool(match and match["preset"] in PRESETS)
-
-
-def check_demo_dir(out: Path) -> None:
-    """Refuse an ``out`` that is a file or a folder holding anything but an earlier demo's files."""
-    if out.exists() and not out.is_dir():
-        raise EsslError(f"{out} exists and is not a folder. Choose another --out.")
-    foreign = (
-        sorted(p.name for p in out.iterdir() if not _is_demo_entry(p.name) and not p.name.startswith("."))
-        if out.is_dir()
-        else []
-    )
-    if foreign:
-        raise EsslError(
-            f"{out} already exists and holds {', '.join(foreign[:4])}, which are not demo files; it is "
-            f"left untouched. Choose another --out, or pass --overwrite to replace the folder."
-        )
 
 
 def _overrides(epochs: int, seed: int, subset: int) -> list[str]:
@@ -109,14 +95,29 @@ def run_demo(
         raise EsslError("--seeds must be at least 1.")
     names = parse_methods(methods)
     out = Path(out)
-    if not overwrite:
-        check_demo_dir(out)
+    if overwrite:  # only a demo folder essl wrote is replaced; a folder with anything else is refused
+        check_replaceable(out, "demo", DEMO_FILES)
+    else:  # an earlier demo's folder is continued (its finished runs reused)
+        check_writable(out, "demo", DEMO_FILES)
     seed_list = list(range(seed, seed + seeds))
     for method in names:  # load_config validates: bad settings are refused before anything is written
         for preset in DEMO_METHODS[method][1:]:
             load_config(preset, _overrides(epochs, seed, subset))
-    if overwrite:
-        prepare_run_dir(out, overwrite=True)  # otherwise the first run creates the folder once its data loaded
+    with claim_folder(out, "demo", DEMO_FILES, overwrite=overwrite, keep=not overwrite, what=f"demo folder {out}"):
+        return _train_and_write(out, names, seed_list, epochs, subset, progress, log, equal_compute)
+
+
+def _train_and_write(
+    out: Path,
+    names: list[str],
+    seed_list: list[int],
+    epochs: int,
+    subset: int,
+    progress: bool,
+    log: Callable[[str], Any],
+    equal_compute: bool,
+) -> dict[str, Any]:
+    """The demo's runs, evaluations and files, in the claimed folder ``out``."""
     variants = VARIANTS if equal_compute else VARIANTS[:2]
     total_runs = len(names) * len(seed_list) * len(variants)
     runs: list[dict[str, Any]] = []

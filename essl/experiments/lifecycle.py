@@ -20,13 +20,21 @@ from essl.errors import EsslError
 from essl.runs import (
     CONFIG,
     METRICS,
+    RUN_JSON,
+    TENSORBOARD_DIR,
+    WANDB_DIR,
     checkpoint_path,
+    foreign_files,
     has_checkpoint,
     has_config,
+    hold_lock,
+    is_empty_dir,
     load_checkpoint,
     read_config,
+    read_marker,
     read_metrics,
     result_path,
+    write_marker,
 )
 from essl.training.checkpoint import checkpoint_config
 from essl.training.config import PretrainConfig
@@ -36,8 +44,9 @@ from essl.training.pretrain import pretrain
 ENGINEERING_KEYS = frozenset(
     {"data_root", "num_threads", "device", "workers", "notes", "precision", "channels_last", "compile"}
 )
-#: Files ``essl pretrain`` writes into a run folder before its first checkpoint (safe to clear for a restart).
-PRE_CHECKPOINT_FILES = frozenset({CONFIG, METRICS})
+#: Files ``essl pretrain`` writes into a run folder before its first checkpoint (safe to clear for a restart;
+#: the marker, lock and temporaries of :mod:`essl.runs` count as essl's too).
+PRE_CHECKPOINT_FILES = (CONFIG, METRICS, RUN_JSON, f"{TENSORBOARD_DIR}/**", f"{WANDB_DIR}/**")
 #: What :func:`run_state` can find, and what :func:`ensure_run` then does.
 STATES = {
     "fresh": "trained",
@@ -66,7 +75,7 @@ def check_settings(run_dir: Path, cfg: PretrainConfig) -> bool:
     :class:`EsslError` (a folder that is no run, or a run trained with other settings). Reads only its config;
     changes nothing."""
     run_dir = Path(run_dir)
-    if not run_dir.exists() or (run_dir.is_dir() and not any(run_dir.iterdir())):
+    if not run_dir.exists() or (run_dir.is_dir() and is_empty_dir(run_dir)):
         return False
     if not has_config(run_dir):
         raise EsslError(
@@ -103,13 +112,7 @@ def run_state(run_dir: Path, cfg: PretrainConfig, result: str | None = None) -> 
     if result is not None and result_path(run_dir, result).is_file():
         return "done"
     if not has_checkpoint(run_dir):
-        extra = [
-            p.name
-            for p in run_dir.iterdir()
-            if p.name not in PRE_CHECKPOINT_FILES
-            and not p.name.startswith(".")
-            and not (p.is_dir() and not any(p.iterdir()))
-        ]
+        extra = foreign_files(run_dir, PRE_CHECKPOINT_FILES)
         if extra:
             raise EsslError(
                 f"{run_dir} has no checkpoint but holds {', '.join(sorted(extra))}; it is left "
@@ -132,15 +135,29 @@ def ensure_run(
     preset_name: str = "run",
     log: Callable[[str], Any] | None = None,
 ) -> str:
-    """Bring the run of ``cfg`` in ``run_dir`` to ``trained`` (see :func:`run_state`); returns the state found."""
-    state = run_state(run_dir, cfg, result)
-    if state in ("fresh", "restart"):
-        # echo: the start-up summary and per-epoch lines only where the bar shows too (a sweep's runs stay quiet)
-        pretrain(cfg, run_dir, overwrite=state == "restart", progress=progress, preset_name=preset_name, echo=progress)
-    elif state == "resume":
-        if log:
-            log(f"{run_dir}: continuing from its last checkpoint")
-        pretrain(None, run_dir, resume=True, progress=progress, echo=progress)
-    elif log:
-        log(f"{run_dir}: {STATES[state]}")
+    """Bring the run of ``cfg`` in ``run_dir`` to ``trained`` (see :func:`run_state`); returns the state found.
+
+    An existing folder is held (:func:`essl.runs.hold_lock`) from the check to the end of training, so that two
+    processes never both restart or resume it; a new one is claimed by :func:`pretrain`. A run folder written
+    before essl marked its folders, found to hold this run, is marked (adopted) before a restart replaces it."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        state = run_state(run_dir, cfg, result)
+        pretrain(cfg, run_dir, progress=progress, preset_name=preset_name, echo=progress)
+        return state
+    check_settings(run_dir, cfg)  # a foreign folder or another run is refused before the lock is written
+    with hold_lock(run_dir, f"run folder {run_dir}"):
+        state = run_state(run_dir, cfg, result)
+        if state in ("fresh", "restart"):
+            if state == "restart" and read_marker(run_dir) is None:
+                write_marker(run_dir, "run")
+            pretrain(
+                cfg, run_dir, overwrite=state == "restart", progress=progress, preset_name=preset_name, echo=progress
+            )
+        elif state == "resume":
+            if log:
+                log(f"{run_dir}: continuing from its last checkpoint")
+            pretrain(None, run_dir, resume=True, progress=progress, echo=progress)
+        elif log:
+            log(f"{run_dir}: {STATES[state]}")
     return state

@@ -51,12 +51,21 @@ from essl.evaluation.photonics import (
 from essl.evaluation.report import markdown_lines
 from essl.experiments.catalog import BUDGETS
 from essl.experiments.lifecycle import ensure_run
-from essl.runs import read_config, read_metrics, write_files
+from essl.runs import (
+    check_writable,
+    claim_folder,
+    experiment_files,
+    read_config,
+    read_metrics,
+    write_files,
+)
 from essl.training.config import load_config
 from essl.training.validation import OPTION_RULES
 
 #: (preset suffix, label in the table), in the paper's order.
 METHODS = (("simclr", "SimCLR"), ("simclr-transform", "SimCLR + Transform"), ("esimclr", "E-SimCLR"))
+#: What an experiment folder holds (essl.runs ownership rule): its tables and its run folders.
+PHC_EXPERIMENT_FILES = experiment_files("phc-*-results.json", "phc-*-results.md")
 
 
 # ------------------------------------------------------------------------------------------ pretraining
@@ -160,7 +169,26 @@ def run_experiment(
     for suffix, _ in METHODS:  # every preset's settings are valid before the first run starts
         load_config(f"phc-{family}-{suffix}", overrides)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out, "phc-experiment", PHC_EXPERIMENT_FILES)  # a folder holding anything else is refused
+    with claim_folder(out, "phc-experiment", PHC_EXPERIMENT_FILES, keep=True, what=f"experiment folder {out}"):
+        return _run_all(family, root, out, budget, overrides, settings, scratch, progress, protocol, epochs, milestones)
+
+
+def _run_all(
+    family: str,
+    root: str,
+    out: Path,
+    budget: str,
+    overrides: list[str],
+    settings: FinetuneSettings,
+    scratch: bool,
+    progress: bool,
+    protocol: str,
+    epochs: int,
+    milestones: list[int],
+) -> dict[str, Any]:
+    """The pretraining runs, fine-tunings and tables of :func:`run_experiment`, in the claimed folder ``out``."""
+    spec = BUDGETS[budget]
     t0 = time.perf_counter()
     rows = []
     for suffix, label in METHODS:

@@ -44,9 +44,13 @@ from essl.experiments.catalog import PAPER_TRANSFORMS, SWEEP_PROTOCOLS
 from essl.experiments.lifecycle import check_settings, ensure_run, run_state, setting_differences
 from essl.groups import make_group
 from essl.runs import (
+    LOCK,
     RESULTS_JSON,
     RESULTS_MD,
+    check_writable,
+    claim_folder,
     create_file,
+    experiment_files,
     has_config,
     read_config,
     read_metrics,
@@ -62,6 +66,8 @@ MODES = ("baseline", "issl", "essl")
 #: The sweep's own files in SWEEP_DIR, besides results.md and results.json: the plan and the chart.
 SWEEP_FILE = "sweep.json"
 SWEEP_PNG = "sweep.png"
+#: What a sweep folder holds (essl.runs ownership rule): the plan, table, JSON, chart and its run folders.
+SWEEP_FILES = experiment_files(SWEEP_FILE, SWEEP_PNG)
 
 
 @dataclass(frozen=True)
@@ -427,6 +433,7 @@ def run_sweep(
         raise EsslError(f"{out} exists and is not a folder; choose another --out.")
     if report_only and not out.is_dir():
         raise EsslError(f"No sweep folder at {out}; --report rebuilds the table of an existing sweep.")
+    check_writable(out, "sweep", SWEEP_FILES, (SWEEP_FILE,))  # a folder holding anything else is refused
     check_sweep_settings(out, spec, base)  # a shard with other settings changes nothing in the folder
     train = load_dataset(base.dataset, "train", base.data_root, base.image_size, base.channels)
     check_subset(base.subset, len(train), base.dataset)
@@ -442,7 +449,27 @@ def run_sweep(
     configs = {run.name: run_config(base, run, spec.weight, spec.pred_view, spec.head, spec.samples) for run in runs}
     for run in runs:  # every run of the plan (all shards share the table): refused before anything is written
         check_settings(out / run.name, configs[run.name])
-    out.mkdir(parents=True, exist_ok=True)
+    k, n = shard
+    lock = None if report_only else f"{LOCK}.shard-{k}-of-{n}"  # one process per shard; shards share the folder
+    where = f"shard {k}/{n} of the sweep {out}"
+    with claim_folder(out, "sweep", SWEEP_FILES, keep=True, lock=lock, what=where, signature=(SWEEP_FILE,)):
+        return _run_shard(spec, base, out, runs, configs, transforms, skipped, progress, report_only, log, shard)
+
+
+def _run_shard(
+    spec: SweepSpec,
+    base: PretrainConfig,
+    out: Path,
+    runs: list[SweepRun],
+    configs: dict[str, PretrainConfig],
+    transforms: list[str],
+    skipped: dict[str, str],
+    progress: bool,
+    report_only: bool,
+    log: Any,
+    shard: tuple[int, int],
+) -> dict[str, Any]:
+    """The runs of one shard, and the report, in the claimed sweep folder ``out``."""
     if not report_only:
         plan = (
             json.dumps({"spec": dataclasses.asdict(spec), "base_config": base.to_dict(), "skipped": skipped}, indent=2)

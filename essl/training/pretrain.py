@@ -10,6 +10,7 @@ records where the run came from (:mod:`essl.training.provenance`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import sys
@@ -37,14 +38,16 @@ from essl.models.layouts import init_from_weights, split_layout
 from essl.runs import (
     CHECKPOINT,
     METRICS,
+    RUN_FILES,
     append_change,
     check_run_dir,
+    claim_folder,
     default_run_dir,
+    hold_lock,
     keep_milestone,
     load_checkpoint,
     load_safetensors,
     milestone_path,
-    prepare_run_dir,
     read_metrics,
     read_run_record,
     remove_temporaries,
@@ -678,8 +681,47 @@ def pretrain(
     :class:`ImageData`) with optional ``labels`` (for the online probe) and an optional labelled ``test`` split
     (``test_labels``, for the kNN monitor) trains on it as ``dataset=memory``; a resumed run of such data needs
     the same arrays again."""
-    main = detect_env().is_main
+    main = detect_env().is_main  # under torchrun only rank 0 checks, locks and writes the folder
     run_dir = Path(run_dir) if run_dir else default_run_dir(preset_name)
+    with contextlib.ExitStack() as held:  # the folder's lock (essl.runs.hold_lock), released however this ends
+        if resume and main and run_dir.is_dir():  # (a missing folder: load_checkpoint says there is no run)
+            held.enter_context(hold_lock(run_dir, f"run folder {run_dir}"))
+        _pretrain(
+            cfg,
+            run_dir,
+            resume,
+            overwrite,
+            progress,
+            changes,
+            allow_change,
+            main,
+            held,
+            echo,
+            train,
+            labels,
+            test,
+            test_labels,
+        )
+    return run_dir
+
+
+def _pretrain(
+    cfg: PretrainConfig | None,
+    run_dir: Path,
+    resume: bool,
+    overwrite: bool,
+    progress: bool,
+    changes: dict[str, Any] | None,
+    allow_change: bool,
+    main: bool,
+    held: contextlib.ExitStack,
+    echo: bool,
+    train: Any,
+    labels: Any,
+    test: Any,
+    test_labels: Any,
+) -> None:
+    """The body of :func:`pretrain`; a new run folder is claimed (locked, checked again, marked) into ``held``."""
     ckpt, changed = None, {}
     if resume:
         ckpt = load_checkpoint(run_dir / CHECKPOINT)
@@ -694,7 +736,7 @@ def pretrain(
             raise EsslError("changes apply to a resumed run only.")
         cfg.validate()
         if main:
-            check_run_dir(run_dir, overwrite)
+            check_run_dir(run_dir, overwrite, run_inputs(cfg))
     memory = None
     if train is not None:
         if resume and cfg.dataset != "memory":
@@ -712,8 +754,11 @@ def pretrain(
     cfg = trainer.cfg  # with the precision resolved
     if ckpt is None and cfg.init_from:
         trainer.warm_start(cfg.init_from)
-    if ckpt is None and main:
-        prepare_run_dir(run_dir, overwrite)
+    if ckpt is None and main:  # checked again under the lock: another process may have claimed it meanwhile
+        where = f"run folder {run_dir}"
+        held.enter_context(
+            claim_folder(run_dir, "run", RUN_FILES, overwrite=overwrite, inputs=run_inputs(cfg), what=where)
+        )
         write_config(run_dir, cfg)
     if ckpt is not None:
         trainer.restore(ckpt)
@@ -737,7 +782,12 @@ def pretrain(
     if main and echo:
         print("\n".join(trainer.summary()), file=sys.stderr, flush=True)
     train_and_record(trainer, resumed=ckpt is not None)
-    return run_dir
+
+
+def run_inputs(cfg: PretrainConfig) -> dict[str, str | None]:
+    """The paths a run reads (its data root, its ``init_from``): ``--overwrite`` never replaces a folder that is,
+    holds or lies in one of them."""
+    return {"data_root": cfg.data_root, "init_from": cfg.init_from}
 
 
 def in_memory(train: Any, labels: Any, test: Any, test_labels: Any) -> tuple[ImageData, ImageData | None]:
