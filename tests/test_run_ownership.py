@@ -260,3 +260,21 @@ def test_two_processes_on_one_out_folder_one_wins_and_one_is_refused(tmp_path):
     run = tmp_path / "r"
     assert [r["epoch"] for r in read_metrics(run)] == [1] and load_checkpoint(run / "checkpoint.pt")["epoch"] == 1
     assert read_marker(run)["kind"] == "run" and not (run / LOCK).exists()
+
+
+def test_an_evaluation_is_held_by_one_process(tmp_path, capsys):
+    assert essl("--out", "run") == 0
+    run = tmp_path / "run"
+    (run / "eval").mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _write_lock(run / "eval", sleeper.pid)
+        (run / "eval" / LOCK).rename(run / "eval" / f"{LOCK}.knn")
+        assert main(["knn", "run"]) == 2
+        assert f"in use by another essl process (pid {sleeper.pid} " in capsys.readouterr().err
+        assert not (run / "eval" / "knn.json").exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert main(["knn", "run"]) == 0  # the holder is gone: its lock is taken over, and released after
+    assert (run / "eval" / "knn.json").is_file() and not list((run / "eval").glob(f"{LOCK}*"))

@@ -8,6 +8,7 @@ Each command takes a run folder written by ``essl pretrain`` (``RUN_DIR``) or a 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
@@ -233,6 +234,16 @@ def _target(args: argparse.Namespace) -> EvalTarget:
     )
 
 
+def _held(target: EvalTarget, command: str) -> contextlib.AbstractContextManager[None]:
+    """One process at a time evaluates a folder with ``command`` (its results in ``OUT/eval/``): the lock
+    ``eval/.essl-lock.<command>`` (:func:`essl.runs.hold_result`), taken by the first process under torchrun."""
+    from essl.evaluation.streamed import dist_info
+    from essl.runs import hold_result
+
+    where = f"`essl {command}` of {target.out_dir}"
+    return hold_result(target.out_dir, command, where, enabled=dist_info()[0] == 0)
+
+
 def _progress(args: argparse.Namespace) -> Callable[[str], None] | None:
     """Progress lines on stderr, at most one every 10 s."""
     if getattr(args, "quiet", False):
@@ -264,7 +275,8 @@ def cmd_knn(args: argparse.Namespace) -> int:
             f"use --k {len(target.train)} or less."
         )
     k = 200 if args.k is None else args.k
-    r = evaluate_knn(target, k, args.t, device=args.device, precision=args.precision)
+    with _held(target, "knn"):
+        r = evaluate_knn(target, k, args.t, device=args.device, precision=args.precision)
     print(f"kNN top-1 [knn: k={k}, t={args.t}]: {r['top1']:.2f}%  {_where(target)}")
     return 0
 
@@ -281,15 +293,16 @@ def cmd_probe(args: argparse.Namespace) -> int:
             )
         target = _target(args)
         wd = LBFGS_WEIGHT_DECAY if args.weight_decay is None else args.weight_decay
-        r = evaluate_linear_lbfgs(
-            target,
-            wd,
-            label_fraction=args.label_fraction,
-            label_list=args.label_list,
-            seed=args.seed,
-            device=args.device,
-            precision="fp32" if args.precision == "auto" else args.precision,
-        )
+        with _held(target, "probe"):
+            r = evaluate_linear_lbfgs(
+                target,
+                wd,
+                label_fraction=args.label_fraction,
+                label_list=args.label_list,
+                seed=args.seed,
+                device=args.device,
+                precision="fp32" if args.precision == "auto" else args.precision,
+            )
         frac = (
             f", the labels in {args.label_list}"
             if args.label_list
@@ -315,19 +328,20 @@ def _run_trained(args: argparse.Namespace, what: str) -> int:
     from essl.evaluation.evaluate import evaluate_protocol
 
     target = _target(args)
-    r = evaluate_protocol(
-        target,
-        args.protocol,
-        epochs=args.epochs,
-        repeats=args.repeats,
-        batch_size=args.batch_size,
-        label_fraction=args.label_fraction,
-        label_list=args.label_list,
-        seed=args.seed,
-        device=args.device,
-        precision=args.precision,
-        progress=_progress(args),
-    )
+    with _held(target, args.command):
+        r = evaluate_protocol(
+            target,
+            args.protocol,
+            epochs=args.epochs,
+            repeats=args.repeats,
+            batch_size=args.batch_size,
+            label_fraction=args.label_fraction,
+            label_list=args.label_list,
+            seed=args.seed,
+            device=args.device,
+            precision=args.precision,
+            progress=_progress(args),
+        )
     print(f"{what} top-1 [{protocol_summary(r)}]: {accuracy_text(r, '%')}  {_where(target)}")
     return 0
 
@@ -337,24 +351,25 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     from essl.runs import EVAL_DIR
 
     target = _target(args)
-    for group in args.group or ["rotation"]:
-        r = evaluate_diagnostics(
-            target,
-            group,
-            max_train=args.max_train,
-            max_test=args.max_test,
-            seed=args.seed,
-            device=args.device,
-            precision=args.precision,
-        )
-        inv, eq = r["invariance"], r["equivariance"]
-        sims = ", ".join(f"{s:.3f}" for s in inv["per_element"])
-        accs = ", ".join(f"{a:.1f}" for a in eq["per_element"])
-        print(
-            f"{group}: invariance cos(f(x), f(g·x)) per element [{sims}] (different images: "
-            f"{inv['cross_image_similarity']:.3f}); equivariance: g predicted with {eq['accuracy']:.2f}% "
-            f"(chance {eq['chance']:.1f}%; per element [{accs}])"
-        )
+    with _held(target, "diagnose"):
+        for group in args.group or ["rotation"]:
+            r = evaluate_diagnostics(
+                target,
+                group,
+                max_train=args.max_train,
+                max_test=args.max_test,
+                seed=args.seed,
+                device=args.device,
+                precision=args.precision,
+            )
+            inv, eq = r["invariance"], r["equivariance"]
+            sims = ", ".join(f"{s:.3f}" for s in inv["per_element"])
+            accs = ", ".join(f"{a:.1f}" for a in eq["per_element"])
+            print(
+                f"{group}: invariance cos(f(x), f(g·x)) per element [{sims}] (different images: "
+                f"{inv['cross_image_similarity']:.3f}); equivariance: g predicted with {eq['accuracy']:.2f}% "
+                f"(chance {eq['chance']:.1f}%; per element [{accs}])"
+            )
     print(f"results in {target.out_dir / EVAL_DIR}")
     return 0
 

@@ -42,11 +42,14 @@ def unmarked(name: str):
 
 
 def lock(name: str, pid: int, host: str | None = None):
-    """Setup: a lock of process ``pid`` (1: alive on every host) in the folder ``name``."""
+    """Setup: a lock of process ``pid`` (1: alive on every host) in the folder ``name`` (or the lock file
+    ``name`` when it names one, e.g. ``run/eval/.essl-lock.knn``)."""
 
     def setup(ws: Path) -> None:
         info = {"pid": pid, "host": host or socket.gethostname(), "started": "2026-12-01T09:00:00+00:00"}
-        (ws / name / ".essl-lock").write_text(json.dumps(info))
+        path = ws / name if Path(name).name.startswith(".essl-lock") else ws / name / ".essl-lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(info))
 
     return setup
 
@@ -158,6 +161,13 @@ CASES = [
         ("elsewhere.example", "run/.essl-lock"),
         fix="delete",
         setup=both(RUN, lock("run", 4242, host="elsewhere.example")),
+    ),
+    Case(
+        "knn-result-held-by-another-process",
+        ("knn", "run"),
+        ("in use by another essl process", "pid 1 ", "essl knn"),
+        fix="wait for it to finish",
+        setup=both(RUN, lock("run/eval/.essl-lock.knn", 1)),
     ),
     Case(
         "demo-held-by-another-process",
