@@ -895,16 +895,23 @@ def is_result_file(path: Path | str) -> bool:
 @contextlib.contextmanager
 def hold_result(run_dir: Path | str, name: str, what: str, enabled: bool = True) -> Iterator[None]:
     """Hold the result ``RUN_DIR/eval/<name>.json`` for this process while it is computed and written (a lock
-    ``eval/.essl-lock.<name>``, see :func:`hold_lock`); an ``eval/`` folder created here and left empty is
-    removed again."""
+    ``eval/.essl-lock.<name>``, see :func:`acquire_lock`); an ``eval/`` folder created here and left empty is
+    removed again. Where the folder cannot be written (read-only, a file in the way) no lock is taken: the
+    result is computed, and printed when it cannot be saved (:func:`write_result`)."""
     folder = Path(run_dir) / EVAL_DIR
     created = [p for p in (folder, *folder.parents) if not p.exists()]
+    mine = None
     if enabled:
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            mine = acquire_lock(folder, what, f"{LOCK}.{name}")
+        except OSError:
+            mine = None
     try:
-        with hold_lock(folder, what, f"{LOCK}.{name}", enabled=enabled):
-            yield
+        yield
     finally:
+        if mine is not None:
+            release_lock(folder, mine, f"{LOCK}.{name}")
         for path in created:
             if path.is_dir() and not any(path.iterdir()):
                 path.rmdir()
