@@ -22,7 +22,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from essl.data import ImageData, datasets
+from essl.data import ImageData
 from essl.errors import EsslError
 from essl.evaluation.classifier import run_protocol
 from essl.evaluation.diagnostics import diagnose
@@ -251,20 +251,13 @@ def evaluate_linear_lbfgs(
     f = frozen_features(target, device, precision)
     train_labels, test_labels = target.train.require_labels(), target.test.require_labels()
     labels = train_labels if index is None else train_labels[index]
-    if target.streamed:  # L-BFGS needs the (float64) training features in memory; the test set is read in chunks
-        need = len(labels) * f["train"].shape[1] * 8
-        if need > datasets.IN_MEMORY_LIMIT_BYTES:
-            raise EsslError(
-                f"linear_lbfgs would hold {need / 2**30:.0f} GiB of training features in memory. Use it "
-                f"on few labels (--label-fraction 0.01 or --label-list FILE), or a trained protocol "
-                f"(--protocol imagenet_simclr), which streams."
-            )
-        rows = np.arange(len(target.train)) if index is None else index.numpy()
+    if target.streamed:  # the cached float16 memmaps are read in blocks: memory is bounded whatever their size
         params = fit_logistic_regression(
-            torch.from_numpy(np.asarray(f["train"][rows], dtype=np.float32)),
+            f["train"],
             labels,
             target.train.num_classes,
             weight_decay,
+            rows=None if index is None else index.numpy(),
         )
         hits = 0
         for i in range(0, len(target.test), 8192):

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -12,7 +13,7 @@ from essl.data import ImageData
 from essl.errors import EsslError
 from essl.evaluation.classifier import center_view, train_classifier
 from essl.evaluation.evaluate import evaluate_linear_lbfgs, evaluate_protocol
-from essl.evaluation.linear import linear_probe_accuracy
+from essl.evaluation.linear import fit_logistic_regression, linear_probe_accuracy
 from essl.evaluation.loading import EvalTarget
 from essl.evaluation.catalog import PROTOCOLS
 from essl.evaluation.protocols import (
@@ -80,6 +81,25 @@ def test_lbfgs_probe_chance_and_label_revealing():
     assert abs(linear_probe_accuracy(rand_train, y_train, rand_test, y_test, 10) - 10.0) < 4.0
     reveal = lambda y: nn.functional.one_hot(y, 10).float() + 0.1 * torch.randn(len(y), 10, generator=g)  # noqa: E731
     assert linear_probe_accuracy(reveal(y_train), y_train, reveal(y_test), y_test, 10) > 99.0
+
+
+def test_lbfgs_in_blocks_equals_the_fit_in_memory(tmp_path):
+    """Reading float16 features from a memmap in blocks of 7 rows fits the same classifier as holding them all,
+    with a row subset too; standardisation equals torch's mean and unbiased std."""
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(300, 12, generator=g).half(), torch.randint(0, 4, (300,), generator=g)
+    disk = np.lib.format.open_memmap(tmp_path / "f.npy", mode="w+", dtype=np.float16, shape=(300, 12))
+    disk[:] = x.numpy()
+    whole = fit_logistic_regression(x.float(), y, 4)
+    blocks = fit_logistic_regression(disk, y, 4, chunk_bytes=7 * 12 * 8)
+    for a, b in zip(whole, blocks, strict=True):
+        assert torch.allclose(a, b, atol=1e-9)
+    assert torch.allclose(whole[2], x.double().mean(0)) and torch.allclose(whole[3], x.double().std(0))
+    rows = np.array([5, 17, 3, 250, 99, 42, 7, 8, 9, 120, 200, 201])
+    subset = fit_logistic_regression(x[rows].float(), y[rows], 4)
+    picked = fit_logistic_regression(disk, y[rows], 4, rows=rows, chunk_bytes=5 * 12 * 8)
+    for a, b in zip(subset, picked, strict=True):
+        assert torch.allclose(a, b, atol=1e-9)
 
 
 def test_probe_leaves_frozen_backbone_untouched_in_eval_mode():
