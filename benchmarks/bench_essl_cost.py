@@ -1,4 +1,5 @@
-"""Per-step cost of each E- variant relative to its base method on the CIFAR-10 presets, measured side by side.
+"""Per-step cost of each E- variant relative to its base method on the CIFAR-10 presets (or the MNIST-5k ones
+of the demo, ``--family mnist5k``), measured side by side.
 
 For every method (``--methods simclr,simsiam,byol,vicreg,mocov3``) three configurations of its CIFAR-10 preset are
 timed: the base (``cifar10-<m>``), the E- variant as the paper runs it (every rotation of every 16-px crop: 4
@@ -15,6 +16,10 @@ the pixel-weighted backbone passes per image (:mod:`essl.training.cost`). Images
 image is the same as on CIFAR-10). Run:
 
     python benchmarks/bench_essl_cost.py [--methods ...] [--batch 64] [--rounds 3] [--warmup 1] [--threads 0]
+    python benchmarks/bench_essl_cost.py --family mnist5k --methods simclr --batch 256   # the demo's presets
+
+With ``--family mnist5k`` the presets are ``mnist5k-<m>``, the images 1×28×28 and the task that of
+``mnist5k-esimclr`` (four rotations of a 20-px crop).
 """
 
 from __future__ import annotations
@@ -35,14 +40,17 @@ from essl.runtime import resolve_precision
 from essl.training.config import PretrainConfig, load_config
 from essl.training.cost import backbone_passes, passes_text
 
-PREDICTION = load_config("cifar10-esimclr").equivariance[0]  # rotation, 16-px crops, LayerNorm MLP head
+#: Preset family → (image channels, image size).
+FAMILIES = {"cifar10": (3, 32), "mnist5k": (1, 28)}
 
 
-def configurations(method: str, batch: int, data_root: Path) -> dict[str, PretrainConfig]:
+def configurations(method: str, batch: int, data_root: Path, family: str = "cifar10") -> dict[str, PretrainConfig]:
     settings = ["dataset=npy", f"data_root={data_root}", f"batch_size={batch}", "knn_every=0", "online_probe=false"]
-    base = load_config(f"cifar10-{method}", settings)
-    e_full = dataclasses.replace(base, equivariance=[dataclasses.replace(PREDICTION, samples=0)])
-    e_sampled = dataclasses.replace(base, equivariance=[dataclasses.replace(PREDICTION, samples=1)])
+    base = load_config(f"{family}-{method}", settings)
+    # the paper's task: rotations of 16-px crops (CIFAR-10); the demo's: of 20-px crops (MNIST-5k)
+    prediction = load_config(f"{family}-esimclr").equivariance[0]
+    e_full = dataclasses.replace(base, equivariance=[dataclasses.replace(prediction, samples=0)])
+    e_sampled = dataclasses.replace(base, equivariance=[dataclasses.replace(prediction, samples=1)])
     return {"base": base, "E- (all 4 rotations)": e_full, "E- sampled (1 rotation)": e_sampled}
 
 
@@ -53,6 +61,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="timed steps per configuration")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--family", choices=FAMILIES, default="cifar10", help="preset family (default cifar10)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -61,13 +70,14 @@ def main() -> None:
         f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
         f"{torch.__version__}, {str(dtype).replace('torch.', '')} autocast, channels_last, batch {args.batch}"
     )
-    images = torch.randint(0, 256, (4 * args.batch, 3, 32, 32), dtype=torch.uint8)
+    channels, size = FAMILIES[args.family]
+    images = torch.randint(0, 256, (4 * args.batch, channels, size, size), dtype=torch.uint8)
     tmp = tempfile.TemporaryDirectory(prefix="essl-bench-")
     root = write_npy_dataset(Path(tmp.name) / "data", images)
     print("| method | configuration | backbone passes / image / step | median step time | × base |")
     print("|---|---|---|---|---|")
     for method in args.methods.split(","):
-        cfgs = configurations(method, args.batch, root)
+        cfgs = configurations(method, args.batch, root, args.family)
         steps = {name: EsslStep(cfg, Path(tmp.name) / f"{method}-{i}") for i, (name, cfg) in enumerate(cfgs.items())}
         times: dict[str, list[float]] = {name: [] for name in steps}
         for r in range(args.warmup + args.rounds):
