@@ -24,11 +24,17 @@ the same as on CIFAR-10. Run:
 
     python benchmarks/bench_train_step.py [--steps 6] [--warmup 2] [--batch 256] [--workers 2] [--profile 0]
     python benchmarks/bench_train_step.py --set compile=true   # any preset override for the essl side
+    python benchmarks/bench_train_step.py --variant fp32:precision=fp32   # another essl side, same rounds
+
+With ``num_threads=0`` (the presets' value) each essl side's :class:`essl.runtime.ThreadTuner` makes its first
+choice of thread count during the warm-up (extra untimed steps); the baseline runs at torch's default count
+(``--baseline-threads``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import platform
 import random
@@ -146,6 +152,20 @@ class EsslStep:
         self.trainer.train_step(x, self.it % len(self.trainer.lrs))
         self.it += 1
 
+    @property
+    def settled(self) -> bool:
+        """Whether the thread tuner (``num_threads=0``) has made its first choice (always, without one)."""
+        tuner = self.trainer.thread_tuner
+        return tuner is None or bool(tuner.history)
+
+    def threads(self) -> str:
+        """The thread count used and, with the tuner, its first probe's step times per count."""
+        tuner = self.trainer.thread_tuner
+        if tuner is None:
+            return f"{torch.get_num_threads()} thread(s), fixed"
+        probe = ", ".join(f"{n}: {t:.2f} s" for n, t in tuner.history[0].items())
+        return f"{tuner.best} thread(s), chosen by timing steps ({probe})"
+
 
 # --------------------------------------------------------------------------------------------------- timing
 def timed(fn) -> float:
@@ -172,8 +192,9 @@ def step_flops(step: EsslStep) -> int:
     return counter.get_total_flops()
 
 
-def baseline_step(images_u8: torch.Tensor, batch: int, workers: int):
-    """The official-style step: per-image PIL views from DataLoader workers, fp32, NCHW."""
+def baseline_step(images_u8: torch.Tensor, batch: int, workers: int, threads: int):
+    """The official-style step: per-image PIL views from DataLoader workers, fp32, NCHW, at ``threads`` torch threads
+    (the official code keeps torch's default)."""
     torch.manual_seed(0)
     model = ESSLModel(load_config("cifar10-esimclr"), in_channels=3).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.12, momentum=0.9, weight_decay=5e-4)
@@ -195,6 +216,7 @@ def baseline_step(images_u8: torch.Tensor, batch: int, workers: int):
     source = batches()
 
     def step() -> None:
+        torch.set_num_threads(threads)  # the essl sides' thread tuner may have set another count
         x1, x2, xs = next(source)
         xr = torch.cat([torch.rot90(xs, k, dims=(2, 3)) for k in range(4)])
         g = torch.arange(4).repeat_interleave(xs.shape[0])
@@ -210,7 +232,7 @@ def thread_sweep(cfg: PretrainConfig, tmp: Path, counts: list[int], warmup: int,
     """The essl E-SimCLR step with ``torch.set_num_threads(n)`` for each ``n``, in interleaved rounds (a machine
     whose cores other processes also use shows what a thread count costs when a core is taken away)."""
     default = torch.get_num_threads()
-    runs = {n: EsslStep(cfg, tmp / f"run-threads{n}") for n in counts}
+    runs = {n: EsslStep(dataclasses.replace(cfg, num_threads=n), tmp / f"run-threads{n}") for n in counts}
     times: dict[int, list[float]] = {n: [] for n in counts}
     for r in range(warmup + steps):
         for n, step in runs.items():
@@ -253,6 +275,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="baseline DataLoader workers")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="preset overrides (essl side)")
     parser.add_argument("--no-baseline", action="store_true", help="time essl only")
+    parser.add_argument(
+        "--baseline-threads", type=int, default=0, help="torch threads of the baseline (0: torch's default)"
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL:KEY=VALUE,...",
+        help="also time the essl E-SimCLR step with these preset overrides, in the same rounds (repeatable)",
+    )
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="profile N essl steps at the end")
     parser.add_argument(
         "--threads",
@@ -268,12 +300,18 @@ def main() -> None:
         root = write_npy_dataset(Path(tmp) / "data", images)
         e_cfg = essl_config(root, args.batch, args.set)
         s_cfg = essl_config(root, args.batch, args.set, with_prediction=False)
+        default_threads = torch.get_num_threads()
         sides = {
             "essl E-SimCLR": EsslStep(e_cfg, Path(tmp) / "run-e"),
             "essl SimCLR": EsslStep(s_cfg, Path(tmp) / "run-s"),
         }
+        for spec in args.variant:
+            label, _, settings = spec.partition(":")
+            v_cfg = essl_config(root, args.batch, args.set + [kv for kv in settings.split(",") if kv])
+            sides[label] = EsslStep(v_cfg, Path(tmp) / f"run-{len(sides)}")
         if not args.no_baseline:
-            sides = {"baseline": baseline_step(images, args.batch, args.workers), **sides}
+            threads = args.baseline_threads or default_threads
+            sides = {"baseline": baseline_step(images, args.batch, args.workers, threads), **sides}
         trainer = sides["essl E-SimCLR"].trainer
         dtype = trainer.dtype
         print(
@@ -287,11 +325,20 @@ def main() -> None:
             f"interleaved"
         )
         times: dict[str, list[float]] = {name: [] for name in sides}
+        essl_sides = {name: step for name, step in sides.items() if isinstance(step, EsslStep)}
         for r in range(args.warmup + args.steps):
+            if r == args.warmup:  # the thread tuners' first probes belong to the warm-up
+                for step in essl_sides.values():
+                    while not step.settled:
+                        step()
             for name, step in sides.items():
                 t = timed(step)
                 if r >= args.warmup:
                     times[name].append(t)
+        for name, step in essl_sides.items():
+            print(f"{name}: {step.threads()}")
+        if "baseline" in sides:
+            print(f"baseline: {args.baseline_threads or default_threads} thread(s), fixed")
         flops = step_flops(sides["essl E-SimCLR"])
         flops_s = step_flops(sides["essl SimCLR"])
         peak_dtype = dtype if dtype in (torch.bfloat16, torch.float16) else torch.float32
@@ -304,6 +351,9 @@ def main() -> None:
             )
         if "baseline" in med:
             print(f"speed-up essl E-SimCLR / baseline: {med['baseline'] / med['essl E-SimCLR']:.2f}x")
+        for spec in args.variant:
+            label = spec.partition(":")[0]
+            print(f"speed-up {label} / essl E-SimCLR: {med['essl E-SimCLR'] / med[label]:.2f}x")
         e, s = med["essl E-SimCLR"], med["essl SimCLR"]
         print(
             f"prediction branch: {100 * (1 - s / e):.0f}% of the E-SimCLR step's time, "

@@ -1,4 +1,5 @@
-"""Where and how tensors are computed: device, autocast precision and memory format, resolved from settings.
+"""Where and how tensors are computed: device, autocast precision, memory format and CPU threads, resolved from
+settings.
 
 Used alike by pretraining (:mod:`essl.training.pretrain`), evaluation (:mod:`essl.evaluation.evaluate`) and the
 photonics fine-tuning (:mod:`essl.evaluation.photonics`), so that ``auto`` means the same everywhere.
@@ -6,7 +7,9 @@ photonics fine-tuning (:mod:`essl.evaluation.photonics`), so that ``auto`` means
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TypeVar
 
 import torch
@@ -71,3 +74,62 @@ def autocast_context(device: torch.device, dtype: torch.dtype | None) -> Abstrac
     if dtype is None or dtype == torch.float32:
         return nullcontext()
     return torch.autocast(device.type, dtype=dtype)
+
+
+class ThreadTuner:
+    """Chooses torch's CPU thread count by timing training steps (``num_threads=0`` on the CPU).
+
+    On a machine whose cores other processes also use, torch's threads wait for each other at every operator and a
+    step can run several times slower with all cores than with one (BENCHMARKS.md), while on an idle machine all
+    cores are faster. The tuner times steps at each candidate count (1, half and all of torch's default),
+    interleaved, keeps the fastest (the shorter of two steps each; one round when one count is already 1.5× slower),
+    and times them again after ``recheck`` steps, an interval that doubles, up to ``max_recheck``, each time the
+    choice holds and falls back to ``recheck`` when it changes. The first step is not timed (oneDNN builds its
+    kernels). The thread count changes neither the data nor the arithmetic, only the order of some sums."""
+
+    def __init__(self, threads: int, recheck: int = 50, max_recheck: int = 1600):
+        self.candidates = sorted({1, max(1, threads // 2), threads})
+        self.best, self.recheck, self.max_recheck = threads, recheck, max_recheck
+        self.interval, self.countdown, self.warmup = recheck, 0, 1
+        self.queue: list[int] = []
+        self.times: dict[int, list[float]] = {}
+        self.history: list[dict[int, float]] = []  # each probe's best time per candidate, for reports
+        self.start_probe()
+
+    def start_probe(self) -> None:
+        self.queue, self.times = list(self.candidates) * 2, {c: [] for c in self.candidates}
+
+    def current(self) -> int:
+        """The thread count for the next step."""
+        return self.queue[0] if self.queue and not self.warmup else self.best
+
+    @contextmanager
+    def step(self) -> Iterator[None]:
+        """Around one training step: sets the thread count, then records the step's wall time."""
+        n = self.current()
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+        t0 = time.perf_counter()
+        yield
+        self.record(n, time.perf_counter() - t0)
+
+    def record(self, n: int, seconds: float) -> None:
+        if self.warmup:
+            self.warmup -= 1
+            return
+        if not self.queue:
+            self.countdown -= 1
+            if self.countdown <= 0:
+                self.start_probe()
+            return
+        self.times[self.queue.pop(0)].append(seconds)
+        first = {c: t[0] for c, t in self.times.items() if t}
+        round_done = len(self.queue) == len(self.candidates)
+        if round_done and max(first.values()) > 1.5 * min(first.values()):
+            self.queue = []  # one round is enough when the counts differ that much
+        if not self.queue:
+            best = {c: min(t) for c, t in self.times.items() if t}
+            self.history.append(best)
+            choice = min(best, key=best.__getitem__)
+            self.interval = min(2 * self.interval, self.max_recheck) if choice == self.best else self.recheck
+            self.best, self.countdown = choice, self.interval

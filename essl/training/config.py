@@ -92,7 +92,7 @@ class PretrainConfig:
     compile: bool = False
     device: str = "auto"  # auto | cpu | cuda
     workers: int = 4  # DataLoader workers (image folders decoded on the fly)
-    num_threads: int = 0  # torch CPU threads (0: torch's default)
+    num_threads: int = 0  # torch CPU threads (0: chosen by timing steps, essl.runtime.ThreadTuner; GPU: torch's)
     seed: int = 0
     knn_every: int = 1  # kNN monitor every N epochs (0: off)
     knn_k: int = 200

@@ -57,6 +57,7 @@ from essl.runs import (
     write_run_record,
 )
 from essl.runtime import (
+    ThreadTuner,
     autocast_context,
     to_channels_last,
     precision_name,
@@ -119,6 +120,9 @@ class Pretrainer:
             self.device = torch.device("cuda", cuda_index(self.denv))
         if cfg.num_threads > 0:
             torch.set_num_threads(cfg.num_threads)
+        # num_threads=0 on the CPU, one process: the thread count is chosen by timing steps (ThreadTuner)
+        tune = cfg.num_threads == 0 and self.device.type == "cpu" and not self.denv.enabled
+        self.thread_tuner = ThreadTuner(torch.get_num_threads()) if tune and torch.get_num_threads() > 1 else None
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input shapes: cuDNN autotunes its kernels once
         torch.manual_seed(cfg.seed)
@@ -426,7 +430,13 @@ class Pretrainer:
     ) -> dict[str, torch.Tensor]:
         """One optimisation step (global step ``it``) on this rank's uint8 batch ``x`` (and one step of the online
         probe on ``labels``); returns the loss terms and accuracies as device tensors (nothing is read back to the
-        host here)."""
+        host here). With a :class:`ThreadTuner`, the step runs at its thread count and is timed for it."""
+        with self.thread_tuner.step() if self.thread_tuner is not None else contextlib.nullcontext():
+            return self._train_step(x, it, labels)
+
+    def _train_step(
+        self, x: torch.Tensor | PaddedImages, it: int, labels: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         for group in self.optimizer.param_groups:
             if not group.get("fixed_lr"):
                 scale = self.cfg.bias_norm_lr_scale if group.get("lars_exclude") else 1.0

@@ -251,7 +251,7 @@ CONFIG_RULES: dict[str, Rule] = {
     "compile": BOOL,
     "device": Choice("auto", "cpu", "cuda"),
     "workers": Int(ge=0, note="DataLoader worker processes; 0 decodes in the main process"),
-    "num_threads": Int(ge=0, note="0 keeps torch's default"),
+    "num_threads": Int(ge=0, note="0: chosen by timing training steps on the CPU"),
     "seed": Seed(),
     "knn_every": Int(ge=0, note="0 turns the kNN monitor off"),
     "knn_k": Int(ge=1, note="neighbours of the kNN monitor"),
