@@ -148,6 +148,9 @@ class EsslStep:
         raise RuntimeError("the batch source yields no batches")
 
     def __call__(self) -> None:
+        fixed = self.trainer.cfg.num_threads
+        if fixed and torch.get_num_threads() != fixed:  # other sides in the same process may have set another count
+            torch.set_num_threads(fixed)
         x = self.next_batch()
         self.trainer.train_step(x, self.it % len(self.trainer.lrs))
         self.it += 1
@@ -162,7 +165,7 @@ class EsslStep:
         """The thread count used and, with the tuner, its first probe's step times per count."""
         tuner = self.trainer.thread_tuner
         if tuner is None:
-            return f"{torch.get_num_threads()} thread(s), fixed"
+            return f"{self.trainer.cfg.num_threads or torch.get_num_threads()} thread(s), fixed"
         probe = ", ".join(f"{n}: {t:.2f} s" for n, t in tuner.history[0].items())
         return f"{tuner.best} thread(s), chosen by timing steps ({probe})"
 
@@ -276,7 +279,10 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="preset overrides (essl side)")
     parser.add_argument("--no-baseline", action="store_true", help="time essl only")
     parser.add_argument(
-        "--baseline-threads", type=int, default=0, help="torch threads of the baseline (0: torch's default)"
+        "--baseline-threads",
+        default="0",
+        metavar="N,M,...",
+        help="torch threads of the baseline (0: torch's default); more counts add baselines in the same rounds",
     )
     parser.add_argument(
         "--variant",
@@ -309,9 +315,11 @@ def main() -> None:
             label, _, settings = spec.partition(":")
             v_cfg = essl_config(root, args.batch, args.set + [kv for kv in settings.split(",") if kv])
             sides[label] = EsslStep(v_cfg, Path(tmp) / f"run-{len(sides)}")
+        baselines: dict[str, int] = {}  # name: torch threads
         if not args.no_baseline:
-            threads = args.baseline_threads or default_threads
-            sides = {"baseline": baseline_step(images, args.batch, args.workers, threads), **sides}
+            for i, n in enumerate(int(c) or default_threads for c in args.baseline_threads.split(",")):
+                baselines["baseline" if i == 0 else f"baseline, {n} thr"] = n
+            sides = {name: baseline_step(images, args.batch, args.workers, n) for name, n in baselines.items()} | sides
         trainer = sides["essl E-SimCLR"].trainer
         dtype = trainer.dtype
         print(
@@ -337,8 +345,8 @@ def main() -> None:
                     times[name].append(t)
         for name, step in essl_sides.items():
             print(f"{name}: {step.threads()}")
-        if "baseline" in sides:
-            print(f"baseline: {args.baseline_threads or default_threads} thread(s), fixed")
+        for name, n in baselines.items():
+            print(f"{name}: {n} thread(s), fixed")
         flops = step_flops(sides["essl E-SimCLR"])
         flops_s = step_flops(sides["essl SimCLR"])
         peak_dtype = dtype if dtype in (torch.bfloat16, torch.float16) else torch.float32
@@ -349,8 +357,8 @@ def main() -> None:
                 f"{name:14s} {args.batch / med[name]:7.1f} img/s   step {med[name]:.2f} s "
                 f"(steps {', '.join(f'{t:.2f}' for t in ts)})"
             )
-        if "baseline" in med:
-            print(f"speed-up essl E-SimCLR / baseline: {med['baseline'] / med['essl E-SimCLR']:.2f}x")
+        for name in baselines:
+            print(f"speed-up essl E-SimCLR / {name}: {med[name] / med['essl E-SimCLR']:.2f}x")
         for spec in args.variant:
             label = spec.partition(":")[0]
             print(f"speed-up {label} / essl E-SimCLR: {med['essl E-SimCLR'] / med[label]:.2f}x")
