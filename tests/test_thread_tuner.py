@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from essl.runtime import ThreadTuner
+from essl.training import pretrain
+from essl.training.config import load_config
 
 
 def feed(tuner: ThreadTuner, seconds: dict[int, float], steps: int) -> list[int]:
@@ -58,3 +61,23 @@ def test_step_sets_the_thread_count():
         assert tuner.times[1] and not tuner.queue
     finally:
         torch.set_num_threads(before)
+
+
+def test_pretrainer_tunes_only_with_num_threads_0(tmp_path, monkeypatch):
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    images = np.random.default_rng(0).integers(0, 256, (16, 3, 32, 32), dtype=np.uint8)
+    np.save(tmp_path / "data" / "train" / "images.npy", images)
+    settings = ["dataset=npy", f"data_root={tmp_path / 'data'}", "batch_size=8", "knn_every=0", "online_probe=false"]
+    monkeypatch.setattr(pretrain, "DEFAULT_THREADS", 2)  # as on a 2-core machine (the tests run at 1 thread)
+    try:
+        fixed = pretrain.Pretrainer(load_config("cifar10-esimclr", settings + ["num_threads=1"]), tmp_path / "a")
+        assert fixed.thread_tuner is None and torch.get_num_threads() == 1
+        tuned = pretrain.Pretrainer(load_config("cifar10-esimclr", settings + ["num_threads=0"]), tmp_path / "b")
+        assert tuned.thread_tuner is not None and tuned.thread_tuner.candidates == [1, 2]
+        x = next(iter(tuned.batches.epoch(0, 0)))
+        tuned.train_step(x, 0)  # the untimed first step, at torch's count
+        assert tuned.thread_tuner.warmup == 0 and torch.get_num_threads() == 2
+        tuned.train_step(x, 1)  # the first probe step, at 1 thread
+        assert tuned.thread_tuner.times[1] and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(1)

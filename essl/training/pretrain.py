@@ -57,6 +57,7 @@ from essl.runs import (
     write_run_record,
 )
 from essl.runtime import (
+    DEFAULT_THREADS,
     ThreadTuner,
     autocast_context,
     to_channels_last,
@@ -118,11 +119,10 @@ class Pretrainer:
         self.denv: DistEnv = init_distributed(self.device.type)
         if self.device.type == "cuda":
             self.device = torch.device("cuda", cuda_index(self.denv))
-        if cfg.num_threads > 0:
-            torch.set_num_threads(cfg.num_threads)
-        # num_threads=0 on the CPU, one process: the thread count is chosen by timing steps (ThreadTuner)
-        tune = cfg.num_threads == 0 and self.device.type == "cpu" and not self.denv.enabled
-        self.thread_tuner = ThreadTuner(torch.get_num_threads()) if tune and torch.get_num_threads() > 1 else None
+        # num_threads=0: torch's count, on the CPU in one process chosen by timing steps (ThreadTuner)
+        torch.set_num_threads(cfg.num_threads or DEFAULT_THREADS)
+        tune = cfg.num_threads == 0 and self.device.type == "cpu" and not self.denv.enabled and DEFAULT_THREADS > 1
+        self.thread_tuner = ThreadTuner(DEFAULT_THREADS) if tune else None
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input shapes: cuDNN autotunes its kernels once
         torch.manual_seed(cfg.seed)
