@@ -240,7 +240,12 @@ class Pretrainer:
         classes = "unlabelled" if n is None else f"{n} class{'es' if n != 1 else ''}"
         lines = [
             f"essl: device {self.device} ({device}), {self.denv.world_size} process(es), precision "
-            f"{cfg.precision}, channels_last {'on' if self.channels_last else 'off'}",
+            f"{cfg.precision}, channels_last {'on' if self.channels_last else 'off'}, "
+            + (
+                f"CPU threads timed per step ({' or '.join(map(str, self.thread_tuner.candidates))})"
+                if self.thread_tuner is not None
+                else f"{torch.get_num_threads()} CPU thread(s)"
+            ),
             f"essl: data {d['dataset']}{f' ({cfg.data_root})' if cfg.data_root else ''}: {d['images']} images, "
             f"{classes}, {d['channels']} channel(s), {d['image_size']} px; {d['steps_per_epoch']} steps per epoch "
             f"at global batch {d['global_batch']}",
