@@ -85,27 +85,29 @@ class ThreadTuner:
 
     On a machine whose cores other processes also use, torch's threads wait for each other at every operator and a
     step can run several times slower with all cores than with one (BENCHMARKS.md), while on an idle machine all
-    cores are faster. The tuner times steps at each candidate count (1, half and all of torch's default),
-    interleaved, keeps the fastest (the shorter of two steps each; one round when one count is already 1.5× slower),
-    and times them again after ``recheck`` steps, an interval that doubles, up to ``max_recheck``, each time the
-    choice holds and falls back to ``recheck`` when it changes. The first step is not timed (oneDNN builds its
-    kernels). The thread count changes neither the data nor the arithmetic, only the order of some sums."""
+    cores are faster. The tuner runs two steps at each candidate count (1, half and all of torch's default; the
+    current choice last), times the second of each (the first step after a change of count was measured up to
+    several times slower than the next ones, and the run's first step also builds oneDNN's kernels), keeps the
+    fastest, and times them again after ``recheck`` steps, an interval that doubles, up to ``max_recheck``, each time
+    the choice holds and falls back to ``recheck`` when it changes. The thread count changes neither the data nor
+    the arithmetic, only the order of some sums."""
 
     def __init__(self, threads: int, recheck: int = 50, max_recheck: int = 1600):
         self.candidates = sorted({1, max(1, threads // 2), threads})
         self.best, self.recheck, self.max_recheck = threads, recheck, max_recheck
-        self.interval, self.countdown, self.warmup = recheck, 0, 1
-        self.queue: list[int] = []
-        self.times: dict[int, list[float]] = {}
-        self.history: list[dict[int, float]] = []  # each probe's best time per candidate, for reports
+        self.interval, self.countdown = recheck, 0
+        self.queue: list[tuple[int, bool]] = []  # (threads, timed) of the probe's next steps
+        self.times: dict[int, float] = {}
+        self.history: list[dict[int, float]] = []  # each probe's step time per candidate, for reports
         self.start_probe()
 
     def start_probe(self) -> None:
-        self.queue, self.times = list(self.candidates) * 2, {c: [] for c in self.candidates}
+        order = [c for c in self.candidates if c != self.best] + [self.best]
+        self.queue, self.times = [(c, timed) for c in order for timed in (False, True)], {}
 
     def current(self) -> int:
         """The thread count for the next step."""
-        return self.queue[0] if self.queue and not self.warmup else self.best
+        return self.queue[0][0] if self.queue else self.best
 
     @contextmanager
     def step(self) -> Iterator[None]:
@@ -118,22 +120,18 @@ class ThreadTuner:
         self.record(n, time.perf_counter() - t0)
 
     def record(self, n: int, seconds: float) -> None:
-        if self.warmup:
-            self.warmup -= 1
-            return
+        """One step at ``n`` threads took ``seconds``."""
         if not self.queue:
             self.countdown -= 1
             if self.countdown <= 0:
                 self.start_probe()
             return
-        self.times[self.queue.pop(0)].append(seconds)
-        first = {c: t[0] for c, t in self.times.items() if t}
-        round_done = len(self.queue) == len(self.candidates)
-        if round_done and max(first.values()) > 1.5 * min(first.values()):
-            self.queue = []  # one round is enough when the counts differ that much
+        _, timed = self.queue.pop(0)
+        if timed:
+            self.times[n] = seconds
         if not self.queue:
-            best = {c: min(t) for c, t in self.times.items() if t}
-            self.history.append(best)
-            choice = min(best, key=best.__getitem__)
-            self.interval = min(2 * self.interval, self.max_recheck) if choice == self.best else self.recheck
+            self.history.append(dict(self.times))
+            choice = min(self.times, key=self.times.__getitem__)
+            held = choice == self.best and len(self.history) > 1
+            self.interval = min(2 * self.interval, self.max_recheck) if held else self.recheck
             self.best, self.countdown = choice, self.interval

@@ -1,5 +1,5 @@
 """essl.runtime.ThreadTuner: which thread count it picks from given step times, and when it times them again
-(its decisions only; no step is timed here)."""
+(its decisions only; no step is timed here), and the Pretrainer's use of it."""
 
 from __future__ import annotations
 
@@ -25,40 +25,48 @@ def test_candidates_and_first_probe():
     assert ThreadTuner(2).candidates == [1, 2]
     assert ThreadTuner(16).candidates == [1, 8, 16]
     tuner = ThreadTuner(2, recheck=3)
-    # the first (untimed) step at torch's count, then 1, 2, 1, 2 interleaved when they are close
-    assert feed(tuner, {1: 1.0, 2: 0.9}, 5) == [2, 1, 2, 1, 2]
+    # two steps per count, the current choice (torch's count) last; the second of each is timed
+    assert feed(tuner, {1: 1.0, 2: 0.9}, 4) == [1, 1, 2, 2]
     assert tuner.best == 2 and tuner.history == [{1: 1.0, 2: 0.9}]
+    assert feed(tuner, {1: 1.0, 2: 0.9}, 3 + 4) == [2, 2, 2, 1, 1, 2, 2]  # the interval, then the next probe
+
+
+def test_only_the_second_step_at_a_count_is_timed():
+    tuner = ThreadTuner(2)
+    for n, seconds in [(1, 9.0), (1, 1.0), (2, 9.0), (2, 2.0)]:  # the first step after a change is slow
+        assert tuner.current() == n
+        tuner.record(n, seconds)
+    assert tuner.history == [{1: 1.0, 2: 2.0}] and tuner.best == 1
 
 
 def test_picks_one_thread_on_a_busy_machine_and_rechecks_less_often():
     tuner = ThreadTuner(2, recheck=2, max_recheck=8)
     busy = {1: 1.0, 2: 6.0}
-    used = feed(tuner, busy, 3)  # warm-up, then one round: 2 threads are 6× slower, no second round
-    assert used == [2, 1, 2] and tuner.best == 1 and tuner.countdown == 2
-    assert feed(tuner, busy, 2) == [1, 1]  # the interval, then a new probe
-    assert feed(tuner, busy, 2) == [1, 2]
+    assert feed(tuner, busy, 4) == [1, 1, 2, 2]
+    assert tuner.best == 1 and tuner.countdown == 2 and tuner.interval == 2
+    assert feed(tuner, busy, 2 + 4) == [1, 1, 2, 2, 1, 1]  # the interval, then a probe with 1 (the choice) last
     assert tuner.best == 1 and tuner.interval == 4  # the same choice: the interval doubles
-    feed(tuner, busy, 4 + 2 + 8 + 2 + 8 + 2)
+    feed(tuner, busy, 4 + 4 + 8 + 4 + 8 + 4)
     assert tuner.interval == 8  # … up to max_recheck
 
 
 def test_follows_a_change_of_load():
     tuner = ThreadTuner(2, recheck=2)
-    feed(tuner, {1: 1.0, 2: 6.0}, 3)
+    feed(tuner, {1: 1.0, 2: 6.0}, 4)
     assert tuner.best == 1
-    idle = {1: 1.0, 2: 0.55}
-    feed(tuner, idle, 2 + 4)  # the interval, then a full probe (the counts are within 1.5×)
+    feed(tuner, {1: 1.0, 2: 0.55}, 2 + 4)  # the load has gone
     assert tuner.best == 2 and tuner.interval == 2
 
 
 def test_step_sets_the_thread_count():
     before = torch.get_num_threads()
     tuner = ThreadTuner(2)
-    tuner.warmup, tuner.queue = 0, [1]
     try:
         with tuner.step():
             assert torch.get_num_threads() == 1
-        assert tuner.times[1] and not tuner.queue
+        with tuner.step():
+            pass
+        assert tuner.queue[0] == (2, False) and 1 in tuner.times
     finally:
         torch.set_num_threads(before)
 
@@ -75,9 +83,10 @@ def test_pretrainer_tunes_only_with_num_threads_0(tmp_path, monkeypatch):
         tuned = pretrain.Pretrainer(load_config("cifar10-esimclr", settings + ["num_threads=0"]), tmp_path / "b")
         assert tuned.thread_tuner is not None and tuned.thread_tuner.candidates == [1, 2]
         x = next(iter(tuned.batches.epoch(0, 0)))
-        tuned.train_step(x, 0)  # the untimed first step, at torch's count
-        assert tuned.thread_tuner.warmup == 0 and torch.get_num_threads() == 2
-        tuned.train_step(x, 1)  # the first probe step, at 1 thread
-        assert tuned.thread_tuner.times[1] and torch.get_num_threads() == 1
+        for it in range(2):  # two steps at 1 thread, the second timed
+            tuned.train_step(x, it)
+        assert torch.get_num_threads() == 1 and list(tuned.thread_tuner.times) == [1]
+        tuned.train_step(x, 2)  # then torch's count
+        assert torch.get_num_threads() == 2 and tuned.thread_tuner.queue == [(2, True)]
     finally:
         torch.set_num_threads(1)
