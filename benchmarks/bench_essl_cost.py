@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3, help="timed steps per configuration")
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: the presets' num_threads=0)")
     parser.add_argument("--family", choices=FAMILIES, default="cifar10", help="preset family (default cifar10)")
     args = parser.parse_args()
     if args.threads:
@@ -78,9 +78,15 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for method in args.methods.split(","):
         cfgs = configurations(method, args.batch, root, args.family)
+        if args.threads:
+            cfgs = {name: dataclasses.replace(cfg, num_threads=args.threads) for name, cfg in cfgs.items()}
         steps = {name: EsslStep(cfg, Path(tmp.name) / f"{method}-{i}") for i, (name, cfg) in enumerate(cfgs.items())}
         times: dict[str, list[float]] = {name: [] for name in steps}
         for r in range(args.warmup + args.rounds):
+            if r == args.warmup:  # the thread tuners' first probes belong to the warm-up
+                for step in steps.values():
+                    while not step.settled:
+                        step()
             for name, step in steps.items():
                 t0 = time.perf_counter()
                 step()
