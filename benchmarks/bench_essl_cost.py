@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3, help="timed steps per configuration")
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: the presets' num_threads=0)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--family", choices=FAMILIES, default="cifar10", help="preset family (default cifar10)")
     args = parser.parse_args()
     if args.threads:

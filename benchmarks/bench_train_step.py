@@ -26,7 +26,7 @@ the same as on CIFAR-10. Run:
     python benchmarks/bench_train_step.py --set compile=true   # any preset override for the essl side
     python benchmarks/bench_train_step.py --variant fp32:precision=fp32   # another essl side, same rounds
 
-With ``num_threads=0`` (the presets' value) each essl side's :class:`essl.runtime.ThreadTuner` makes its first
+With ``--set tune_threads=true`` each essl side's :class:`essl.runtime.ThreadTuner` makes its first
 choice of thread count during the warm-up (extra untimed steps); the baseline runs at torch's default count
 (``--baseline-threads``).
 """
@@ -157,7 +157,7 @@ class EsslStep:
 
     @property
     def settled(self) -> bool:
-        """Whether the thread tuner (``num_threads=0``) has made its first choice (always, without one)."""
+        """Whether the thread tuner (``tune_threads=true``) has made its first choice (always, without one)."""
         tuner = self.trainer.thread_tuner
         return tuner is None or bool(tuner.history)
 

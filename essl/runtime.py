@@ -81,7 +81,7 @@ def autocast_context(device: torch.device, dtype: torch.dtype | None) -> Abstrac
 
 
 class ThreadTuner:
-    """Chooses torch's CPU thread count by timing training steps (``num_threads=0`` on the CPU).
+    """Chooses torch's CPU thread count by timing training steps (``tune_threads: true``, ``num_threads=0``, CPU).
 
     On a machine whose cores other processes also use, torch's threads wait for each other at every operator and a
     step can run several times slower with all cores than with one (BENCHMARKS.md), while on an idle machine all
@@ -90,7 +90,8 @@ class ThreadTuner:
     several times slower than the next ones, and the run's first step also builds oneDNN's kernels), keeps the
     fastest, and times them again after ``recheck`` steps, an interval that doubles, up to ``max_recheck``, each time
     the choice holds and falls back to ``recheck`` when it changes. The thread count changes neither the data nor
-    the arithmetic, only the order of some sums."""
+    the arithmetic, only the order of some sums, which is why the tuner is opt-in: a tuned run does not repeat bit
+    for bit."""
 
     def __init__(self, threads: int, recheck: int = 50, max_recheck: int = 1600):
         self.candidates = sorted({1, max(1, threads // 2), threads})

@@ -71,7 +71,7 @@ def test_step_sets_the_thread_count():
         torch.set_num_threads(before)
 
 
-def test_pretrainer_tunes_only_with_num_threads_0(tmp_path, monkeypatch):
+def test_pretrainer_tunes_only_when_asked_with_num_threads_0(tmp_path, monkeypatch):
     (tmp_path / "data" / "train").mkdir(parents=True)
     images = np.random.default_rng(0).integers(0, 256, (16, 3, 32, 32), dtype=np.uint8)
     np.save(tmp_path / "data" / "train" / "images.npy", images)
@@ -80,7 +80,11 @@ def test_pretrainer_tunes_only_with_num_threads_0(tmp_path, monkeypatch):
     try:
         fixed = pretrain.Pretrainer(load_config("cifar10-esimclr", settings + ["num_threads=1"]), tmp_path / "a")
         assert fixed.thread_tuner is None and torch.get_num_threads() == 1
-        tuned = pretrain.Pretrainer(load_config("cifar10-esimclr", settings + ["num_threads=0"]), tmp_path / "b")
+        default = pretrain.Pretrainer(load_config("cifar10-esimclr", settings), tmp_path / "c")
+        assert default.thread_tuner is None and torch.get_num_threads() == 2  # the default: torch's count, fixed
+        tuned = pretrain.Pretrainer(
+            load_config("cifar10-esimclr", settings + ["num_threads=0", "tune_threads=true"]), tmp_path / "b"
+        )
         assert tuned.thread_tuner is not None and tuned.thread_tuner.candidates == [1, 2]
         x = next(iter(tuned.batches.epoch(0, 0)))
         for it in range(2):  # two steps at 1 thread, the second timed

@@ -42,7 +42,7 @@ from essl.training.pretrain import pretrain
 
 #: Settings that may differ between a stored run and the wanted one without changing the result.
 ENGINEERING_KEYS = frozenset(
-    {"data_root", "num_threads", "device", "workers", "notes", "precision", "channels_last", "compile"}
+    {"data_root", "num_threads", "tune_threads", "device", "workers", "notes", "precision", "channels_last", "compile"}
 )
 #: Files ``essl pretrain`` writes into a run folder before its first checkpoint (safe to clear for a restart;
 #: the marker, lock and temporaries of :mod:`essl.runs` count as essl's too).

@@ -92,7 +92,8 @@ class PretrainConfig:
     compile: bool = False
     device: str = "auto"  # auto | cpu | cuda
     workers: int = 4  # DataLoader workers (image folders decoded on the fly)
-    num_threads: int = 0  # torch CPU threads (0: chosen by timing steps, essl.runtime.ThreadTuner; GPU: torch's)
+    num_threads: int = 0  # torch CPU threads (0: torch's default)
+    tune_threads: bool = False  # with num_threads=0 on the CPU: choose the count by timing steps (ThreadTuner)
     seed: int = 0
     knn_every: int = 1  # kNN monitor every N epochs (0: off)
     knn_k: int = 200
@@ -160,6 +161,7 @@ RESUME_SAFE = frozenset(
         "data_root",
         "workers",
         "num_threads",
+        "tune_threads",
         "device",
         "knn_every",
         "knn_k",
