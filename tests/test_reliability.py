@@ -50,12 +50,17 @@ def test_ctrl_c_during_the_checkpoint_write_waits_for_it(tmp_path, monkeypatch):
     original = pretrain_module.save_checkpoint
 
     def interrupted_save(path, state):
-        os.kill(os.getpid(), signal.SIGINT)  # delivered while the commit runs
+        signal.raise_signal(signal.SIGINT)  # delivered to this thread, while the commit runs
         original(path, state)
 
     monkeypatch.setattr(pretrain_module, "save_checkpoint", interrupted_save)
-    with pytest.raises(Interrupted, match="checkpoint of epoch 1 .* is intact"):
-        pretrain(load_config("mnist5k-simclr", TINY), tmp_path / "run", progress=False)
+    # Ctrl-C as in a terminal, whatever an earlier test in this worker process left installed
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(Interrupted, match="checkpoint of epoch 1 .* is intact"):
+            pretrain(load_config("mnist5k-simclr", TINY), tmp_path / "run", progress=False)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["epoch"] == 1
     assert [r["epoch"] for r in read_metrics(tmp_path / "run")] == [1]
     assert [p.name for p in (tmp_path / "run").iterdir() if ".tmp" in p.name] == []
