@@ -22,8 +22,8 @@ ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
-#: torch's CPU thread count when essl was imported, before a ThreadTuner or ``num_threads`` changed it: what
-#: ``num_threads=0`` starts from in every run of a process (the demo trains several in one).
+#: torch's CPU thread count when essl was imported, before a ThreadTuner or ``num_threads`` changed it: what a
+#: tuned run (``tune_threads``) starts from in every run of a process (the demo trains several in one).
 DEFAULT_THREADS = torch.get_num_threads()
 
 

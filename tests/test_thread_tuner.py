@@ -81,7 +81,7 @@ def test_pretrainer_tunes_only_when_asked_with_num_threads_0(tmp_path, monkeypat
         fixed = pretrain.Pretrainer(load_config("cifar10-esimclr", settings + ["num_threads=1"]), tmp_path / "a")
         assert fixed.thread_tuner is None and torch.get_num_threads() == 1
         default = pretrain.Pretrainer(load_config("cifar10-esimclr", settings), tmp_path / "c")
-        assert default.thread_tuner is None and torch.get_num_threads() == 2  # the default: torch's count, fixed
+        assert default.thread_tuner is None and torch.get_num_threads() == 1  # the default leaves torch's count
         tuned = pretrain.Pretrainer(
             load_config("cifar10-esimclr", settings + ["num_threads=0", "tune_threads=true"]), tmp_path / "b"
         )

@@ -119,10 +119,9 @@ class Pretrainer:
         self.denv: DistEnv = init_distributed(self.device.type)
         if self.device.type == "cuda":
             self.device = torch.device("cuda", cuda_index(self.denv))
-        # num_threads=0: torch's count; with tune_threads, on the CPU in one process, chosen by timing steps
-        # (ThreadTuner: faster on a loaded machine, but the count then depends on the load, so runs do not repeat
-        # bit for bit; opt-in for that reason)
-        torch.set_num_threads(cfg.num_threads or DEFAULT_THREADS)
+        # num_threads=0: torch's count as it is; with tune_threads, on the CPU in one process, chosen by timing
+        # steps from torch's count at import (ThreadTuner: faster on a loaded machine, but the count then depends on
+        # the load, so runs do not repeat bit for bit; opt-in for that reason)
         tune = (
             cfg.tune_threads
             and cfg.num_threads == 0
@@ -130,6 +129,8 @@ class Pretrainer:
             and not self.denv.enabled
             and DEFAULT_THREADS > 1
         )
+        if cfg.num_threads > 0 or tune:
+            torch.set_num_threads(cfg.num_threads or DEFAULT_THREADS)
         self.thread_tuner = ThreadTuner(DEFAULT_THREADS) if tune else None
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input shapes: cuDNN autotunes its kernels once
