@@ -51,17 +51,20 @@ def fit_logistic_regression(
     dim = features.shape[1]
     step = max(1, (CHUNK_BYTES if chunk_bytes is None else chunk_bytes) // (8 * dim))
     y = labels.long()
-    total = torch.zeros(dim, dtype=torch.float64)
-    for _, x in _blocks(features, rows, n, step):
-        total += x.sum(0)
-    mean = total / n
-    squares = torch.zeros(dim, dtype=torch.float64)
-    for _, x in _blocks(features, rows, n, step):
-        squares += ((x - mean) ** 2).sum(0)
-    std = (squares / max(n - 1, 1)).sqrt().clamp_min(1e-8)  # torch.std's unbiased estimate
-    held = None
-    if step >= n:  # everything fits in one block: standardise once
-        held = [(part, (x - mean) / std) for part, x in _blocks(features, rows, n, step)]
+    held: list[tuple[slice, torch.Tensor]] | None = None
+    if step >= n:  # everything fits in one block: read it once, standardise once
+        ((part, x),) = _blocks(features, rows, n, step)
+        mean, std = x.mean(0), x.std(0).clamp_min(1e-8)
+        held = [(part, (x - mean) / std)]
+    else:  # two passes over the blocks: the mean, then torch.std's unbiased estimate
+        total = torch.zeros(dim, dtype=torch.float64)
+        for _, x in _blocks(features, rows, n, step):
+            total += x.sum(0)
+        mean = total / n
+        squares = torch.zeros(dim, dtype=torch.float64)
+        for _, x in _blocks(features, rows, n, step):
+            squares += ((x - mean) ** 2).sum(0)
+        std = (squares / max(n - 1, 1)).sqrt().clamp_min(1e-8)
 
     def standardised() -> Iterator[tuple[slice, torch.Tensor]]:
         if held is not None:
