@@ -119,3 +119,80 @@ def test_imagenet_heads_match_the_paper():
 def test_small_cnn_any_size():
     m = SmallCNN(1)
     assert m(torch.randn(3, 1, 28, 28)).shape == (3, 256) and m(torch.randn(3, 1, 20, 20)).shape == (3, 256)
+
+
+def _plain_copy(model: nn.Module) -> nn.Module:
+    """``model`` with every 3×3 convolution as a plain ``nn.Conv2d`` holding the same weights (the reference)."""
+    import copy
+
+    from essl.models.resnet import Conv3x3
+
+    ref = copy.deepcopy(model)
+    for m in ref.modules():
+        if isinstance(m, Conv3x3):
+            m.__class__ = nn.Conv2d
+    return ref
+
+
+def test_conv3x3_on_2x2_is_the_padded_convolution():
+    import torch.nn.functional as F
+
+    from essl.models.resnet import conv3x3_on_2x2
+
+    torch.manual_seed(0)
+    x = torch.randn(5, 7, 2, 2, dtype=torch.float64)
+    w, b = torch.randn(6, 7, 3, 3, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
+    ref = F.conv2d(x, w, b, padding=1)
+    torch.testing.assert_close(conv3x3_on_2x2(x, w, b), ref, rtol=0, atol=1e-12)
+    out = conv3x3_on_2x2(x.contiguous(memory_format=torch.channels_last), w)
+    assert out.is_contiguous(memory_format=torch.channels_last)  # no layout change for a channels-last network
+    torch.testing.assert_close(out, F.conv2d(x, w, padding=1), rtol=0, atol=1e-12)
+    assert conv3x3_on_2x2(x, w).is_contiguous()
+    # gradients with respect to the input, the weight (each tap summed over the (p, q) blocks that use it) and bias
+    args = (x.clone().requires_grad_(), w.clone().requires_grad_(), b.clone().requires_grad_())
+    assert torch.autograd.gradcheck(conv3x3_on_2x2, args)
+    (conv3x3_on_2x2(*args) * ref).sum().backward()
+    ref_args = (x.clone().requires_grad_(), w.clone().requires_grad_(), b.clone().requires_grad_())
+    (F.conv2d(*ref_args, padding=1) * ref).sum().backward()
+    for mine, theirs in zip(args, ref_args):
+        torch.testing.assert_close(mine.grad, theirs.grad, rtol=0, atol=1e-10)
+
+
+def test_conv3x3_uses_the_product_only_on_2x2_stride_1_cpu_maps(monkeypatch):
+    import essl.models.resnet as resnet
+
+    calls = []
+    real = resnet.conv3x3_on_2x2
+    monkeypatch.setattr(resnet, "conv3x3_on_2x2", lambda *a: calls.append(a[0].shape) or real(*a))
+    conv, down = resnet.Conv3x3(4, 8), resnet.Conv3x3(4, 8, stride=2)
+    assert list(conv.state_dict()) == ["weight"] and isinstance(conv, nn.Conv2d)  # nn.Conv2d's parameters
+    for layer, size in ((conv, 2), (conv, 4), (conv, 1), (down, 2), (down, 4)):
+        x = torch.randn(3, 4, size, size)
+        torch.testing.assert_close(layer(x), nn.functional.conv2d(x, layer.weight, stride=layer.stride, padding=1))
+    assert calls == [(3, 4, 2, 2)]
+
+
+def test_resnet18_cifar_on_16px_crops_equals_the_convolutions():
+    """The 16-px rotation crops reach 2×2 maps in layer 4: features and every gradient as with nn.Conv2d."""
+    torch.manual_seed(0)
+    model = resnet18_cifar().double()
+    ref = _plain_copy(model)
+    x = torch.randn(4, 3, 16, 16, dtype=torch.float64)
+    out, ref_out = model(x), ref(x)
+    torch.testing.assert_close(out, ref_out, rtol=1e-9, atol=1e-9)
+    out.square().sum().backward()
+    ref_out.square().sum().backward()
+    for (name, p), q in zip(model.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-7, atol=1e-9, msg=name)
+
+
+def test_resnet18_cifar_2x2_product_under_bf16_autocast_matches_the_convolution():
+    torch.manual_seed(0)
+    model = resnet18_cifar().to(memory_format=torch.channels_last)
+    ref = _plain_copy(model)
+    x = torch.randn(8, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, ref_out = model(x), ref(x)
+    assert out.dtype == ref_out.dtype
+    # bf16 products summed in another order: agreement to bf16's precision, not bit for bit
+    assert (out.float() - ref_out.float()).abs().max() <= 0.05 * ref_out.float().abs().max()

@@ -9,11 +9,54 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+# For output position p and input position q of a 2×2 map, the 3×3 tap (row, column) that joins them under
+# padding 1: q = p − 1 + tap, so tap = q − p + 1 (positions in row-major order (0,0), (0,1), (1,0), (1,1)).
+_POSITIONS = torch.tensor([(0, 0), (0, 1), (1, 0), (1, 1)])
+_TAP_ROW = _POSITIONS[None, :, 0] - _POSITIONS[:, None, 0] + 1  # [p, q]
+_TAP_COL = _POSITIONS[None, :, 1] - _POSITIONS[:, None, 1] + 1
+
+
+def conv3x3_on_2x2(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias, padding=1)`` for a 2×2 input ``(N, C, 2, 2)`` as one matrix product.
+
+    On a 2×2 map every output sees every input through one tap, so the convolution is the linear map
+    ``(N, 4·C_in) → (N, 4·C_out)`` whose ``(p, q)`` block is ``weight[:, :, q − p + 1]``: the same arithmetic
+    without the padded taps (16 of the 36 the convolution visits), as one large GEMM instead of a convolution
+    over a tiny map, which oneDNN runs at a fraction of its rate on the CPU. The last stage of a CIFAR ResNet on
+    the paper's 16-px prediction crops runs on such maps. Channels-last input is read without a copy and the
+    output is channels-last.
+    """
+    n, cin = x.shape[:2]
+    cout = weight.shape[0]
+    if torch.is_autocast_enabled(x.device.type):  # cast first, as autocast's conv2d would: the gather moves half
+        weight = weight.to(torch.get_autocast_dtype(x.device.type))
+    big = weight.permute(2, 3, 0, 1)[_TAP_ROW, _TAP_COL]  # [p, q, C_out, C_in]
+    big = big.permute(0, 2, 1, 3).reshape(4 * cout, 4 * cin)  # rows (p, C_out), columns (q, C_in)
+    flat = x.permute(0, 2, 3, 1).reshape(n, 4 * cin)  # (q, C_in): a view of a channels-last input
+    y = F.linear(flat, big, None if bias is None else bias.repeat(4))
+    out = y.view(n, 2, 2, cout).permute(0, 3, 1, 2)
+    return out if x.is_contiguous(memory_format=torch.channels_last) else out.contiguous()
+
+
+class Conv3x3(nn.Conv2d):
+    """A 3×3 convolution (``nn.Conv2d`` with padding 1, same parameters and ``state_dict``) that computes a
+    stride-1 layer on a 2×2 CPU map with :func:`conv3x3_on_2x2`; everywhere else it is ``nn.Conv2d``.
+    Measured on the CPU only (BENCHMARKS.md), so other devices keep the convolution."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__(cin, cout, 3, stride=stride, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == (1, 1) and x.dim() == 4 and x.shape[-2:] == (2, 2) and x.device.type == "cpu":
+            return conv3x3_on_2x2(x, self.weight, self.bias)
+        return super().forward(x)
 
 
 def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+    return Conv3x3(cin, cout, stride)
 
 
 class BasicBlock(nn.Module):
