@@ -7,6 +7,9 @@ photonics fine-tuning (:mod:`essl.evaluation.photonics`), so that ``auto`` means
 
 from __future__ import annotations
 
+import ctypes
+import os
+import platform
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -78,6 +81,42 @@ def autocast_context(device: torch.device, dtype: torch.dtype | None) -> Abstrac
     if dtype is None or dtype == torch.float32:
         return nullcontext()
     return torch.autocast(device.type, dtype=dtype)
+
+
+#: glibc ``mallopt`` parameters (malloc.h) and the values :func:`retain_freed_memory` sets.
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+MALLOC_SETTINGS = {_M_MMAP_THRESHOLD: 1 << 30, _M_TRIM_THRESHOLD: (1 << 31) - 1, _M_TOP_PAD: 64 << 20}
+_malloc_state: dict[str, bool] = {}
+
+
+def retain_freed_memory() -> bool:
+    """Make glibc's malloc keep freed memory for reuse instead of handing it back to the kernel; return whether
+    the settings are in force in this process.
+
+    By default glibc serves blocks above a threshold (at most 32 MiB) with ``mmap`` and unmaps them on ``free``, and
+    trims the heap's free top, so a training step's large tensors (a batch of 256 CIFAR images' 64-channel
+    activations is 33.5 MB in bf16) come back as fresh pages every step, each first touched through a page fault.
+    On the 2-core CI machine kind that was 0.4-3 s of system time per E-SimCLR step (BENCHMARKS.md). With blocks
+    up to 1 GiB taken from the heap and up to 2 GiB of free heap kept (``mallopt``), the faults stop after the
+    first steps; the process keeps its peak memory until it exits. Applied once per process on the CPU by
+    :class:`essl.training.pretrain.Pretrainer`; a no-op off glibc, under a preloaded allocator (jemalloc,
+    tcmalloc), or with ``ESSL_MALLOC=default`` in the environment.
+    """
+    if "applied" not in _malloc_state:
+        _malloc_state["applied"] = _set_malloc()
+    return _malloc_state["applied"]
+
+
+def _set_malloc() -> bool:
+    if os.environ.get("ESSL_MALLOC", "").lower() == "default" or platform.libc_ver()[0] != "glibc":
+        return False
+    if any(name in os.environ.get("LD_PRELOAD", "") for name in ("jemalloc", "tcmalloc", "mimalloc")):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return all(libc.mallopt(param, value) == 1 for param, value in MALLOC_SETTINGS.items())
 
 
 class ThreadTuner:

@@ -63,6 +63,7 @@ from essl.runtime import (
     to_channels_last,
     precision_name,
     resolve_channels_last,
+    retain_freed_memory,
     resolve_device,
     resolve_precision,
 )
@@ -132,6 +133,8 @@ class Pretrainer:
         if cfg.num_threads > 0 or tune:
             torch.set_num_threads(cfg.num_threads or DEFAULT_THREADS)
         self.thread_tuner = ThreadTuner(DEFAULT_THREADS) if tune else None
+        if self.device.type == "cpu":  # large tensors reused from the heap, not page-faulted in every step
+            retain_freed_memory()
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input shapes: cuDNN autotunes its kernels once
         torch.manual_seed(cfg.seed)
