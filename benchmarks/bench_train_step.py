@@ -12,7 +12,10 @@ CIFAR-sized images in memory and end after the optimiser step.
   channels_last where the CPU supports them).
 - **baseline**: built the way the official code (rdangovs/essl cifar10/main.py) does it: per-image PIL
   augmentation (RandomResizedCrop, flip, ColorJitter, grayscale, ToTensor, Normalize; written here with Pillow
-  because torchvision is not a dependency) in DataLoader workers, fp32, NCHW, rotations by ``torch.rot90``.
+  because torchvision is not a dependency) in DataLoader workers, fp32, NCHW, rotations by ``torch.rot90``, every
+  3×3 layer a plain ``nn.Conv2d``. It runs in a spawned process of its own, one step per round, so that glibc's
+  malloc keeps its defaults there (essl's Pretrainer changes them in its process:
+  :func:`essl.runtime.retain_freed_memory`).
 - **prediction branch**: essl's SimCLR step (the same preset without the rotation task) is timed in the same
   interleaved rounds; the branch's share of the E-SimCLR step is ``1 − t(SimCLR) / t(E-SimCLR)``.
 
@@ -25,6 +28,8 @@ the same as on CIFAR-10. Run:
     python benchmarks/bench_train_step.py [--steps 6] [--warmup 2] [--batch 256] [--workers 2] [--profile 0]
     python benchmarks/bench_train_step.py --set compile=true   # any preset override for the essl side
     python benchmarks/bench_train_step.py --variant fp32:precision=fp32   # another essl side, same rounds
+    python benchmarks/bench_train_step.py --before-2x2   # and essl with its 2×2-map layers as convolutions
+    python benchmarks/bench_train_step.py --no-baseline --op-times   # time per aten operator, page faults
 
 With ``--set tune_threads=true`` each essl side's :class:`essl.runtime.ThreadTuner` makes its first
 choice of thread count during the warm-up (extra untimed steps); the baseline runs at torch's default count
@@ -35,7 +40,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import contextlib
 import math
+import multiprocessing
 import platform
 import random
 import statistics
@@ -48,6 +55,7 @@ import torch
 from PIL import Image, ImageEnhance
 
 from essl.data.cifar import CIFAR10_MEAN, CIFAR10_STD
+from essl.models.resnet import Conv3x3
 from essl.training.config import PretrainConfig, load_config
 from essl.training.model import ESSLModel
 from essl.training.pretrain import Pretrainer
@@ -136,6 +144,10 @@ class EsslStep:
         torch.manual_seed(0)
         self.trainer = Pretrainer(cfg, run_dir, progress=False)
         self.trainer.net.train()
+        # Without the tuner, the count this side runs at: the configured one, or torch's count when the side was
+        # built (``num_threads=0`` keeps torch's count, which another side of the same process may have changed
+        # since, so it is set again before every step).
+        self.fixed_threads = cfg.num_threads or torch.get_num_threads()
         self.it, self.epoch, self.batches = 0, 0, iter(self.trainer.batches.epoch(0, 0))
 
     def next_batch(self) -> torch.Tensor:
@@ -148,9 +160,8 @@ class EsslStep:
         raise RuntimeError("the batch source yields no batches")
 
     def __call__(self) -> None:
-        fixed = self.trainer.cfg.num_threads
-        if fixed and torch.get_num_threads() != fixed:  # other sides in the same process may have set another count
-            torch.set_num_threads(fixed)
+        if self.trainer.thread_tuner is None and torch.get_num_threads() != self.fixed_threads:
+            torch.set_num_threads(self.fixed_threads)
         x = self.next_batch()
         self.trainer.train_step(x, self.it % len(self.trainer.lrs))
         self.it += 1
@@ -165,9 +176,15 @@ class EsslStep:
         """The thread count used and, with the tuner, its first probe's step times per count."""
         tuner = self.trainer.thread_tuner
         if tuner is None:
-            return f"{self.trainer.cfg.num_threads or torch.get_num_threads()} thread(s), fixed"
+            return f"{self.fixed_threads} thread(s), fixed"
         probe = ", ".join(f"{n}: {t:.2f} s" for n, t in tuner.history[0].items())
         return f"{tuner.best} thread(s), chosen by timing steps ({probe})"
+
+    @property
+    def thread_count(self) -> int:
+        """The count the side's steps run at now."""
+        tuner = self.trainer.thread_tuner
+        return self.fixed_threads if tuner is None else tuner.best
 
 
 # --------------------------------------------------------------------------------------------------- timing
@@ -177,8 +194,9 @@ def timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 4096, reps: int = 4) -> float:
-    """FLOP/s of an n×n by n×n matrix product in ``dtype`` on this machine, best of ``reps``."""
+def matmul_peak(dtype: torch.dtype, threads: int, n: int = 4096, reps: int = 4) -> float:
+    """FLOP/s of an n×n by n×n matrix product in ``dtype`` at ``threads`` torch threads, best of ``reps``."""
+    torch.set_num_threads(threads)
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     torch.mm(a, b)
     best = min(timed(lambda: torch.mm(a, b)) for _ in range(reps))
@@ -186,20 +204,71 @@ def matmul_peak(dtype: torch.dtype, n: int = 4096, reps: int = 4) -> float:
 
 
 def step_flops(step: EsslStep) -> int:
-    """FLOPs of one essl step (convolutions and matrix products, forward and backward)."""
+    """FLOPs of one essl step (convolutions and matrix products, forward and backward), every 3×3 layer counted as
+    the convolution it computes (a 2×2 map's matrix product skips the padded taps, so it would count fewer)."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    convs = [m for m in step.trainer.model.modules() if isinstance(m, Conv3x3)]
     counter = FlopCounterMode(display=False)
-    with counter:
-        step()
+    try:
+        plain_convolutions(step.trainer.model)
+        with counter:
+            step()
+    finally:
+        for m in convs:
+            m.__class__ = Conv3x3
     return counter.get_total_flops()
+
+
+def plain_convolutions(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` with its 3×3 convolutions run as plain ``nn.Conv2d`` on every map (the official code's layers;
+    essl's :class:`essl.models.resnet.Conv3x3` computes 2×2 CPU maps as one matrix product), in place."""
+    for m in module.modules():
+        if isinstance(m, Conv3x3):
+            m.__class__ = torch.nn.Conv2d
+    return module
+
+
+class RemoteBaseline:
+    """A baseline step run in a child process of its own (spawned: glibc's malloc as the official code has it,
+    whatever :func:`essl.runtime.retain_freed_memory` set in this one), one step per call, so that it still runs
+    in the same interleaved rounds as the essl sides."""
+
+    def __init__(self, images_u8: torch.Tensor, batch: int, workers: int, threads: int):
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_baseline_server, args=(child, images_u8, batch, workers, threads))
+        self.process.start()
+        if self.conn.recv() != "ready":
+            raise RuntimeError("the baseline process did not start")
+
+    def __call__(self) -> None:
+        self.conn.send("step")
+        reply = self.conn.recv()
+        if reply != "done":
+            raise RuntimeError(f"the baseline process failed: {reply}")
+
+    def close(self) -> None:
+        self.conn.send("stop")
+        self.process.join(timeout=60)
+
+
+def _baseline_server(conn, images_u8: torch.Tensor, batch: int, workers: int, threads: int) -> None:
+    try:
+        step = baseline_step(images_u8, batch, workers, threads)
+        conn.send("ready")
+        while conn.recv() == "step":
+            step()
+            conn.send("done")
+    except Exception as exc:  # reported to the parent, which stops with it
+        conn.send(f"{type(exc).__name__}: {exc}")
 
 
 def baseline_step(images_u8: torch.Tensor, batch: int, workers: int, threads: int):
     """The official-style step: per-image PIL views from DataLoader workers, fp32, NCHW, at ``threads`` torch threads
     (the official code keeps torch's default)."""
     torch.manual_seed(0)
-    model = ESSLModel(load_config("cifar10-esimclr"), in_channels=3).train()
+    model = plain_convolutions(ESSLModel(load_config("cifar10-esimclr"), in_channels=3).train())
     opt = torch.optim.SGD(model.parameters(), lr=0.12, momentum=0.9, weight_decay=5e-4)
     hwc = images_u8.permute(0, 2, 3, 1).contiguous().numpy()
     loader = torch.utils.data.DataLoader(
@@ -234,21 +303,54 @@ def baseline_step(images_u8: torch.Tensor, batch: int, workers: int, threads: in
 def thread_sweep(cfg: PretrainConfig, tmp: Path, counts: list[int], warmup: int, steps: int, batch: int) -> None:
     """The essl E-SimCLR step with ``torch.set_num_threads(n)`` for each ``n``, in interleaved rounds (a machine
     whose cores other processes also use shows what a thread count costs when a core is taken away)."""
-    default = torch.get_num_threads()
     runs = {n: EsslStep(dataclasses.replace(cfg, num_threads=n), tmp / f"run-threads{n}") for n in counts}
     times: dict[int, list[float]] = {n: [] for n in counts}
     for r in range(warmup + steps):
         for n, step in runs.items():
-            torch.set_num_threads(n)
-            t = timed(step)
+            t = timed(step)  # the side sets its own count
             if r >= warmup:
                 times[n].append(t)
-    torch.set_num_threads(default)
+    flops = step_flops(next(iter(runs.values())))
     for n, ts in times.items():
         med = statistics.median(ts)
+        peak = matmul_peak(torch.bfloat16 if runs[n].trainer.dtype == torch.bfloat16 else torch.float32, n)
         print(
-            f"essl E-SimCLR, {n} thread(s): {batch / med:7.1f} img/s   step {med:.2f} s ({', '.join(f'{t:.2f}' for t in ts)})"
+            f"essl E-SimCLR, {n} thread(s): {batch / med:7.1f} img/s   step {med:.2f} s "
+            f"({', '.join(f'{t:.2f}' for t in ts)}); {100 * flops / med / peak:.0f}% of the 4096² matmul peak at "
+            f"{n} thread(s) ({peak / 1e12:.2f} TFLOP/s)"
         )
+
+
+def op_times(step: EsslStep, rows: int = 12) -> None:
+    """Wall time and minor page faults of each aten operator over one essl step, timed call by call at the
+    dispatcher (``TorchDispatchMode``). Unlike torch.profiler, which allocates as it records and moved the step's
+    page faults around in our runs, this adds nothing to the heap between the operators."""
+    import collections
+    import resource
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    seconds: dict[str, float] = collections.defaultdict(float)
+    faults: collections.Counter[str] = collections.Counter()
+    calls: collections.Counter[str] = collections.Counter()
+
+    class Timer(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            f0, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+            out = func(*args, **(kwargs or {}))
+            name = func.overloadpacket.__name__
+            seconds[name] += time.perf_counter() - t0
+            faults[name] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+            calls[name] += 1
+            return out
+
+    with Timer():
+        wall = timed(step)
+    total = sum(seconds.values())
+    print(f"\n## aten operators of one essl step ({wall:.2f} s with the timer, {total:.2f} s inside operators)\n")
+    print("| operator | share | time | calls | minor page faults |\n|---|---|---|---|---|")
+    for name, sec in sorted(seconds.items(), key=lambda kv: -kv[1])[:rows]:
+        print(f"| `aten::{name}` | {100 * sec / total:.1f} % | {1e3 * sec:.0f} ms | {calls[name]} | {faults[name]:,} |")
 
 
 def profile(step: EsslStep, steps: int, rows: int = 25) -> None:
@@ -291,6 +393,14 @@ def main() -> None:
         metavar="LABEL:KEY=VALUE,...",
         help="also time the essl E-SimCLR step with these preset overrides, in the same rounds (repeatable)",
     )
+    parser.add_argument(
+        "--before-2x2",
+        action="store_true",
+        help="also time the essl E-SimCLR step with its 2×2-map layers as plain convolutions, in the same rounds",
+    )
+    parser.add_argument(
+        "--op-times", action="store_true", help="time each aten operator of one essl step at the end (and its faults)"
+    )
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="profile N essl steps at the end")
     parser.add_argument(
         "--threads",
@@ -302,7 +412,7 @@ def main() -> None:
     random.seed(0)
     torch.manual_seed(0)
     images = torch.randint(0, 256, (4 * args.batch, 3, 32, 32), dtype=torch.uint8)
-    with tempfile.TemporaryDirectory(prefix="essl-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="essl-bench-") as tmp, contextlib.ExitStack() as stack:
         root = write_npy_dataset(Path(tmp) / "data", images)
         e_cfg = essl_config(root, args.batch, args.set)
         s_cfg = essl_config(root, args.batch, args.set, with_prediction=False)
@@ -315,11 +425,17 @@ def main() -> None:
             label, _, settings = spec.partition(":")
             v_cfg = essl_config(root, args.batch, args.set + [kv for kv in settings.split(",") if kv])
             sides[label] = EsslStep(v_cfg, Path(tmp) / f"run-{len(sides)}")
+        if args.before_2x2:
+            sides["essl E-SimCLR, 2x2 as conv"] = EsslStep(e_cfg, Path(tmp) / "run-conv")
+            plain_convolutions(sides["essl E-SimCLR, 2x2 as conv"].trainer.model)
         baselines: dict[str, int] = {}  # name: torch threads
         if not args.no_baseline:
             for i, n in enumerate(int(c) or default_threads for c in args.baseline_threads.split(",")):
                 baselines["baseline" if i == 0 else f"baseline, {n} thr"] = n
-            sides = {name: baseline_step(images, args.batch, args.workers, n) for name, n in baselines.items()} | sides
+            remote = {name: RemoteBaseline(images, args.batch, args.workers, n) for name, n in baselines.items()}
+            for side in remote.values():
+                stack.callback(side.close)
+            sides = remote | sides
         trainer = sides["essl E-SimCLR"].trainer
         dtype = trainer.dtype
         print(
@@ -350,7 +466,8 @@ def main() -> None:
         flops = step_flops(sides["essl E-SimCLR"])
         flops_s = step_flops(sides["essl SimCLR"])
         peak_dtype = dtype if dtype in (torch.bfloat16, torch.float16) else torch.float32
-        peak = matmul_peak(peak_dtype)
+        peak_threads = sides["essl E-SimCLR"].thread_count
+        peak = matmul_peak(peak_dtype, peak_threads)
         med = {name: statistics.median(ts) for name, ts in times.items()}
         for name, ts in times.items():
             print(
@@ -359,6 +476,10 @@ def main() -> None:
             )
         for name in baselines:
             print(f"speed-up essl E-SimCLR / {name}: {med[name] / med['essl E-SimCLR']:.2f}x")
+        if args.before_2x2:
+            print(
+                f"speed-up essl E-SimCLR / essl E-SimCLR, 2x2 as conv: {med['essl E-SimCLR, 2x2 as conv'] / med['essl E-SimCLR']:.2f}x"
+            )
         for spec in args.variant:
             label = spec.partition(":")[0]
             print(f"speed-up {label} / essl E-SimCLR: {med['essl E-SimCLR'] / med[label]:.2f}x")
@@ -370,12 +491,14 @@ def main() -> None:
         print(
             f"FLOPs per essl step: {flops / 1e12:.2f} TFLOP; achieved {flops / e / 1e12:.2f} TFLOP/s = "
             f"{100 * flops / e / peak:.0f}% of the {str(peak_dtype).replace('torch.', '')} 4096² matmul peak "
-            f"measured now ({peak / 1e12:.2f} TFLOP/s)"
+            f"at {peak_threads} thread(s) measured now ({peak / 1e12:.2f} TFLOP/s)"
         )
         if args.threads:
             thread_sweep(
                 e_cfg, Path(tmp), [int(n) for n in args.threads.split(",")], args.warmup, args.steps, args.batch
             )
+        if args.op_times:
+            op_times(sides["essl E-SimCLR"])
         if args.profile:
             profile(sides["essl E-SimCLR"], args.profile)
 

@@ -18,9 +18,33 @@ def _run(script: str, *args: str) -> str:
 @pytest.mark.slow
 def test_train_step_benchmark_runs_the_pretrainer_and_reports_flops():
     out = _run(
-        "bench_train_step.py", "--batch", "8", "--steps", "1", "--warmup", "0", "--workers", "0", "--threads", "1"
+        "bench_train_step.py",
+        *(
+            "--batch",
+            "8",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--workers",
+            "0",
+            "--threads",
+            "1",
+            "--before-2x2",
+            "--op-times",
+        ),
     )
-    for needle in ("baseline", "essl SimCLR", "speed-up", "prediction branch", "TFLOP", "matmul peak", "1 thread(s)"):
+    for needle in (
+        "baseline",
+        "essl SimCLR",
+        "speed-up",
+        "prediction branch",
+        "TFLOP",
+        "matmul peak",
+        "1 thread(s)",
+        "essl E-SimCLR / essl E-SimCLR, 2x2 as conv",
+        "| `aten::convolution_backward` |",
+    ):
         assert needle in out, out
     # 8 images: 16 32-px views + 32 16-px crops through a CIFAR ResNet-18 (0.56 GMAC per 32-px image, a quarter per
     # 16-px crop), forward + backward ≈ 3 × 2 × 24 × 0.56 GFLOP ≈ 0.08 TFLOP
@@ -52,3 +76,11 @@ def test_cost_benchmark_runs_each_configuration(family, passes):
 def test_conv_layer_benchmark_runs():
     out = _run("bench_conv_layers.py", "--reps", "1")
     assert out.count("| 256, 512, 2 |") == 4, out
+
+
+@pytest.mark.slow
+def test_malloc_benchmark_runs_both_settings_in_their_own_processes():
+    out = _run("bench_malloc.py", "--batch", "8", "--steps", "1", "--rounds", "1", "--threads", "1")
+    assert "retained (essl's default) (1 thread(s), retained=True)" in out, out
+    assert "glibc default (ESSL_MALLOC=default) (1 thread(s), retained=False)" in out, out
+    assert "speed-up, retained (essl's default) / glibc default" in out, out
