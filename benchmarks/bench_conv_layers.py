@@ -3,7 +3,8 @@
 Each row times one ``Conv2d(C, C, 3, padding=1)`` on an ``N×C×H×H`` input (forward under bf16 autocast or fp32,
 then the backward of a sum), in NCHW and channels_last, and prints GFLOP/s (2·N·C²·9·H² per forward, twice that
 per backward) and the backward/forward time ratio (about 2 when both run at the same efficiency). The shapes are
-the layers of the two 32-px views and of the 16-px rotation crops. Run:
+the layers of the two 32-px views and of the 16-px rotation crops; at 2×2 a last row times essl's ``Conv3x3``, which
+computes that layer as one matrix product (its GFLOP/s count the convolution's FLOPs, padded taps included). Run:
 
     python benchmarks/bench_conv_layers.py [--threads 1] [--reps 5]
 """
@@ -16,13 +17,18 @@ import time
 
 import torch
 
+from essl.models.resnet import Conv3x3
+
 # (N, C, H): batch 64 of the 32-px views at layers 1, 2, 4; 256 rotated 16-px crops at layer 4
 SHAPES = [(64, 64, 32), (64, 128, 16), (64, 512, 4), (256, 512, 2)]
 
 
-def time_layer(n: int, c: int, h: int, bf16: bool, channels_last: bool, reps: int) -> tuple[float, float]:
-    """Median forward and backward seconds of one 3×3 convolution layer."""
-    conv = torch.nn.Conv2d(c, c, 3, padding=1, bias=False)
+def time_layer(
+    n: int, c: int, h: int, bf16: bool, channels_last: bool, reps: int, product: bool = False
+) -> tuple[float, float]:
+    """Median forward and backward seconds of one 3×3 convolution layer (``product``: essl's ``Conv3x3``, which
+    computes a 2×2 map as one matrix product)."""
+    conv = Conv3x3(c, c) if product else torch.nn.Conv2d(c, c, 3, padding=1, bias=False)
     x = torch.randn(n, c, h, h)
     if channels_last:
         conv, x = conv.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
@@ -62,6 +68,10 @@ def main() -> None:
                     f"| {n}, {c}, {h} | {kind} | {flops / f / 1e9:.0f} | {2 * flops / b / 1e9:.0f} | {b / f:.1f} |",
                     flush=True,
                 )
+        if h == 2:  # what essl runs there: the same layer as one (N, 4·C) × (4·C, 4·C) product, FLOPs as a conv
+            f, b = time_layer(n, c, h, True, True, args.reps, product=True)
+            kind = "bf16, channels_last, as one product (essl)"
+            print(f"| {n}, {c}, {h} | {kind} | {flops / f / 1e9:.0f} | {2 * flops / b / 1e9:.0f} | {b / f:.1f} |")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ measured in the same run. ``--profile N`` adds a torch.profiler table of N essl 
 and input shape (which separates the layers and the two branches). Images are random uint8: the work per image is
 the same as on CIFAR-10. Run:
 
-    python benchmarks/bench_train_step.py [--steps 6] [--warmup 2] [--batch 256] [--workers 2] [--profile 0]
+    python benchmarks/bench_train_step.py [--steps 6] [--warmup 10] [--batch 256] [--workers 2] [--profile 0]
     python benchmarks/bench_train_step.py --set compile=true   # any preset override for the essl side
     python benchmarks/bench_train_step.py --variant fp32:precision=fp32   # another essl side, same rounds
     python benchmarks/bench_train_step.py --before-2x2   # and essl with its 2×2-map layers as convolutions
@@ -376,7 +376,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--steps", type=int, default=6, help="timed steps per side (interleaved rounds)")
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=10,
+        help="untimed rounds first (the baseline's step time falls for about ten steps: its loader and malloc settle)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="baseline DataLoader workers")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="preset overrides (essl side)")
     parser.add_argument("--no-baseline", action="store_true", help="time essl only")

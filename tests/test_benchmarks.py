@@ -75,7 +75,8 @@ def test_cost_benchmark_runs_each_configuration(family, passes):
 
 def test_conv_layer_benchmark_runs():
     out = _run("bench_conv_layers.py", "--reps", "1")
-    assert out.count("| 256, 512, 2 |") == 4, out
+    assert out.count("| 256, 512, 2 |") == 5, out
+    assert "| 256, 512, 2 | bf16, channels_last, as one product (essl) |" in out, out
 
 
 @pytest.mark.slow
