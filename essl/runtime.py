@@ -102,13 +102,28 @@ def retain_freed_memory() -> bool:
     :class:`essl.training.pretrain.Pretrainer`; a no-op off glibc, under a preloaded allocator (jemalloc,
     tcmalloc), or with ``ESSL_MALLOC=default`` in the environment.
     """
+    if malloc_setting() == "default":
+        return _malloc_state.get("applied", False)  # mallopt cannot be undone in a process that applied it
     if "applied" not in _malloc_state:
         _malloc_state["applied"] = _set_malloc()
     return _malloc_state["applied"]
 
 
+def malloc_setting() -> str:
+    """The ``ESSL_MALLOC`` environment variable: ``retain`` (also when unset: :func:`retain_freed_memory` on the CPU)
+    or ``default`` (glibc's malloc as it is); any other value is an error."""
+    raw = os.environ.get("ESSL_MALLOC", "")
+    value = raw.strip().lower() or "retain"
+    if value not in ("retain", "default"):
+        raise EsslError(
+            f"ESSL_MALLOC must be 'retain' (keep freed memory for reuse, essl's default on the CPU) or 'default' "
+            f"(glibc's malloc as it is), got {raw!r}. Unset it or give one of these."
+        )
+    return value
+
+
 def _set_malloc() -> bool:
-    if os.environ.get("ESSL_MALLOC", "").lower() == "default" or platform.libc_ver()[0] != "glibc":
+    if platform.libc_ver()[0] != "glibc":
         return False
     if any(name in os.environ.get("LD_PRELOAD", "") for name in ("jemalloc", "tcmalloc", "mimalloc")):
         return False

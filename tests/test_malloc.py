@@ -49,3 +49,19 @@ def test_retained_blocks_are_not_page_faulted_in_again():
 def test_essl_malloc_default_keeps_the_allocator_as_it_is():
     applied, _ = _probe("retain", ESSL_MALLOC="default")
     assert applied == "False"
+
+
+def test_a_bad_essl_malloc_is_named_before_anything_is_written(tmp_path):
+    cheap = ["epochs=1", "subset=64", "batch_size=32", "knn_every=0", "num_threads=1", "precision=fp32"]
+    res = subprocess.run(
+        [sys.executable, "-m", "essl", "pretrain", "mnist5k-simclr", *cheap, "--out", "r", "--no-progress"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "ESSL_MALLOC": "off"},
+        timeout=300,
+    )
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr, res.stderr
+    assert "ESSL_MALLOC" in res.stderr and "'off'" in res.stderr and "'retain'" in res.stderr, res.stderr
+    assert not (tmp_path / "r").exists()

@@ -63,6 +63,7 @@ from essl.runtime import (
     to_channels_last,
     precision_name,
     resolve_channels_last,
+    malloc_setting,
     retain_freed_memory,
     resolve_device,
     resolve_precision,
@@ -135,6 +136,8 @@ class Pretrainer:
         self.thread_tuner = ThreadTuner(DEFAULT_THREADS) if tune else None
         if self.device.type == "cpu":  # large tensors reused from the heap, not page-faulted in every step
             retain_freed_memory()
+        else:
+            malloc_setting()  # a bad ESSL_MALLOC is named on every device
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input shapes: cuDNN autotunes its kernels once
         torch.manual_seed(cfg.seed)
