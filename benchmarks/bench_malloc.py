@@ -36,10 +36,9 @@ def child(preset: str, batch: int, steps: int, threads: int) -> None:
     import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_train_step import EsslStep, write_npy_dataset
+    from bench_train_step import EsslStep, essl_config, write_npy_dataset
 
     from essl.runtime import retain_freed_memory
-    from essl.training.config import load_config
 
     if threads:
         torch.set_num_threads(threads)
@@ -48,8 +47,7 @@ def child(preset: str, batch: int, steps: int, threads: int) -> None:
     images = torch.randint(0, 256, (2 * batch, channels, size, size), dtype=torch.uint8)
     with tempfile.TemporaryDirectory(prefix="essl-bench-") as tmp:
         root = write_npy_dataset(Path(tmp) / "data", images)
-        settings = ["dataset=npy", f"data_root={root}", f"batch_size={batch}", "knn_every=0", "online_probe=false"]
-        step = EsslStep(load_config(preset, settings), Path(tmp) / "run")
+        step = EsslStep(essl_config(root, batch, [], preset=preset), Path(tmp) / "run")
         step()
         rows = []
         for _ in range(steps):

@@ -130,11 +130,18 @@ def write_npy_dataset(folder: Path, images: torch.Tensor) -> Path:
     return folder
 
 
-def essl_config(data_root: Path, batch: int, overrides: list[str], with_prediction: bool = True) -> PretrainConfig:
-    """The ``cifar10-esimclr`` preset on the npy folder, without the kNN monitor and the online probe (no labels)."""
+def essl_config(
+    data_root: Path,
+    batch: int,
+    overrides: list[str],
+    with_prediction: bool = True,
+    preset: str = "cifar10-esimclr",
+) -> PretrainConfig:
+    """A preset (``cifar10-esimclr`` unless told) on the npy folder, without the kNN monitor and the online probe
+    (no labels)."""
     settings = ["dataset=npy", f"data_root={data_root}", f"batch_size={batch}", "knn_every=0", "online_probe=false"]
     without = [] if with_prediction else ["equivariance=[]"]
-    return load_config("cifar10-esimclr", settings + without + list(overrides))
+    return load_config(preset, settings + without + list(overrides))
 
 
 class EsslStep:
@@ -208,25 +215,30 @@ def step_flops(step: EsslStep) -> int:
     the convolution it computes (a 2×2 map's matrix product skips the padded taps, so it would count fewer)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    convs = [m for m in step.trainer.model.modules() if isinstance(m, Conv3x3)]
     counter = FlopCounterMode(display=False)
+    changed = plain_convolutions(step.trainer.model)
     try:
-        plain_convolutions(step.trainer.model)
         with counter:
             step()
     finally:
-        for m in convs:
+        for m in changed:
             m.__class__ = Conv3x3
     return counter.get_total_flops()
 
 
-def plain_convolutions(module: torch.nn.Module) -> torch.nn.Module:
-    """``module`` with its 3×3 convolutions run as plain ``nn.Conv2d`` on every map (the official code's layers;
-    essl's :class:`essl.models.resnet.Conv3x3` computes 2×2 CPU maps as one matrix product), in place."""
-    for m in module.modules():
-        if isinstance(m, Conv3x3):
-            m.__class__ = torch.nn.Conv2d
-    return module
+def plain_convolutions(module: torch.nn.Module) -> list[torch.nn.Module]:
+    """Make ``module``'s 3×3 convolutions plain ``nn.Conv2d`` on every map (the official code's layers; essl's
+    :class:`essl.models.resnet.Conv3x3` computes 2×2 CPU maps as one matrix product), in place; returns the
+    layers changed."""
+    changed = [m for m in module.modules() if isinstance(m, Conv3x3)]
+    for m in changed:
+        m.__class__ = torch.nn.Conv2d
+    return changed
+
+
+def peak_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the matmul peak a step in autocast ``dtype`` is set against (float32 without autocast)."""
+    return dtype if dtype in (torch.bfloat16, torch.float16) else torch.float32
 
 
 class RemoteBaseline:
@@ -268,7 +280,8 @@ def baseline_step(images_u8: torch.Tensor, batch: int, workers: int, threads: in
     """The official-style step: per-image PIL views from DataLoader workers, fp32, NCHW, at ``threads`` torch threads
     (the official code keeps torch's default)."""
     torch.manual_seed(0)
-    model = plain_convolutions(ESSLModel(load_config("cifar10-esimclr"), in_channels=3).train())
+    model = ESSLModel(load_config("cifar10-esimclr"), in_channels=3).train()
+    plain_convolutions(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.12, momentum=0.9, weight_decay=5e-4)
     hwc = images_u8.permute(0, 2, 3, 1).contiguous().numpy()
     loader = torch.utils.data.DataLoader(
@@ -313,7 +326,7 @@ def thread_sweep(cfg: PretrainConfig, tmp: Path, counts: list[int], warmup: int,
     flops = step_flops(next(iter(runs.values())))
     for n, ts in times.items():
         med = statistics.median(ts)
-        peak = matmul_peak(torch.bfloat16 if runs[n].trainer.dtype == torch.bfloat16 else torch.float32, n)
+        peak = matmul_peak(peak_dtype(runs[n].trainer.dtype), n)
         print(
             f"essl E-SimCLR, {n} thread(s): {batch / med:7.1f} img/s   step {med:.2f} s "
             f"({', '.join(f'{t:.2f}' for t in ts)}); {100 * flops / med / peak:.0f}% of the 4096² matmul peak at "
@@ -470,9 +483,8 @@ def main() -> None:
             print(f"{name}: {n} thread(s), fixed")
         flops = step_flops(sides["essl E-SimCLR"])
         flops_s = step_flops(sides["essl SimCLR"])
-        peak_dtype = dtype if dtype in (torch.bfloat16, torch.float16) else torch.float32
         peak_threads = sides["essl E-SimCLR"].thread_count
-        peak = matmul_peak(peak_dtype, peak_threads)
+        peak = matmul_peak(peak_dtype(dtype), peak_threads)
         med = {name: statistics.median(ts) for name, ts in times.items()}
         for name, ts in times.items():
             print(
@@ -495,7 +507,7 @@ def main() -> None:
         )
         print(
             f"FLOPs per essl step: {flops / 1e12:.2f} TFLOP; achieved {flops / e / 1e12:.2f} TFLOP/s = "
-            f"{100 * flops / e / peak:.0f}% of the {str(peak_dtype).replace('torch.', '')} 4096² matmul peak "
+            f"{100 * flops / e / peak:.0f}% of the {str(peak_dtype(dtype)).replace('torch.', '')} 4096² matmul peak "
             f"at {peak_threads} thread(s) measured now ({peak / 1e12:.2f} TFLOP/s)"
         )
         if args.threads:

@@ -24,7 +24,7 @@ def conv3x3_on_2x2(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
 
     On a 2×2 map every output sees every input through one tap, so the convolution is the linear map
     ``(N, 4·C_in) → (N, 4·C_out)`` whose ``(p, q)`` block is ``weight[:, :, q − p + 1]``: the same arithmetic
-    without the padded taps (16 of the 36 the convolution visits), as one large GEMM instead of a convolution
+    without the padded taps (20 of the 36 the convolution visits), as one large GEMM instead of a convolution
     over a tiny map, which oneDNN runs at a fraction of its rate on the CPU. The last stage of a CIFAR ResNet on
     the paper's 16-px prediction crops runs on such maps. Channels-last input is read without a copy and the
     output is channels-last.
