@@ -21,9 +21,11 @@ CIFAR-sized images in memory and end after the optimiser step.
 
 Besides images/s and the ratio, it prints the FLOPs of one essl step (``torch.utils.flop_counter``: convolutions
 and matrix products, forward and backward) and the fraction of a bf16 (or the step's precision) matmul peak
-measured in the same run. ``--profile N`` adds a torch.profiler table of N essl steps, by operator and by operator
-and input shape (which separates the layers and the two branches). Images are random uint8: the work per image is
-the same as on CIFAR-10. Run:
+measured in the same run, the baseline's fraction of a float32 matmul peak, and a ceiling: the ratio to the
+baseline that a step doing these FLOPs at the bf16 matmul peak would reach (the practical limit, on the machine at
+hand, of any change that keeps the paper's arithmetic, the same convolutions computed directly). ``--profile N``
+adds a torch.profiler table of N essl steps, by operator and by operator and input shape (which separates the
+layers and the two branches). Images are random uint8: the work per image is the same as on CIFAR-10. Run:
 
     python benchmarks/bench_train_step.py [--steps 6] [--warmup 10] [--batch 256] [--workers 2] [--profile 0]
     python benchmarks/bench_train_step.py --set compile=true   # any preset override for the essl side
@@ -128,6 +130,19 @@ def write_npy_dataset(folder: Path, images: torch.Tensor) -> Path:
     (folder / "train").mkdir(parents=True, exist_ok=True)
     np.save(folder / "train" / "images.npy", images.numpy())
     return folder
+
+
+def split_settings(text: str) -> list[str]:
+    """``KEY=VALUE,KEY=VALUE`` split at the commas outside brackets and braces, so that a value may be a YAML
+    flow list (``equivariance=[{group: rotation, samples: 1}]``)."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += (ch in "[{") - (ch in "]}")
+        if ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [p.strip() for p in parts if p.strip()]
 
 
 def essl_config(
@@ -409,7 +424,9 @@ def main() -> None:
         action="append",
         default=[],
         metavar="LABEL:KEY=VALUE,...",
-        help="also time the essl E-SimCLR step with these preset overrides, in the same rounds (repeatable)",
+        help="also time the essl E-SimCLR step with these preset overrides, in the same rounds (repeatable); "
+        "a value may be a YAML flow list, e.g. 'sampled:equivariance=[{group: rotation, weight: 0.4, "
+        "view: cifar_small, head: cifar_simclr, samples: 1}]'",
     )
     parser.add_argument(
         "--before-2x2",
@@ -441,7 +458,7 @@ def main() -> None:
         }
         for spec in args.variant:
             label, _, settings = spec.partition(":")
-            v_cfg = essl_config(root, args.batch, args.set + [kv for kv in settings.split(",") if kv])
+            v_cfg = essl_config(root, args.batch, args.set + split_settings(settings))
             sides[label] = EsslStep(v_cfg, Path(tmp) / f"run-{len(sides)}")
         if args.before_2x2:
             sides["essl E-SimCLR, 2x2 as conv"] = EsslStep(e_cfg, Path(tmp) / "run-conv")
@@ -499,7 +516,12 @@ def main() -> None:
             )
         for spec in args.variant:
             label = spec.partition(":")[0]
-            print(f"speed-up {label} / essl E-SimCLR: {med['essl E-SimCLR'] / med[label]:.2f}x")
+            print(
+                f"speed-up {label} / essl E-SimCLR: {med['essl E-SimCLR'] / med[label]:.2f}x "
+                f"({step_flops(sides[label]) / 1e12:.2f} TFLOP per step)"
+            )
+            for name in baselines:
+                print(f"speed-up {label} / {name}: {med[name] / med[label]:.2f}x")
         e, s = med["essl E-SimCLR"], med["essl SimCLR"]
         print(
             f"prediction branch: {100 * (1 - s / e):.0f}% of the E-SimCLR step's time, "
@@ -510,6 +532,19 @@ def main() -> None:
             f"{100 * flops / e / peak:.0f}% of the {str(peak_dtype(dtype)).replace('torch.', '')} 4096² matmul peak "
             f"at {peak_threads} thread(s) measured now ({peak / 1e12:.2f} TFLOP/s)"
         )
+        if baselines:
+            # What the paper's arithmetic allows on this machine: the step's FLOPs at the measured matmul peak.
+            base = med["baseline"]
+            peak32 = matmul_peak(torch.float32, baselines["baseline"])
+            print(
+                f"baseline: {flops / base / 1e12:.2f} TFLOP/s = {100 * flops / base / peak32:.0f}% of the float32 "
+                f"4096² matmul peak at {baselines['baseline']} thread(s) ({peak32 / 1e12:.2f} TFLOP/s)"
+            )
+            print(
+                f"ceiling: these FLOPs at the {str(peak_dtype(dtype)).replace('torch.', '')} peak take "
+                f"{flops / peak:.2f} s, {base * peak / flops:.2f}x the baseline on this machine "
+                f"(essl E-SimCLR runs at {100 * (flops / peak) / e:.0f}% of that rate)"
+            )
         if args.threads:
             thread_sweep(
                 e_cfg, Path(tmp), [int(n) for n in args.threads.split(",")], args.warmup, args.steps, args.batch

@@ -32,6 +32,8 @@ def test_train_step_benchmark_runs_the_pretrainer_and_reports_flops():
             "1",
             "--before-2x2",
             "--op-times",
+            "--variant",
+            "sampled:equivariance=[{group: rotation, weight: 0.4, view: cifar_small, head: cifar_simclr, samples: 1}]",
         ),
     )
     for needle in (
@@ -44,12 +46,18 @@ def test_train_step_benchmark_runs_the_pretrainer_and_reports_flops():
         "1 thread(s)",
         "essl E-SimCLR / essl E-SimCLR, 2x2 as conv",
         "| `aten::convolution_backward` |",
+        "speed-up sampled / baseline",
+        "of the float32 4096² matmul peak",
+        "ceiling: these FLOPs at the",
     ):
         assert needle in out, out
     # 8 images: 16 32-px views + 32 16-px crops through a CIFAR ResNet-18 (0.56 GMAC per 32-px image, a quarter per
     # 16-px crop), forward + backward ≈ 3 × 2 × 24 × 0.56 GFLOP ≈ 0.08 TFLOP
     tflop = float(out.split("FLOPs per essl step: ")[1].split(" TFLOP")[0])
     assert 0.01 < tflop < 1.0, out
+    # one drawn rotation per crop instead of four: the 16-px branch does a quarter of its work
+    sampled = float(out.split("speed-up sampled / essl E-SimCLR: ")[1].split("(")[1].split(" TFLOP")[0])
+    assert sampled < tflop, out
 
 
 @pytest.mark.slow
