@@ -22,11 +22,11 @@ CIFAR-sized images in memory and end after the optimiser step.
 Besides images/s and the ratio, it prints the FLOPs of one essl step (``torch.utils.flop_counter``: convolutions
 and matrix products, forward and backward) and the fraction of a bf16 (or the step's precision) matmul peak
 measured in the same run, the baseline's fraction of a float32 matmul peak, and a ceiling: the ratio to the
-baseline that a step doing these FLOPs at the faster of that matmul and the fastest bf16 3×3 convolution of
-layers 2-4 would reach (near the practical limit, on the machine at hand, of any change that keeps the paper's arithmetic, the same
-convolutions computed directly). ``--profile N``
-adds a torch.profiler table of N essl steps, by operator and by operator and input shape (which separates the
-layers and the two branches). Images are random uint8: the work per image is the same as on CIFAR-10. Run:
+baseline that a step would reach if all its FLOPs ran at the faster of that matmul and the fastest bf16 3×3
+convolution forward of layers 2-4 (a practical upper bound, on the machine at hand, for any change that keeps the
+paper's arithmetic, the same convolutions computed directly; BatchNorm and the other memory-bound operators come on
+top). ``--profile N`` adds a torch.profiler table of N essl steps, by operator and by operator and input shape
+(which separates the layers and the two branches). Images are random uint8: the work per image is the same as on CIFAR-10. Run:
 
     python benchmarks/bench_train_step.py [--steps 6] [--warmup 10] [--batch 256] [--workers 2] [--profile 0]
     python benchmarks/bench_train_step.py --set compile=true   # any preset override for the essl side
@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import contextlib
+import functools
 import math
 import multiprocessing
 import platform
@@ -238,9 +239,10 @@ def conv_peak(dtype: torch.dtype, threads: int, layers=CONV_PEAK_LAYERS, reps: i
     for n, c, size in layers:
         x = torch.randn(n, c, size, size).to(dtype).contiguous(memory_format=torch.channels_last)
         w = torch.randn(c, c, 3, 3).to(dtype).contiguous(memory_format=torch.channels_last)
+        forward = functools.partial(torch.nn.functional.conv2d, x, w, padding=1)
         with torch.no_grad():
-            torch.nn.functional.conv2d(x, w, padding=1)
-            best = min(timed(lambda: torch.nn.functional.conv2d(x, w, padding=1)) for _ in range(reps))
+            forward()
+            best = min(timed(forward) for _ in range(reps))
         rates.append(2 * n * size * size * c * c * 9 / best)
     return max(rates)
 
