@@ -9,7 +9,7 @@ from essl.objectives import barlow_twins_loss, info_nce, nt_xent, prediction_los
 
 
 def _cos(a, b):
-    return float(a @ b / (a.norm() * b.norm()))
+    return float((a @ b / (a.norm() * b.norm())).detach())
 
 
 def plain_cross_view_infonce(z1, z2, t):
