@@ -26,7 +26,8 @@ baseline that a step would reach if all its FLOPs ran at the faster of that matm
 convolution forward of layers 2-4 (a practical upper bound, on the machine at hand, for any change that keeps the
 paper's arithmetic, the same convolutions computed directly; BatchNorm and the other memory-bound operators come on
 top). ``--profile N`` adds a torch.profiler table of N essl steps, by operator and by operator and input shape
-(which separates the layers and the two branches). Images are random uint8: the work per image is the same as on CIFAR-10. Run:
+(which separates the layers and the two branches). Images are random uint8: the work per image is the same as on
+CIFAR-10. Run:
 
     python benchmarks/bench_train_step.py [--steps 6] [--warmup 10] [--batch 256] [--workers 2] [--profile 0]
     python benchmarks/bench_train_step.py --set compile=true   # any preset override for the essl side
@@ -218,13 +219,17 @@ def timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+def best_time(fn, reps: int) -> float:
+    """The shortest of ``reps`` timed calls of ``fn``, after one untimed call."""
+    fn()
+    return min(timed(fn) for _ in range(reps))
+
+
 def matmul_peak(dtype: torch.dtype, threads: int, n: int = 4096, reps: int = 4) -> float:
     """FLOP/s of an n×n by n×n matrix product in ``dtype`` at ``threads`` torch threads, best of ``reps``."""
     torch.set_num_threads(threads)
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    torch.mm(a, b)
-    best = min(timed(lambda: torch.mm(a, b)) for _ in range(reps))
-    return 2 * n**3 / best
+    return 2 * n**3 / best_time(functools.partial(torch.mm, a, b), reps)
 
 
 CONV_PEAK_LAYERS = ((256, 128, 16), (256, 256, 8), (256, 512, 4))  # (images, channels, side): the step's layers 2-4
@@ -239,10 +244,8 @@ def conv_peak(dtype: torch.dtype, threads: int, layers=CONV_PEAK_LAYERS, reps: i
     for n, c, size in layers:
         x = torch.randn(n, c, size, size).to(dtype).contiguous(memory_format=torch.channels_last)
         w = torch.randn(c, c, 3, 3).to(dtype).contiguous(memory_format=torch.channels_last)
-        forward = functools.partial(torch.nn.functional.conv2d, x, w, padding=1)
         with torch.no_grad():
-            forward()
-            best = min(timed(forward) for _ in range(reps))
+            best = best_time(functools.partial(torch.nn.functional.conv2d, x, w, padding=1), reps)
         rates.append(2 * n * size * size * c * c * 9 / best)
     return max(rates)
 
@@ -523,7 +526,9 @@ def main() -> None:
         flops = step_flops(sides["essl E-SimCLR"])
         flops_s = step_flops(sides["essl SimCLR"])
         peak_threads = sides["essl E-SimCLR"].thread_count
-        peak = matmul_peak(peak_dtype(dtype), peak_threads)
+        fast_dtype = peak_dtype(dtype)
+        fast_name = str(fast_dtype).replace("torch.", "")
+        peak = matmul_peak(fast_dtype, peak_threads)
         med = {name: statistics.median(ts) for name, ts in times.items()}
         for name, ts in times.items():
             print(
@@ -551,7 +556,7 @@ def main() -> None:
         )
         print(
             f"FLOPs per essl step: {flops / 1e12:.2f} TFLOP; achieved {flops / e / 1e12:.2f} TFLOP/s = "
-            f"{100 * flops / e / peak:.0f}% of the {str(peak_dtype(dtype)).replace('torch.', '')} 4096² matmul peak "
+            f"{100 * flops / e / peak:.0f}% of the {fast_name} 4096² matmul peak "
             f"at {peak_threads} thread(s) measured now ({peak / 1e12:.2f} TFLOP/s)"
         )
         if baselines:
@@ -564,10 +569,10 @@ def main() -> None:
                 f"4096² matmul peak ({mm32 / 1e12:.2f} TFLOP/s) and {100 * flops / base / conv32:.0f}% of the fastest "
                 f"float32 3×3 convolution of layers 2-4 ({conv32 / 1e12:.2f}) at {n32} thread(s)"
             )
-            conv = conv_peak(peak_dtype(dtype), peak_threads)
+            conv = conv_peak(fast_dtype, peak_threads)
             best = max(peak, conv)
             print(
-                f"ceiling: the fastest {str(peak_dtype(dtype)).replace('torch.', '')} 3×3 convolution forward of "
+                f"ceiling: the fastest {fast_name} 3×3 convolution forward of "
                 f"layers 2-4 runs at {conv / 1e12:.2f} TFLOP/s; at the faster of it and the matmul these FLOPs take "
                 f"{flops / best:.2f} s, {base * best / flops:.2f}x the baseline on this machine (essl E-SimCLR runs at "
                 f"{100 * flops / e / best:.0f}% of that rate)"
